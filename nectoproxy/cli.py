@@ -1,0 +1,233 @@
+"""The ``nectoproxy`` command: a thin layer that parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import tomli_w
+
+from nectoproxy.config import Config, config_to_dict, default_config_text, load_config
+from nectoproxy.errors import NectoProxyError
+
+log = logging.getLogger("nectoproxy.cli")
+
+
+def _config_options(parser: argparse.ArgumentParser) -> None:
+    """Options that shape the configuration; shared by the proxy and the sub-commands."""
+    s = argparse.SUPPRESS
+    parser.add_argument("--config", metavar="PATH", default=s,
+                        help="configuration file (default: ./nectoproxy.toml, then "
+                             "~/.nectoproxy/nectoproxy.toml)")
+    parser.add_argument("--no-config", action="store_true", default=s,
+                        help="ignore every configuration file")
+    parser.add_argument("--listen-host", metavar="HOST", default=s)
+    parser.add_argument("--listen-port", metavar="PORT", type=int, default=s)
+    parser.add_argument("--ssl-insecure", action="store_true", default=s,
+                        help="do not verify upstream TLS certificates (unsafe)")
+    parser.add_argument("--upstream-ca", metavar="PEM", default=s,
+                        help="extra CA bundle trusted for upstream TLS")
+    parser.add_argument("--certs-dir", metavar="DIR", default=s,
+                        help="certificate directory (default: ~/.nectoproxy/certs)")
+    parser.add_argument("-s", "--script", metavar="PATH", action="append", default=s,
+                        help="load a plugin script (repeatable)")
+    parser.add_argument("--disable", metavar="PLUGIN", action="append", default=s,
+                        help="do not load this plugin (repeatable)")
+    parser.add_argument("--no-entry-points", action="store_true", default=s,
+                        help="load no installed third-party plugins")
+    parser.add_argument("-q", "--quiet", action="store_true", default=s,
+                        help="no line per flow")
+    parser.add_argument("-v", "--verbose", action="store_true", default=s,
+                        help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nectoproxy import __version__
+    from nectoproxy.certcli import add_cert_parser
+
+    parser = argparse.ArgumentParser(
+        prog="nectoproxy",
+        description="A plugin-driven, scriptable HTTP(S) proxy. Without a command, starts the "
+                    "proxy (default 0.0.0.0:8888).",
+    )
+    parser.add_argument("--version", action="version", version=f"nectoproxy {__version__}")
+    _config_options(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", help="start the proxy (the default)")
+    _config_options(run)
+    add_cert_parser(commands)
+    config = commands.add_parser("config", help="write, show or check nectoproxy.toml")
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION",
+                                            required=True)
+    init = config_commands.add_parser("init", help="write a commented default nectoproxy.toml")
+    init.add_argument("path", nargs="?", default="nectoproxy.toml")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    show = config_commands.add_parser("show", help="print the effective configuration")
+    _config_options(show)
+    check = config_commands.add_parser("check", help="validate a configuration file")
+    check.add_argument("path", nargs="?")
+    _config_options(check)
+    plugins = commands.add_parser("plugins", help="list the loaded plugins")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    _config_options(plugins)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, path: str | None = None) -> Config:
+    overrides: dict[str, dict[str, Any]] = {}
+
+    def put(section: str, key: str, attr: str) -> None:
+        if hasattr(args, attr):
+            overrides.setdefault(section, {})[key] = getattr(args, attr)
+
+    put("proxy", "listen_host", "listen_host")
+    put("proxy", "listen_port", "listen_port")
+    put("proxy", "ssl_insecure", "ssl_insecure")
+    put("proxy", "upstream_ca", "upstream_ca")
+    put("certs", "dir", "certs_dir")
+    put("log", "quiet", "quiet")
+    if getattr(args, "verbose", False):
+        overrides.setdefault("log", {})["level"] = "debug"
+    if getattr(args, "no_entry_points", False):
+        overrides.setdefault("plugins", {})["entry_points"] = False
+    config = load_config(path or getattr(args, "config", None),
+                         use_file=not getattr(args, "no_config", False), overrides=overrides)
+    if hasattr(args, "disable"):
+        config = config.replace(plugins={"disable": [*config.plugins.disable, *args.disable]})
+    return config
+
+
+def setup_logging(config: Config) -> None:
+    level = getattr(logging, config.log.level.upper())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger("nectoproxy")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    logging.getLogger("nectoproxy.flows").setLevel(logging.INFO)
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.name == "nectoproxy.flows":
+            return message
+        return f"[{record.levelname.lower()}] {message}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except NectoProxyError as exc:
+        print(f"nectoproxy: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "cert":
+        from nectoproxy.certcli import run_cert
+
+        return run_cert(args, config_from_args(args).certs_dir)
+    if command == "config":
+        return _config_command(args)
+    if command == "plugins":
+        return _plugins_command(args)
+    config = config_from_args(args)
+    setup_logging(config)
+    return run_proxy(config, scripts=getattr(args, "script", []))
+
+
+def _config_command(args: argparse.Namespace) -> int:
+    if args.config_command == "init":
+        path = Path(args.path)
+        if path.exists() and not args.force:
+            print(f"nectoproxy: error: {path} exists (use --force to overwrite)",
+                  file=sys.stderr)
+            return 1
+        path.write_text(default_config_text())
+        print(f"Wrote {path}")
+        return 0
+    if args.config_command == "show":
+        print(tomli_w.dumps(config_to_dict(config_from_args(args))), end="")
+        return 0
+    config = config_from_args(args, path=args.path)
+    from nectoproxy.proxy.server import Proxy
+
+    proxy = Proxy(config, scripts=getattr(args, "script", []))
+    anyio.run(_configure_plugins, proxy)
+    print(f"OK: {config.source or 'defaults (no configuration file found)'}")
+    return 0
+
+
+async def _configure_plugins(proxy: Any) -> None:
+    config = proxy.config
+    proxy.hooks.load(scripts=proxy._scripts)
+    proxy._check_plugin_tables()
+    await proxy.hooks.call_each("on_configure", lambda name: {
+        "config": config, "options": config.plugin_options.get(name, {})})
+
+
+def _plugins_command(args: argparse.Namespace) -> int:
+    from nectoproxy.plugins import PluginHost, describe
+
+    host = PluginHost(config_from_args(args))
+    host.load(scripts=getattr(args, "script", []))
+    rows = describe(host)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        version = f" {row['version']}" if row["version"] else ""
+        print(f"{row['name']}{version}  [{row['source']}: {row['location']}]")
+        print(f"    hooks: {', '.join(row['hooks']) or '-'}")
+    return 0
+
+
+def run_proxy(config: Config, scripts: list[str] | None = None) -> int:
+    """Run the proxy until SIGINT/SIGTERM; a second signal exits at once."""
+    from nectoproxy.proxy.server import Proxy
+
+    async def serve() -> None:
+        async with Proxy(config, scripts=scripts or []) as proxy:
+            host, port = proxy.address
+            assert proxy.services is not None
+            print(f"NectoProxy listening on {host}:{port}", file=sys.stderr)
+            print(f"CA certificate: {proxy.services.certs.ca_path}  (trust it: "
+                  f"`nectoproxy cert install`, or open http://{config.proxy.onboarding_host}/ "
+                  "through the proxy)", file=sys.stderr)
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    print("Shutting down (again to force)...", file=sys.stderr)
+                    break
+
+                async def force() -> None:
+                    async for _ in signals:
+                        os._exit(130)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(force)
+                    await proxy.stop()
+                    tg.cancel_scope.cancel()
+
+    backend_options: dict[str, Any] = {}
+    try:
+        import uvloop  # noqa: F401
+
+        backend_options["use_uvloop"] = True
+    except ImportError:
+        pass
+    anyio.run(serve, backend_options=backend_options)
+    return 0

@@ -1,0 +1,355 @@
+"""nectoproxy.toml -> typed, frozen dataclasses.
+
+Precedence is command line > environment > file > defaults. Unknown keys and wrong types are
+errors that name the file and the key path (hypercorn's setattr loader accepts typos silently;
+we do not). Every key has a help text, which ``nectoproxy config init`` writes as a comment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+
+from nectoproxy.errors import ConfigError
+
+CONFIG_FILE_NAME = "nectoproxy.toml"
+ENV_PREFIX = "NECTOPROXY_"
+
+
+def home_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$NECTOPROXY_HOME`` or ``~/.nectoproxy``: where the CA and the user config live."""
+    env = os.environ if env is None else env
+    return Path(env.get("NECTOPROXY_HOME") or "~/.nectoproxy").expanduser()
+
+
+def _opt(default: Any, help: str) -> Any:
+    if isinstance(default, (list, tuple)):
+        return field(default=tuple(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+PRIVATE_NETWORKS = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+    "fe80::/10",
+)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    listen_host: str = _opt("0.0.0.0", "Address to listen on (0.0.0.0 = all IPv4 interfaces).")
+    listen_port: int = _opt(8888, "Port to listen on (0 picks a free one).")
+    allow_clients: tuple[str, ...] = _opt(
+        PRIVATE_NETWORKS,
+        "Client networks allowed to use the proxy; add \"0.0.0.0/0\" and \"::/0\" to open it to "
+        "every address (think twice: that is an open proxy).",
+    )
+    ssl_insecure: bool = _opt(False, "Do not verify upstream TLS certificates (unsafe).")
+    upstream_ca: str = _opt("", "Extra CA bundle (PEM file) trusted for upstream TLS.")
+    passthrough: tuple[str, ...] = _opt(
+        (), "Hosts whose TLS is relayed untouched, not intercepted (\"*.example.com\" allowed)."
+    )
+    connect_timeout: float = _opt(10.0, "Seconds to connect to an upstream (TCP).")
+    tls_handshake_timeout: float = _opt(10.0, "Seconds for a TLS handshake, either side.")
+    read_timeout: float = _opt(60.0, "Seconds to wait for upstream data before answering 504.")
+    header_timeout: float = _opt(30.0, "Seconds a client has to send a complete request head.")
+    idle_timeout: float = _opt(60.0, "Seconds an idle keep-alive client connection is kept.")
+    max_header_size: int = _opt(65536, "Largest request line + headers accepted, in bytes.")
+    body_buffer_limit: int = _opt(
+        10 * 1024 * 1024,
+        "Bodies up to this size are buffered so plugins can read and change them; larger ones "
+        "stream through untouched.",
+    )
+    max_connections: int = _opt(1024, "Most client connections served at once.")
+    onboarding_host: str = _opt(
+        "necto.setup", "Host name whose plain-HTTP pages serve the CA certificate and setup steps."
+    )
+
+
+@dataclass(frozen=True)
+class CertsConfig:
+    dir: str = _opt("", "Certificate directory (default: $NECTOPROXY_HOME/certs).")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = _opt("info", "Log level.")
+    quiet: bool = _opt(False, "Do not print one line per completed flow.")
+
+
+@dataclass(frozen=True)
+class PluginsConfig:
+    load: tuple[str, ...] = _opt((), "Plugin modules (dotted names) or script files to load.")
+    disable: tuple[str, ...] = _opt((), "Names of plugins not to load.")
+    entry_points: bool = _opt(True, "Load installed third-party plugins (entry points).")
+    on_error: Literal["continue", "respond"] = _opt(
+        "continue",
+        "When a plugin raises: \"continue\" as if it had not run, or \"respond\" with a 500.",
+    )
+    slow_hook_ms: float = _opt(100.0, "Report a hook that blocks the event loop this long.")
+    reload: bool = _opt(True, "Reload script files when they change.")
+
+
+@dataclass(frozen=True)
+class Config:
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    certs: CertsConfig = field(default_factory=CertsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    #: The ``[plugins.<name>]`` tables, handed to each plugin's ``on_configure``.
+    plugin_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: The file this configuration was read from, if any.
+    source: str | None = None
+    home: str = ""
+
+    @property
+    def certs_dir(self) -> Path:
+        if self.certs.dir:
+            return Path(self.certs.dir).expanduser()
+        return (Path(self.home).expanduser() if self.home else home_dir()) / "certs"
+
+    def replace(self, **sections: Mapping[str, Any]) -> Config:
+        """A copy with some keys changed, validated like the file: ``replace(proxy={...})``."""
+        data = config_to_dict(self)
+        for section, values in sections.items():
+            data.setdefault(section, {}).update(values)
+        return config_from_dict(data, source=self.source, home=self.home)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "proxy": ProxyConfig,
+    "certs": CertsConfig,
+    "log": LogConfig,
+    "plugins": PluginsConfig,
+}
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is tuple:
+        return "a list of strings"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[tp]
+
+
+def _check(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    ok: bool
+    if origin is Literal:
+        ok = value in typing.get_args(tp)
+    elif origin is tuple:
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, tp)
+    if not ok:
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _from_env_text(text: str, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+    if tp is bool:
+        lowered = text.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off", ""}:
+            return False
+        raise ConfigError(f"{where}: expected true or false, got {text!r}")
+    if tp in (int, float):
+        try:
+            return tp(text)
+        except ValueError:
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {text!r}") from None
+    return text
+
+
+def _section_types(cls: type[Any]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def config_from_dict(
+    data: Mapping[str, Any], *, source: str | None = None, home: str = ""
+) -> Config:
+    """Validate a parsed TOML document (or the same shape built in Python) into a Config."""
+    where = source or "configuration"
+    unknown = set(data) - set(SECTIONS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown section {sorted(unknown)[0]!r} "
+            f"(known: {', '.join(SECTIONS)})"
+        )
+    sections: dict[str, Any] = {}
+    plugin_options: dict[str, Mapping[str, Any]] = {}
+    for name, cls in SECTIONS.items():
+        table = data.get(name, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: [{name}] must be a table")
+        types_ = _section_types(cls)
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            if name == "plugins" and isinstance(value, Mapping):
+                plugin_options[key] = dict(value)
+                continue
+            if key not in types_:
+                raise ConfigError(
+                    f"{where}: unknown key {name}.{key} (known: {', '.join(types_)})"
+                )
+            values[key] = _check(value, types_[key], f"{where}: {name}.{key}")
+        sections[name] = cls(**values)
+    config = Config(**sections, plugin_options=plugin_options, source=source, home=home)
+    _validate_values(config, where)
+    return config
+
+
+def _validate_values(config: Config, where: str) -> None:
+    import ipaddress
+
+    p = config.proxy
+    if not 0 <= p.listen_port < 65536:
+        raise ConfigError(f"{where}: proxy.listen_port: {p.listen_port} is not a port number")
+    for net in p.allow_clients:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"{where}: proxy.allow_clients: {net!r} is not a network") from None
+    for key in ("connect_timeout", "tls_handshake_timeout", "read_timeout", "header_timeout",
+                "idle_timeout"):
+        if getattr(p, key) <= 0:
+            raise ConfigError(f"{where}: proxy.{key} must be greater than 0")
+    for key in ("max_header_size", "max_connections"):
+        if getattr(p, key) < 1:
+            raise ConfigError(f"{where}: proxy.{key} must be at least 1")
+    if p.body_buffer_limit < 0:
+        raise ConfigError(f"{where}: proxy.body_buffer_limit must not be negative")
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The TOML document for a Config (what ``config show`` prints)."""
+    data: dict[str, Any] = {}
+    for name in SECTIONS:
+        section = dataclasses.asdict(getattr(config, name))
+        data[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in section.items()}
+    for name, options in config.plugin_options.items():
+        data["plugins"][name] = dict(options)
+    return data
+
+
+def find_config_file(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    """``--config``, else ``$NECTOPROXY_CONFIG``, else ./nectoproxy.toml, else the home one."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if env.get("NECTOPROXY_CONFIG"):
+        return Path(env["NECTOPROXY_CONFIG"]).expanduser()
+    for candidate in (Path.cwd() / CONFIG_FILE_NAME, home_dir(env) / CONFIG_FILE_NAME):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+_ENV_SPECIAL = {"NECTOPROXY_HOME", "NECTOPROXY_CONFIG", "NECTOPROXY_DISABLE_PLUGINS"}
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """``NECTOPROXY_<SECTION>_<KEY>`` variables, typed like the keys they set."""
+    out: dict[str, dict[str, Any]] = {}
+    for var, text in env.items():
+        if not var.startswith(ENV_PREFIX) or var in _ENV_SPECIAL:
+            continue
+        rest = var[len(ENV_PREFIX) :].lower()
+        section, _, key = rest.partition("_")
+        types_ = _section_types(SECTIONS[section]) if section in SECTIONS else {}
+        if key not in types_:
+            raise ConfigError(f"environment: {var} is not a NectoProxy setting")
+        out.setdefault(section, {})[key] = _from_env_text(text, types_[key], f"environment: {var}")
+    if env.get("NECTOPROXY_DISABLE_PLUGINS"):
+        names = _from_env_text(env["NECTOPROXY_DISABLE_PLUGINS"], tuple[str, ...], "")
+        out.setdefault("plugins", {})["disable"] = names
+    return out
+
+
+def load_config(
+    path: str | None = None,
+    *,
+    use_file: bool = True,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """The effective configuration: defaults < file < environment < ``overrides`` (CLI)."""
+    env = dict(os.environ) if env is None else dict(env)
+    file = find_config_file(path, env) if use_file else None
+    data: dict[str, Any] = read_toml(file) if file else {}
+    for layer in (env_overrides(env), overrides or {}):
+        for section, values in layer.items():
+            table = data.setdefault(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{file}: [{section}] must be a table")
+            table.update(values)
+    return config_from_dict(data, source=str(file) if file else None, home=str(home_dir(env)))
+
+
+def default_config_text() -> str:
+    """A commented nectoproxy.toml with every key at its default (``config init``)."""
+    lines = ["# NectoProxy configuration. Every key is optional; these are the defaults.", ""]
+    for name, cls in SECTIONS.items():
+        lines.append(f"[{name}]")
+        for f in dataclasses.fields(cls):
+            lines.append(f"# {f.metadata['help']}")
+            value = f.default
+            value = list(value) if isinstance(value, tuple) else value
+            lines.append(tomli_w.dumps({f.name: value}).rstrip())
+        lines.append("")
+    lines += [
+        "# Options for one plugin go in a table named after it, e.g.:",
+        "# [plugins.rules]",
+        "# file = \"rules.toml\"",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+__all__ = [
+    "CertsConfig",
+    "Config",
+    "LogConfig",
+    "PluginsConfig",
+    "ProxyConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "default_config_text",
+    "load_config",
+]

@@ -1,0 +1,137 @@
+"""The hook contract between NectoProxy and its plugins.
+
+Each function below is a hook. A plugin implements one by defining a function (or method) of
+the same name, taking any subset of the parameters listed here, by keyword. Implementations
+may be plain functions or ``async def``; NectoProxy awaits them one after the other, in pluggy's
+order (``tryfirst``/``trylast`` honoured), so what one plugin changes the next one sees.
+
+Inside script files, a function named like a hook is a hook implementation without any
+decorator; in packages, mark them with ``@nectoproxy.hookimpl`` (needed for ``tryfirst`` and
+friends). A name starting with ``on_`` that is not listed here is an error at start-up.
+
+The hook reference in docs/hooks.md is checked against these docstrings by the test suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from nectoproxy.config import Config
+    from nectoproxy.flow import Connection, Flow
+
+PROJECT = "nectoproxy"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def on_configure(config: Config, options: Mapping[str, Any]) -> None:
+    """Called once at start-up, before the proxy listens, for every plugin.
+
+    :param config: the effective configuration (file + environment + command line).
+    :param options: this plugin's own ``[plugins.<name>]`` table from nectoproxy.toml (an empty
+        mapping when there is none). Each implementation receives its own plugin's table.
+
+    Raise :class:`nectoproxy.ConfigError` (or ``ValueError``) naming the offending key to stop
+    start-up with that message. The return value is ignored.
+    """
+
+
+@hookspec
+def on_start(config: Config, address: tuple[str, int]) -> None:
+    """The proxy is listening and about to accept its first client.
+
+    :param config: the effective configuration.
+    :param address: the (host, port) actually listened on (useful with port 0).
+
+    The return value is ignored.
+    """
+
+
+@hookspec
+def on_stop() -> None:
+    """The proxy stopped accepting clients and is shutting down; flush and close files here.
+
+    The return value is ignored.
+    """
+
+
+@hookspec
+def on_connect(connection: Connection) -> None:
+    """A client connected, and again for each ``CONNECT`` it sends.
+
+    :param connection: the client connection. On the first call ``connection.target`` is None;
+        for a ``CONNECT`` it is the requested (host, port).
+
+    Call ``connection.refuse(status, reason)`` to answer the client with that status and close
+    the connection. For a ``CONNECT``, set ``connection.intercept = False`` to relay the TLS
+    bytes untouched (pass-through: the client sees the origin's own certificate).
+    The return value is ignored.
+    """
+
+
+@hookspec
+def on_request(flow: Flow) -> None:
+    """The client's request is complete (its body buffered, up to ``body_buffer_limit``).
+
+    :param flow: the flow; ``flow.request`` may be changed in any way: method, URL (where the
+        request goes), headers, ``content``/``text``.
+
+    Set ``flow.response`` (e.g. ``Response.make(200, "hi")``) to answer without contacting the
+    origin; ``on_response`` still fires. Call ``flow.kill()`` to drop the connection. When the
+    body is larger than the limit it streams through untouched: the hook fires when the headers
+    are in and ``flow.request.streamed`` is True. The return value is ignored.
+    """
+
+
+@hookspec
+def on_response(flow: Flow) -> None:
+    """The response is complete (from the origin or from a plugin), before it is sent.
+
+    :param flow: the flow; ``flow.response`` may be changed: status, headers,
+        ``content``/``text``. Large bodies stream untouched, as for ``on_request``
+        (``flow.response.streamed`` is True and only the headers can be changed).
+
+    ``flow.kill()`` drops the connection instead of answering. The return value is ignored.
+    """
+
+
+@hookspec
+def on_complete(flow: Flow) -> None:
+    """The response has been sent to the client in full (bodies streamed or not).
+
+    :param flow: the finished flow, with ``request_body_size``, ``response_body_size`` and
+        its timestamps filled in. Implementing this hook does not make bodies buffer, so it is
+        the cheap place to log or count flows. The return value is ignored.
+    """
+
+
+@hookspec
+def on_error(flow: Flow, error: str) -> None:
+    """A flow failed: the upstream could not be reached or answered badly, a timeout, the
+    client went away, or a plugin killed it.
+
+    :param flow: the failed flow (``flow.error`` is set; ``flow.response`` is the error answer
+        sent to the client, if one could be sent).
+    :param error: a one-line description of what went wrong.
+
+    The return value is ignored.
+    """
+
+
+@hookspec
+def on_cert_generated(hostname: str, certificate: x509.Certificate) -> None:
+    """A new leaf certificate was minted for ``hostname`` (not called on cache hits).
+
+    :param hostname: the name (or IP literal) the certificate is for.
+    :param certificate: the new certificate (a ``cryptography.x509.Certificate``), signed by the
+        NectoProxy CA.
+
+    The return value is ignored.
+    """

@@ -1,0 +1,482 @@
+"""One client connection's request/response loop (plain HTTP, or HTTP inside a TLS tunnel).
+
+For each request: read the head, buffer the body if a plugin wants to see it (and it is small
+enough), call ``on_request``, forward to the origin unless a plugin answered, buffer or stream
+the response the same way, call ``on_response``, send it, call ``on_complete``. Nothing is
+buffered and no hook is dispatched when no plugin implements it.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.abc
+import h11
+
+from nectoproxy.config import Config
+from nectoproxy.errors import (
+    ClientDisconnected,
+    FlowKilled,
+    NectoProxyError,
+    ProtocolError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from nectoproxy.flow import Connection, Flow, Headers, Request, Response, split_host_port
+from nectoproxy.plugins import PluginHost
+from nectoproxy.proxy.http1 import (
+    HTTPConnection,
+    request_from_event,
+    response_from_event,
+    strip_hop_by_hop,
+)
+from nectoproxy.proxy.upstream import Target, Upstream, open_upstream
+
+if TYPE_CHECKING:
+    from nectoproxy.certs import CertStore
+
+log = logging.getLogger("nectoproxy.http")
+
+_STREAM_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream,
+                  ConnectionError, ssl.SSLError, OSError)
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+@dataclass
+class Services:
+    """What every session shares: configuration, plugins, the CA, the upstream TLS context."""
+
+    config: Config
+    hooks: PluginHost
+    certs: CertStore
+    upstream_tls: ssl.SSLContext
+    sessions: set[ClientSession] = field(default_factory=set)
+    stopping: bool = False
+
+
+def error_response(status: int, message: str) -> Response:
+    response = Response.make(status, message.rstrip("\n") + "\n")
+    response.headers["Connection"] = "close"
+    return response
+
+
+class ClientSession:
+    """Serves HTTP requests arriving on one client stream until it closes or must close."""
+
+    def __init__(
+        self,
+        services: Services,
+        stream: anyio.abc.ByteStream,
+        connection: Connection,
+        *,
+        scheme: str = "http",
+        tunnel_target: tuple[str, int] | None = None,
+        server_name: str | None = None,
+    ) -> None:
+        self.services = services
+        self.config = services.config.proxy
+        self.hooks = services.hooks
+        self.client = HTTPConnection(stream, h11.SERVER, self.config.max_header_size)
+        self.connection = connection
+        self.scheme = scheme
+        self.tunnel_target = tunnel_target
+        self.server_name = server_name
+        self.upstream: Upstream | None = None
+        self.idle_scope: anyio.CancelScope | None = None
+        self._response_started = False
+        self._pending_response: bytes | bytearray = b""
+
+    # -- the request loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.services.sessions.add(self)
+        try:
+            while not self.services.stopping:
+                event = await self._read_request_head()
+                if event is None:
+                    return
+                if event.method == b"CONNECT":
+                    if self.tunnel_target is not None:
+                        await self._send_error(400, "CONNECT inside a tunnel is not supported")
+                        return
+                    from nectoproxy.proxy.tunnel import handle_connect
+
+                    await handle_connect(self, event)
+                    return
+                if not await self._exchange(event) or not self.client.reusable:
+                    return
+                self.client.h11.start_next_cycle()
+        finally:
+            self.services.sessions.discard(self)
+            await self._drop_upstream()
+
+    async def _read_request_head(self) -> h11.Request | None:
+        try:
+            with anyio.CancelScope() as self.idle_scope:
+                with anyio.fail_after(self.config.idle_timeout):
+                    await self.client.wait_for_data()
+            self.idle_scope = None
+            if self.client.eof and not self.client.h11.trailing_data[0]:
+                return None
+            with anyio.fail_after(self.config.header_timeout):
+                event = await self.client.next_event()
+        except TimeoutError:
+            if self.client.h11.trailing_data[0]:
+                await self._send_error(408, "request head not received in time")
+            return None
+        except h11.RemoteProtocolError as exc:
+            await self._send_error(exc.error_status_hint, f"malformed request: {exc}")
+            return None
+        if type(event) is h11.ConnectionClosed:
+            return None
+        if self.idle_scope is not None and self.idle_scope.cancel_called:
+            return None
+        assert type(event) is h11.Request
+        return event
+
+    async def _exchange(self, event: h11.Request) -> bool:
+        """Handle one request; False when the connection must close afterwards."""
+        self._response_started = False
+        try:
+            request = self._make_request(event)
+        except ProtocolError as exc:
+            await self._send_error(exc.status, str(exc))
+            return False
+        flow = Flow(self.connection, request)
+        try:
+            await self._handle(flow)
+            return True
+        except FlowKilled:
+            flow.error = "killed by a plugin"
+        except NectoProxyError as exc:
+            flow.error = str(exc)
+            if not self._response_started and not isinstance(exc, ClientDisconnected):
+                flow.response = error_response(exc.status, str(exc))
+                await self._send_response(flow.response)
+        except h11.ProtocolError as exc:  # a peer broke HTTP in a way not caught earlier
+            flow.error = f"protocol error: {exc}"
+        flow.timestamp_end = time.time()
+        log.debug("flow %s failed: %s", flow.request.url, flow.error)
+        if self.hooks.has("on_error"):
+            await self.hooks.call("on_error", flow=flow, error=flow.error)
+        return False
+
+    def _make_request(self, event: h11.Request) -> Request:
+        target = event.target
+        if target.startswith(b"/") or (target == b"*" and event.method == b"OPTIONS"):
+            if self.tunnel_target is not None:
+                host, port = self.tunnel_target
+                return request_from_event(event, self.scheme, host, port)
+            host_header = dict(event.headers).get(b"host", b"").decode("latin-1")
+            try:
+                host, port = split_host_port(host_header, 80)
+            except ValueError:
+                host, port = "", 0
+            if host == self.config.onboarding_host:
+                return request_from_event(event, "http", host, port)
+            raise ProtocolError(
+                "NectoProxy is a proxy: configure your client to use it as its HTTP(S) proxy "
+                f"(or open http://{self.config.onboarding_host}/ through it)"
+            )
+        parts = urlsplit(target.decode("ascii", errors="replace"))
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ProtocolError(f"unsupported request target {target[:200]!r}")
+        try:
+            host, port = split_host_port(parts.netloc.rpartition("@")[2],
+                                         80 if parts.scheme == "http" else 443)
+        except ValueError as exc:
+            raise ProtocolError(f"bad request target: {exc}") from None
+        request = request_from_event(event, parts.scheme, host, port)
+        request.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return request
+
+    # -- one flow ----------------------------------------------------------------------------
+
+    async def _handle(self, flow: Flow) -> None:
+        request = flow.request
+        original_authority = request.authority
+        strip_hop_by_hop(request.headers)
+        if self.client.h11.they_are_waiting_for_100_continue:
+            await self._client_send(h11.InformationalResponse(status_code=100, headers=[]))
+        if "expect" in request.headers:
+            del request.headers["expect"]
+        pending = b""
+        has_body = _has_body(request.headers)
+        if self.hooks.has("on_request"):
+            if has_body:
+                buffered, complete = await self._buffer(self._client_chunk, request.headers)
+                if complete:
+                    request.raw_content = bytes(buffered)
+                else:
+                    pending = buffered
+            else:
+                request.raw_content = b""
+            await self.hooks.call("on_request", flow=flow)
+            if flow.killed:
+                raise FlowKilled
+        elif not has_body:
+            request.raw_content = b""
+        flow.timestamp_request_end = time.time()
+        if flow.response is None:
+            if request.authority != original_authority and "host" in request.headers:
+                request.headers["Host"] = request.authority
+            await self._forward(flow, pending)
+        # If a plugin answered before a streamed body was read, h11 still expects that body
+        # and the connection is not reused (``reusable`` is False): nothing to do here.
+        await self._respond(flow)
+
+    async def _forward(self, flow: Flow, pending: bytes | bytearray) -> None:
+        """Send the request to its origin and read the response head (and body, if wanted)."""
+        request = flow.request
+        target = Target(request.scheme, request.host, request.port,
+                        self.server_name if self._same_host(request) else request.host)
+        for attempt in (1, 2):
+            upstream = await self._upstream_for(target)
+            reused = upstream.requests_sent > 0
+            flow.server_address = upstream.address
+            flow.timestamp_connected = flow.timestamp_connected or time.time()
+            try:
+                await self._send_request(upstream, request, pending)
+                event = await self._upstream_head(upstream)
+                break
+            except UpstreamError:
+                await self._drop_upstream()
+                # An idle kept-alive connection the origin closed meanwhile: try a fresh one,
+                # unless the body already streamed (it cannot be sent twice).
+                if not (reused and attempt == 1 and request.raw_content is not None):
+                    raise
+        flow.timestamp_response_start = time.time()
+        response = response_from_event(event)
+        flow.response = response
+        if request.method == "HEAD" or response.status_code in _NO_BODY_STATUS:
+            response.raw_content = b""
+            await self._upstream_chunk()
+        elif self.hooks.has("on_response"):
+            buffered, complete = await self._buffer(self._upstream_chunk, response.headers)
+            if complete:
+                response.raw_content = bytes(buffered)
+            else:
+                self._pending_response = buffered
+
+    def _same_host(self, request: Request) -> bool:
+        return self.tunnel_target is not None and (request.host, request.port) == self.tunnel_target
+
+    async def _upstream_for(self, target: Target) -> Upstream:
+        if self.upstream is not None:
+            if self.upstream.target == target and self.upstream.reusable:
+                self.upstream.h11.start_next_cycle()
+                return self.upstream
+            await self._drop_upstream()
+        self.upstream = await open_upstream(target, self.config, self.services.upstream_tls)
+        return self.upstream
+
+    async def _drop_upstream(self) -> None:
+        if self.upstream is not None:
+            upstream, self.upstream = self.upstream, None
+            await upstream.aclose()
+
+    async def _send_request(self, upstream: Upstream, request: Request,
+                            pending: bytes | bytearray) -> None:
+        headers = request.headers
+        if request.raw_content is not None and (request.raw_content or _has_body(headers)):
+            _set_length(headers, len(request.raw_content))
+        await self._upstream_send(h11.Request(method=request.method, target=request.path,
+                                              headers=headers.to_raw()))
+        upstream.requests_sent += 1
+        if request.raw_content is not None:
+            await self._upstream_data(request.raw_content, request.chunk_filters)
+            trailers = request.trailers
+        else:
+            if pending:
+                await self._upstream_data(pending, request.chunk_filters)
+            while (chunk := await self._client_chunk()) is not None:
+                await self._upstream_data(chunk, request.chunk_filters)
+            trailers = self.client.trailers
+        await self._upstream_send(h11.EndOfMessage(headers=trailers.to_raw() if trailers else []))
+
+    async def _respond(self, flow: Flow) -> None:
+        response = flow.response
+        assert response is not None
+        if self.hooks.has("on_response"):
+            await self.hooks.call("on_response", flow=flow)
+            if flow.killed:
+                raise FlowKilled
+            response = flow.response
+            assert response is not None
+        strip_hop_by_hop(response.headers)
+        no_body = flow.request.method == "HEAD" or response.status_code in _NO_BODY_STATUS
+        if response.raw_content is not None and not no_body:
+            _set_length(response.headers, len(response.raw_content))
+        await self._send_head(response)
+        if response.raw_content is not None:
+            if not no_body:
+                await self._client_data(response.raw_content, response.chunk_filters, flow)
+            trailers = response.trailers
+        else:
+            pending, self._pending_response = self._pending_response, b""
+            if pending:
+                await self._client_data(pending, response.chunk_filters, flow)
+            while (chunk := await self._upstream_chunk()) is not None:
+                await self._client_data(chunk, response.chunk_filters, flow)
+            trailers = self.upstream.trailers if self.upstream else None
+        await self._client_send(h11.EndOfMessage(
+            headers=trailers.to_raw() if trailers and self.client.h11.their_http_version != b"1.0"
+            else []))
+        if self.upstream is not None:
+            if self.upstream.reusable:
+                pass  # start_next_cycle happens when it is reused
+            elif flow.response is not None:
+                await self._drop_upstream()
+        flow.timestamp_end = time.time()
+        if self.hooks.has("on_complete"):
+            await self.hooks.call("on_complete", flow=flow)
+
+    # -- body plumbing -----------------------------------------------------------------------
+
+    async def _buffer(
+        self, read: Callable[[], Awaitable[bytes | bytearray | None]], headers: Headers
+    ) -> tuple[bytearray, bool]:
+        """Read a body up to ``body_buffer_limit``; (bytes so far, whether that was all)."""
+        limit = self.config.body_buffer_limit
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return bytearray(), False
+        buffered = bytearray()
+        while (chunk := await read()) is not None:
+            buffered += chunk
+            if len(buffered) > limit:
+                return buffered, False
+        return buffered, True
+
+    async def _client_chunk(self) -> bytes | bytearray | None:
+        try:
+            with anyio.fail_after(self.config.idle_timeout):
+                return await self.client.read_chunk()
+        except TimeoutError:
+            raise ClientDisconnected("client stopped sending its request body") from None
+        except h11.RemoteProtocolError as exc:
+            if self.client.eof:
+                raise ClientDisconnected("client closed the connection mid-body") from None
+            raise ProtocolError(f"malformed request body: {exc}") from None
+
+    async def _upstream_chunk(self) -> bytes | bytearray | None:
+        upstream = self.upstream
+        assert upstream is not None
+        try:
+            with anyio.fail_after(self.config.read_timeout):
+                return await upstream.read_chunk()
+        except TimeoutError:
+            raise UpstreamTimeout(f"{upstream.target} sent nothing for "
+                                  f"{self.config.read_timeout:g}s") from None
+        except h11.RemoteProtocolError as exc:
+            if upstream.eof:
+                raise UpstreamError(f"{upstream.target} closed the connection mid-response") \
+                    from None
+            raise UpstreamError(f"invalid response from {upstream.target}: {exc}") from None
+
+    async def _upstream_head(self, upstream: Upstream) -> h11.Response:
+        while True:
+            try:
+                with anyio.fail_after(self.config.read_timeout):
+                    event = await upstream.next_event()
+            except TimeoutError:
+                raise UpstreamTimeout(f"{upstream.target} did not answer within "
+                                      f"{self.config.read_timeout:g}s") from None
+            except h11.RemoteProtocolError as exc:
+                if upstream.eof:
+                    raise UpstreamError(f"{upstream.target} closed the connection without "
+                                        "answering") from None
+                raise UpstreamError(f"invalid response from {upstream.target}: {exc}") from None
+            if type(event) is h11.Response:
+                return event
+            if type(event) is h11.ConnectionClosed:
+                raise UpstreamError(f"{upstream.target} closed the connection without answering")
+            # 1xx informational responses (100 Continue, 103 Early Hints) are not relayed.
+
+    async def _upstream_send(self, event: Any) -> None:
+        assert self.upstream is not None
+        try:
+            await self.upstream.send(event)
+        except _STREAM_ERRORS as exc:
+            raise UpstreamError(f"connection to {self.upstream.target} lost: "
+                                f"{type(exc).__name__}") from None
+
+    async def _upstream_data(self, data: bytes | bytearray,
+                             filters: list[Callable[[bytes], Any]]) -> None:
+        assert self.upstream is not None
+        for chunk in await _filter(data, filters):
+            try:
+                await self.upstream.send_data(chunk)
+            except _STREAM_ERRORS as exc:
+                raise UpstreamError(f"connection to {self.upstream.target} lost: "
+                                    f"{type(exc).__name__}") from None
+
+    async def _client_send(self, event: Any) -> None:
+        try:
+            await self.client.send(event)
+        except _STREAM_ERRORS:
+            raise ClientDisconnected("client went away") from None
+
+    async def _client_data(self, data: bytes | bytearray, filters: list[Callable[[bytes], Any]],
+                           flow: Flow) -> None:
+        for chunk in await _filter(data, filters):
+            try:
+                await self.client.send_data(chunk)
+            except _STREAM_ERRORS:
+                raise ClientDisconnected("client went away mid-response") from None
+            flow.response_body_size += len(chunk)
+
+    async def _send_head(self, response: Response) -> None:
+        self._response_started = True
+        await self._client_send(h11.Response(
+            status_code=response.status_code,
+            headers=response.headers.to_raw(),
+            reason=response.reason.encode("latin-1", errors="replace"),
+        ))
+
+    async def _send_response(self, response: Response) -> None:
+        """Send a complete (error) response if the client side can still take one."""
+        if self.client.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        try:
+            await self._send_head(response)
+            await self.client.send_data(response.raw_content or b"")
+            await self.client.send(h11.EndOfMessage())
+        except (h11.LocalProtocolError, *_STREAM_ERRORS):
+            pass
+
+    async def _send_error(self, status: int, message: str) -> None:
+        log.debug("answering %s: %s", status, message)
+        await self._send_response(error_response(status, message))
+
+
+async def _filter(data: bytes | bytearray, filters: list[Callable[[bytes], Any]]
+                  ) -> list[bytes | bytearray]:
+    if not filters:
+        return [data]
+    chunk: Any = data
+    for function in filters:
+        chunk = function(bytes(chunk))
+        if hasattr(chunk, "__await__"):
+            chunk = await chunk
+    return [chunk] if chunk else []
+
+
+def _has_body(headers: Headers) -> bool:
+    length = headers.get("content-length")
+    if length is not None:
+        return length.strip() != "0"
+    return "transfer-encoding" in headers
+
+
+def _set_length(headers: Headers, length: int) -> None:
+    if "transfer-encoding" in headers:
+        del headers["transfer-encoding"]
+    headers["Content-Length"] = str(length)

@@ -1,0 +1,145 @@
+"""HTTP/1.1 on top of h11: one small wrapper used for both the client and the upstream side.
+
+h11 does the parsing and framing without I/O; this module only moves bytes between it and an
+anyio stream, and turns h11's events into the objects of :mod:`nectoproxy.flow` and back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import anyio.abc
+import h11
+
+from nectoproxy.flow import Headers, Request, Response
+
+READ_SIZE = 256 * 1024
+
+#: Hop-by-hop fields (RFC 9110 section 7.6.1) that never cross the proxy. Content-Length and
+#: Transfer-Encoding describe framing and are rewritten by h11 on each side.
+HOP_BY_HOP = frozenset({
+    "connection", "proxy-connection", "keep-alive", "proxy-authorization",
+    "proxy-authenticate", "te", "trailer", "upgrade",
+})
+
+
+def strip_hop_by_hop(headers: Headers) -> None:
+    """Remove hop-by-hop fields, including every field the Connection header names."""
+    named = {
+        token.strip().lower()
+        for value in headers.get_all("connection")
+        for token in value.split(",")
+    }
+    drop = HOP_BY_HOP | (named - {"content-length", "transfer-encoding", "host"})
+    if any(k.lower() in drop for k, _ in headers.fields):
+        headers.fields = [(k, v) for k, v in headers.fields if k.lower() not in drop]
+
+
+def http_version(raw: bytes) -> str:
+    return "HTTP/" + raw.decode("ascii")
+
+
+class HTTPConnection:
+    """An h11 connection bound to an anyio byte stream."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, role: Any, max_header_size: int) -> None:
+        self.stream = stream
+        self.h11 = h11.Connection(role, max_incomplete_event_size=max_header_size)
+        self.eof = False
+        self.trailers: Headers | None = None
+
+    async def next_event(self) -> Any:
+        """The next h11 event, reading from the stream as needed."""
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                await self._receive()
+                continue
+            if event is h11.PAUSED:
+                raise h11.LocalProtocolError("connection paused (pipelined request pending)")
+            return event
+
+    async def wait_for_data(self) -> None:
+        """Return once some bytes of the next message are buffered (or the peer closed)."""
+        if not self.h11.trailing_data[0] and not self.h11.trailing_data[1]:
+            await self._receive()
+
+    async def _receive(self) -> None:
+        try:
+            data = await self.stream.receive(READ_SIZE)
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError,
+                ConnectionError):
+            data = b""
+        if not data:
+            self.eof = True
+        self.h11.receive_data(data)
+
+    async def send(self, event: Any) -> None:
+        data = self.h11.send(event)
+        if data:
+            await self.stream.send(data)
+
+    async def send_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Send body bytes; h11 frames them (chunked or counted) without copying the payload."""
+        if not data:
+            return
+        parts = self.h11.send_with_data_passthrough(h11.Data(data=data))
+        if parts:
+            # Content-Length framing passes the payload through as is; chunked framing adds a
+            # size line and CRLF, which are cheaper joined than sent as three writes.
+            await self.stream.send(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    async def read_chunk(self) -> bytes | bytearray | None:
+        """The next piece of the current body, or None at its end (trailers kept aside)."""
+        while True:
+            event = await self.next_event()
+            kind = type(event)
+            if kind is h11.Data:
+                if event.data:
+                    return event.data  # type: ignore[no-any-return]
+            elif kind is h11.EndOfMessage:
+                self.trailers = (Headers.from_raw(event.headers.raw_items())
+                                 if event.headers else None)
+                return None
+            else:
+                raise h11.RemoteProtocolError(f"unexpected {kind.__name__} in a body")
+
+    async def end_message(self, trailers: Headers | None = None) -> None:
+        raw = trailers.to_raw() if trailers and self.h11.their_http_version != b"1.0" else []
+        await self.send(h11.EndOfMessage(headers=raw))
+
+    @property
+    def reusable(self) -> bool:
+        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.stream.aclose()
+            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
+
+
+def request_from_event(event: h11.Request, scheme: str, host: str, port: int) -> Request:
+    """A Request for an origin-form target (absolute-form is resolved by the caller)."""
+    return Request(
+        method=event.method.decode("ascii"),
+        scheme=scheme,
+        host=host,
+        port=port,
+        path=event.target.decode("ascii", errors="surrogateescape"),
+        headers=Headers.from_raw(event.headers.raw_items()),
+        raw_content=None,
+        http_version=http_version(event.http_version),
+    )
+
+
+def response_from_event(event: h11.Response | h11.InformationalResponse) -> Response:
+    return Response(
+        status_code=event.status_code,
+        headers=Headers.from_raw(event.headers.raw_items()),
+        raw_content=None,
+        http_version=http_version(event.http_version),
+        reason=event.reason.decode("latin-1"),
+    )

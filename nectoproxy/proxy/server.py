@@ -1,0 +1,201 @@
+"""The proxy server: accept, access control, one task per connection, graceful shutdown.
+
+``async with Proxy(config) as proxy:`` loads the plugins, loads (or creates) the CA, listens,
+and calls ``on_start``; leaving the block stops accepting, lets in-flight requests finish
+within ``grace`` seconds, closes the rest and calls ``on_stop``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from nectoproxy.certs import CertStore
+from nectoproxy.config import Config, load_config
+from nectoproxy.errors import ConfigError
+from nectoproxy.flow import Connection
+from nectoproxy.plugins import PluginHost
+from nectoproxy.proxy.exchange import ClientSession, Services, error_response
+from nectoproxy.proxy.upstream import client_tls_context
+
+log = logging.getLogger("nectoproxy.server")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Proxy:
+    """A running NectoProxy. Use as an async context manager."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        plugins: Sequence[object] = (),
+        scripts: Sequence[str] = (),
+        grace: float = 5.0,
+    ) -> None:
+        self.config = config if config is not None else load_config(use_file=False)
+        self.hooks = PluginHost(self.config)
+        self._plugins = plugins
+        self._scripts = scripts
+        self.grace = grace
+        self._allowed: list[Network] = [
+            ipaddress.ip_network(net, strict=False) for net in self.config.proxy.allow_clients
+        ]
+        self._listener: anyio.abc.Listener[Any] | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._connections: anyio.abc.TaskGroup | None = None
+        self._accept_scope = anyio.CancelScope()
+        self.services: Services | None = None
+        self.address: tuple[str, int] = ("", 0)
+        self._active = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Proxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        config = self.config
+        self.hooks.load(scripts=self._scripts, objects=self._plugins)
+        self._check_plugin_tables()
+        await self.hooks.call_each("on_configure", lambda name: {
+            "config": config, "options": config.plugin_options.get(name, {})})
+        certs = CertStore(config.certs_dir)
+        await anyio.to_thread.run_sync(certs.load_or_create)
+        if self.hooks.has("on_cert_generated"):
+            certs.on_cert_generated = self._cert_generated
+        self.services = Services(config, self.hooks, certs, client_tls_context(config.proxy))
+        try:
+            self._listener = await anyio.create_tcp_listener(
+                local_host=config.proxy.listen_host, local_port=config.proxy.listen_port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {config.proxy.listen_host}:"
+                              f"{config.proxy.listen_port}: {exc.strerror or exc}") from None
+        sockname = self._listener.extra(anyio.abc.SocketAttribute.local_address)
+        self.address = (str(sockname[0]), int(sockname[1]))
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._connections = anyio.create_task_group()
+        await self._task_group.start(self._serve)
+        if self.hooks.infos and any(i.source == "script" for i in self.hooks.infos.values()) \
+                and config.plugins.reload:
+            self._task_group.start_soon(self._watch_scripts)
+        await self.hooks.call("on_start", config=config, address=self.address)
+        log.info("NectoProxy listening on %s:%s (CA: %s)", *self.address, certs.ca_path)
+
+    async def _serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        assert self._listener is not None and self._connections is not None
+        async with self._connections:
+            with anyio.CancelScope() as self._accept_scope:
+                task_status.started()
+                await self._listener.serve(self._handle, task_group=self._connections)
+            with anyio.CancelScope(shield=True):
+                await self._listener.aclose()  # stop accepting; in-flight connections go on
+
+    async def stop(self) -> None:
+        """Stop accepting, give in-flight requests ``grace`` seconds, then close everything."""
+        if self._task_group is None or self.services is None:
+            return
+        services = self.services
+        services.stopping = True
+        self._accept_scope.cancel()
+        for session in list(services.sessions):
+            if session.idle_scope is not None:
+                session.idle_scope.cancel()
+        with anyio.move_on_after(self.grace):
+            while self._active:
+                await anyio.sleep(0.05)
+        self._task_group.cancel_scope.cancel()
+        if self._connections is not None:
+            self._connections.cancel_scope.cancel()
+        task_group, self._task_group = self._task_group, None
+        await task_group.__aexit__(None, None, None)
+        with anyio.CancelScope(shield=True):
+            await self.hooks.call("on_stop")
+
+    async def serve_forever(self) -> None:
+        await anyio.sleep_forever()
+
+    async def _watch_scripts(self) -> None:
+        while True:
+            await anyio.sleep(1.0)
+            self.hooks.reload_changed_scripts()
+
+    async def _cert_generated(self, hostname: str, certificate: Any) -> None:
+        await self.hooks.call("on_cert_generated", hostname=hostname, certificate=certificate)
+
+    def _check_plugin_tables(self) -> None:
+        disabled = set(self.config.plugins.disable)
+        for name in self.config.plugin_options:
+            if name not in self.hooks.infos and name not in disabled:
+                where = self.config.source or "configuration"
+                raise ConfigError(f"{where}: [plugins.{name}] configures a plugin that is not "
+                                  f"loaded (loaded: {', '.join(self.hooks.infos) or 'none'})")
+
+    # -- connections -------------------------------------------------------------------------
+
+    def client_allowed(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._allowed)
+
+    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+        assert self.services is not None
+        peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
+        client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else (str(peer), 0)
+        self._active += 1
+        try:
+            if not self.client_allowed(client[0]):
+                log.warning("refused client %s: not in proxy.allow_clients", client[0])
+                await _answer_and_close(stream, 403, f"NectoProxy does not serve clients from "
+                                        f"{client[0]} (see proxy.allow_clients)")
+                return
+            if self._active > self.config.proxy.max_connections:
+                log.warning("refused client %s: %d connections open (proxy.max_connections)",
+                            client[0], self._active - 1)
+                await _answer_and_close(stream, 503, "NectoProxy has too many connections open")
+                return
+            connection = Connection(client_address=client)
+            if self.hooks.has("on_connect"):
+                await self.hooks.call("on_connect", connection=connection)
+                if connection.refused:
+                    await _answer_and_close(stream, *connection.refused)
+                    return
+            session = ClientSession(self.services, stream, connection)
+            await session.run()
+        except Exception:
+            log.exception("unexpected error serving %s:%s", *client)
+        finally:
+            self._active -= 1
+            with anyio.CancelScope(shield=True):
+                try:
+                    await stream.aclose()
+                except (OSError, anyio.BrokenResourceError, ssl.SSLError):
+                    pass
+
+
+async def _answer_and_close(stream: anyio.abc.ByteStream, status: int, message: str) -> None:
+    response = error_response(status, message)
+    head = f"HTTP/1.1 {status} {response.reason}\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in response.headers.fields) + "\r\n"
+    try:
+        await stream.send(head.encode("latin-1") + (response.raw_content or b""))
+    except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        pass

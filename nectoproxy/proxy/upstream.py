@@ -1,0 +1,139 @@
+"""Connections to origins: TCP (+ TLS), with every failure turned into an UpstreamError.
+
+The status a client sees is decided here, once: unreachable, refused, DNS failure and TLS
+verification failure are 502; a timeout is 504.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from dataclasses import dataclass
+
+import anyio
+import anyio.abc
+import h11
+from anyio.streams.tls import TLSStream
+
+from nectoproxy.config import ProxyConfig
+from nectoproxy.errors import UpstreamError, UpstreamTimeout
+from nectoproxy.flow import format_authority
+from nectoproxy.proxy.http1 import HTTPConnection
+
+log = logging.getLogger("nectoproxy.upstream")
+
+
+def client_tls_context(config: ProxyConfig) -> ssl.SSLContext:
+    """The context for TLS to origins, built once: verified against the system store (plus
+    ``upstream_ca``) unless ``ssl_insecure`` is set."""
+    context = ssl.create_default_context()
+    if config.upstream_ca:
+        try:
+            context.load_verify_locations(cafile=config.upstream_ca)
+        except (OSError, ssl.SSLError) as exc:
+            from nectoproxy.errors import ConfigError
+
+            raise ConfigError(f"proxy.upstream_ca: cannot load {config.upstream_ca}: {exc}") from exc
+    if config.ssl_insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str
+    port: int
+    #: The name sent as SNI and checked against the certificate (the client's SNI if it gave one).
+    server_name: str
+
+    def __str__(self) -> str:
+        return format_authority(self.host, self.port)
+
+
+class Upstream(HTTPConnection):
+    """An HTTP/1.1 client connection to one origin."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, target: Target, max_header_size: int) -> None:
+        super().__init__(stream, h11.CLIENT, max_header_size)
+        self.target = target
+        self.requests_sent = 0
+        sock = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        self.address: tuple[str, int] | None = None
+        if sock is not None:
+            try:
+                self.address = sock.getpeername()[:2]
+            except OSError:
+                pass
+
+
+async def connect_tcp(host: str, port: int, timeout: float) -> anyio.abc.SocketStream:
+    """TCP connection with the failures a user can act on spelled out."""
+    where = format_authority(host, port)
+    try:
+        with anyio.fail_after(timeout):
+            return await anyio.connect_tcp(host, port)
+    except TimeoutError:
+        raise UpstreamTimeout(f"timed out after {timeout:g}s connecting to {where}") from None
+    except socket.gaierror as exc:
+        raise UpstreamError(f"cannot resolve {host}: {exc.strerror}") from None
+    except OSError as exc:
+        reason = _os_reason(exc)
+        raise UpstreamError(f"cannot connect to {where}: {reason}") from None
+
+
+def _os_reason(exc: OSError) -> str:
+    # anyio wraps the per-address failures of happy eyeballs in one OSError.
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        cause = cause.exceptions[0]
+    if isinstance(cause, OSError):
+        exc = cause
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return exc.strerror or str(exc)
+
+
+async def open_upstream(
+    target: Target, config: ProxyConfig, tls_context: ssl.SSLContext
+) -> Upstream:
+    stream: anyio.abc.ByteStream = await connect_tcp(target.host, target.port,
+                                                     config.connect_timeout)
+    if target.scheme == "https":
+        stream = await start_tls(stream, target, config.tls_handshake_timeout, tls_context)
+    return Upstream(stream, target, config.max_header_size)
+
+
+async def start_tls(
+    stream: anyio.abc.ByteStream, target: Target, timeout: float, context: ssl.SSLContext
+) -> TLSStream:
+    name = target.server_name
+    try:
+        with anyio.fail_after(timeout):
+            return await TLSStream.wrap(
+                stream,
+                server_side=False,
+                hostname=name,
+                ssl_context=context,
+                standard_compatible=False,
+            )
+    except TimeoutError:
+        await stream.aclose()
+        raise UpstreamTimeout(f"TLS handshake with {name} timed out after {timeout:g}s") from None
+    except ssl.SSLCertVerificationError as exc:
+        await stream.aclose()
+        raise UpstreamError(
+            f"TLS certificate verification failed for {name}: {exc.verify_message}"
+        ) from None
+    except ssl.SSLError as exc:
+        await stream.aclose()
+        raise UpstreamError(f"TLS handshake with {name} failed: {exc.reason or exc}") from None
+    except (OSError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+        await stream.aclose()
+        raise UpstreamError(f"TLS handshake with {name} failed: connection closed "
+                            f"({type(exc).__name__})") from None
+
+
