@@ -52,7 +52,7 @@ class Proxy:
         self._listener: anyio.abc.Listener[Any] | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._connections: anyio.abc.TaskGroup | None = None
-        self._accept_scope = anyio.CancelScope()
+        self._accept_scope: anyio.CancelScope | None = None
         self.services: Services | None = None
         self.address: tuple[str, int] = ("", 0)
         self._active = 0
@@ -99,11 +99,13 @@ class Proxy:
     async def _serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         assert self._listener is not None and self._connections is not None
         async with self._connections:
-            with anyio.CancelScope() as self._accept_scope:
-                task_status.started()
-                await self._listener.serve(self._handle, task_group=self._connections)
-            with anyio.CancelScope(shield=True):
-                await self._listener.aclose()  # stop accepting; in-flight connections go on
+            try:
+                with anyio.CancelScope() as self._accept_scope:
+                    task_status.started()
+                    await self._listener.serve(self._handle, task_group=self._connections)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._listener.aclose()  # stop accepting; in-flight connections go on
 
     async def stop(self) -> None:
         """Stop accepting, give in-flight requests ``grace`` seconds, then close everything."""
@@ -111,7 +113,8 @@ class Proxy:
             return
         services = self.services
         services.stopping = True
-        self._accept_scope.cancel()
+        if self._accept_scope is not None:
+            self._accept_scope.cancel()
         for session in list(services.sessions):
             if session.idle_scope is not None:
                 session.idle_scope.cancel()
