@@ -139,6 +139,12 @@ class ClientSession:
         if self.idle_scope is not None and self.idle_scope.cancel_called:
             return None
         assert type(event) is h11.Request
+        # h11 only bounds a head that arrives in pieces; one that arrives whole is measured here.
+        size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+        if size > self.config.max_header_size:
+            await self._send_error(431, f"request head of {size} bytes exceeds "
+                                        f"proxy.max_header_size ({self.config.max_header_size})")
+            return None
         return event
 
     async def _exchange(self, event: h11.Request) -> bool:
@@ -162,6 +168,9 @@ class ClientSession:
                 await self._send_response(flow.response)
         except h11.ProtocolError as exc:  # a peer broke HTTP in a way not caught earlier
             flow.error = f"protocol error: {exc}"
+            if not self._response_started:
+                flow.response = error_response(502, f"cannot forward the request: {exc}")
+                await self._send_response(flow.response)
         flow.timestamp_end = time.time()
         log.debug("flow %s failed: %s", flow.request.url, flow.error)
         if self.hooks.has("on_error"):
@@ -207,8 +216,10 @@ class ClientSession:
             await self._client_send(h11.InformationalResponse(status_code=100, headers=[]))
         if "expect" in request.headers:
             del request.headers["expect"]
-        pending = b""
+        pending: bytes | bytearray = b""
         has_body = _has_body(request.headers)
+        if not has_body:
+            await self._client_chunk()  # h11's EndOfMessage for a request without a body
         if self.hooks.has("on_request"):
             if has_body:
                 buffered, complete = await self._buffer(self._client_chunk, request.headers)
@@ -225,8 +236,9 @@ class ClientSession:
             request.raw_content = b""
         flow.timestamp_request_end = time.time()
         if flow.response is None:
-            if request.authority != original_authority and "host" in request.headers:
-                request.headers["Host"] = request.authority
+            if "host" not in request.headers or (
+                    request.authority != original_authority and "host" in request.headers):
+                request.headers["Host"] = request.authority  # HTTP/1.0 clients may omit it
             await self._forward(flow, pending)
         # If a plugin answered before a streamed body was read, h11 still expects that body
         # and the connection is not reused (``reusable`` is False): nothing to do here.
