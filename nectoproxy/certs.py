@@ -440,22 +440,25 @@ class CertStore:
             self._contexts.popitem(last=False)
 
     def _load_or_mint(self, name: str, ip: IPAddress | None) -> tuple[_CachedContext, bool]:
+        # One CA for the whole step, even if regenerate() swaps it meanwhile: the entry must
+        # name the CA that really signed (or was checked against) its leaf.
+        ca_cert, ca_key = self._ca()
         path = self._leaf_path(name)
-        cert = self._read_usable_leaf(path, name, ip)
+        cert = self._read_usable_leaf(path, name, ip, ca_cert)
         is_new = cert is None
         if cert is None:
-            cert = self._mint(name, path)
-        return _CachedContext(_server_context_from_file(path), cert, self.ca_cert), is_new
+            cert = self._mint(name, path, ca_cert, ca_key)
+        return _CachedContext(_server_context_from_file(path), cert, ca_cert), is_new
 
     def _read_usable_leaf(
-        self, path: Path, name: str, ip: IPAddress | None
+        self, path: Path, name: str, ip: IPAddress | None, ca_cert: x509.Certificate
     ) -> x509.Certificate | None:
         """The leaf cached at ``path`` if the current CA issued it, for this host, still valid."""
         try:
             data = path.read_bytes()
             cert = x509.load_pem_x509_certificate(data)
             key = serialization.load_pem_private_key(data, password=None)
-            cert.verify_directly_issued_by(self.ca_cert)
+            cert.verify_directly_issued_by(ca_cert)
             sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except FileNotFoundError:
             return None
@@ -469,8 +472,9 @@ class CertStore:
             return None
         return cert
 
-    def _mint(self, name: str, path: Path) -> x509.Certificate:
-        ca_cert, ca_key = self._ca()
+    def _mint(
+        self, name: str, path: Path, ca_cert: x509.Certificate, ca_key: rsa.RSAPrivateKey
+    ) -> x509.Certificate:
         assert self._leaf_key is not None
         started = time.perf_counter()
         cert = issue_leaf(name, ca_cert=ca_cert, ca_key=ca_key, leaf_key=self._leaf_key)
