@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="start the proxy (the default)")
     _config_options(run)
     add_cert_parser(commands)
+    _config_options(commands.choices["cert"])
     config = commands.add_parser("config", help="write, show or check nectoproxy.toml")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION",
                                             required=True)
