@@ -169,6 +169,8 @@ class PluginHost:
             if name.startswith("_") or hook.spec is not None:
                 continue
             impls = hook.get_hookimpls()
+            if not impls:  # left behind by an unregistered plugin
+                continue
             owners = ", ".join(f"{i.plugin_name!r} ({self.infos[i.plugin_name].location})"
                                for i in impls if i.plugin_name in self.infos)
             known = ", ".join(hook_names())
@@ -249,15 +251,18 @@ class PluginHost:
             info.mtime = mtime
             try:
                 module = load_script(path)
-                self.unregister(name)
+            except PluginError as exc:
+                log.error("not reloading %s: %s (the previous version stays active)", path, exc)
+                continue
+            self.unregister(name)
+            try:
                 self.register(module, PluginInfo(name, "script", str(path), mtime=mtime))
                 self.check()
             except PluginError as exc:
                 log.error("not reloading %s: %s (the previous version stays active)", path, exc)
-                if name in self.infos and self.infos[name].plugin is module:
+                if name in self.infos:
                     self.unregister(name)
-                if name not in self.infos:
-                    self.register(info.plugin, info)
+                self.register(info.plugin, info)
                 continue
             log.info("reloaded script %s", path)
             reloaded.append(name)
