@@ -202,26 +202,26 @@ def run_proxy(config: Config, scripts: list[str] | None = None) -> int:
     from nectoproxy.proxy.server import Proxy
 
     async def serve() -> None:
-        async with Proxy(config, scripts=scripts or []) as proxy:
-            host, port = proxy.address
-            assert proxy.services is not None
-            print(f"NectoProxy listening on {host}:{port}", file=sys.stderr)
-            print(f"CA certificate: {proxy.services.certs.ca_path}  (trust it: "
-                  f"`nectoproxy cert install`, or open http://{config.proxy.onboarding_host}/ "
-                  "through the proxy)", file=sys.stderr)
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+            async def force() -> None:
                 async for _ in signals:
-                    print("Shutting down (again to force)...", file=sys.stderr)
-                    break
+                    os._exit(130)
 
-                async def force() -> None:
+            async with anyio.create_task_group() as tg:
+                async with Proxy(config, scripts=scripts or []) as proxy:
+                    host, port = proxy.address
+                    assert proxy.services is not None
+                    print(f"NectoProxy listening on {host}:{port}", file=sys.stderr)
+                    print(f"CA certificate: {proxy.services.certs.ca_path}  (trust it: "
+                          f"`nectoproxy cert install`, or open "
+                          f"http://{config.proxy.onboarding_host}/ through the proxy)",
+                          file=sys.stderr)
                     async for _ in signals:
-                        os._exit(130)
-
-                async with anyio.create_task_group() as tg:
+                        print("Shutting down (again to force)...", file=sys.stderr)
+                        break
                     tg.start_soon(force)
-                    await proxy.stop()
-                    tg.cancel_scope.cancel()
+                tg.cancel_scope.cancel()
 
     backend_options: dict[str, Any] = {}
     try:
