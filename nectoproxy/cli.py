@@ -132,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     except NectoProxyError as exc:
         print(f"nectoproxy: error: {exc}", file=sys.stderr)
         return 2
+    except BaseExceptionGroup as group:  # start-up errors raised inside a task group
+        errors = group.subgroup(lambda e: isinstance(e, NectoProxyError))
+        if errors is None:
+            raise
+        while isinstance(errors, BaseExceptionGroup):
+            errors = errors.exceptions[0]
+        print(f"nectoproxy: error: {errors}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

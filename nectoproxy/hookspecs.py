@@ -77,6 +77,20 @@ def on_connect(connection: Connection) -> None:
 
 
 @hookspec
+def on_request_headers(flow: Flow) -> None:
+    """The request line and headers are in; the body has not been read yet.
+
+    :param flow: the flow; ``flow.request`` has its method, URL and headers, and
+        ``flow.request.raw_content`` is None.
+
+    Set ``flow.response`` to answer right away (``on_request`` is then skipped, the origin is
+    never contacted, ``on_response`` still fires), or call ``flow.kill()``. Implementing only
+    this hook does not make bodies buffer, so it is the cheap place for routing decisions.
+    The return value is ignored.
+    """
+
+
+@hookspec
 def on_request(flow: Flow) -> None:
     """The client's request is complete (its body buffered, up to ``body_buffer_limit``).
 

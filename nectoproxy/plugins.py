@@ -269,7 +269,7 @@ class PluginHost:
         return reloaded
 
 
-_FLOW_HOOKS = {"on_request", "on_response"}
+_FLOW_HOOKS = {"on_request_headers", "on_request", "on_response"}
 
 
 def hook_names() -> list[str]:

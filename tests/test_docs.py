@@ -29,6 +29,17 @@ def test_every_hookspec_has_a_documented_section(tmp_path):
             assert f"{param}:" in section[1].split("## ")[0], (name, param)
 
 
+def test_hooks_md_is_generated_from_hookspecs():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate_hooks", DOCS / "generate_hooks.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert sorted(module.ORDER) == hook_names()
+    assert (DOCS / "hooks.md").read_text() == module.render(), "run docs/generate_hooks.py"
+
+
 def test_every_config_key_is_documented():
     text = (DOCS / "configuration.md").read_text()
     for name, cls in SECTIONS.items():

@@ -389,3 +389,20 @@ def test_flow_log_line(proxy, origin, caplog):
 def test_public_api_exports():
     for name in ("hookimpl", "Flow", "Request", "Response", "Headers", "Proxy", "ConfigError"):
         assert hasattr(nectoproxy, name)
+
+
+def test_on_request_headers_answers_without_buffering(make_proxy, origin):
+    class Router:
+        def on_request_headers(self, flow):
+            if flow.request.pathname == "/short-circuit":
+                assert flow.request.raw_content is None
+                flow.response = Response.make(200, "from headers")
+
+    with make_proxy(plugins=[Router()]) as proxy, proxy.client() as client:
+        answered = client.get(origin.url + "/short-circuit")
+        upload = client.post(origin.url + "/upload", content=iter([b"a" * 1000, b"b" * 1000]))
+    assert answered.text == "from headers"
+    assert upload.json()["length"] == 2000
+    # Only on_request_headers is implemented, so the chunked upload streamed untouched.
+    assert origin.requests[-1].header("transfer-encoding") == "chunked"
+    assert [r.path for r in origin.requests] == ["/upload"]

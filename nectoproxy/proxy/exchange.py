@@ -218,9 +218,15 @@ class ClientSession:
             del request.headers["expect"]
         pending: bytes | bytearray = b""
         has_body = _has_body(request.headers)
+        if self.hooks.has("on_request_headers"):
+            await self.hooks.call("on_request_headers", flow=flow)
+            if flow.killed:
+                raise FlowKilled
         if not has_body:
             await self._client_chunk()  # h11's EndOfMessage for a request without a body
-        if self.hooks.has("on_request"):
+        if flow.response is not None:
+            pass  # answered from the headers; an unread body means the connection closes
+        elif self.hooks.has("on_request"):
             if has_body:
                 buffered, complete = await self._buffer(self._client_chunk, request.headers)
                 if complete:
