@@ -7,7 +7,7 @@ import zlib
 from collections.abc import Callable
 
 try:  # brotli is optional: `pip install nectoproxy[brotli]`
-    import brotli as _brotli
+    import brotli as _brotli  # type: ignore[import-untyped]
 except ImportError:  # pragma: no cover - depends on the environment
     _brotli = None
 

@@ -254,7 +254,8 @@ class ClientSession:
         """Send the request to its origin and read the response head (and body, if wanted)."""
         request = flow.request
         target = Target(request.scheme, request.host, request.port,
-                        self.server_name if self._same_host(request) else request.host)
+                        self.server_name if self.server_name and self._same_host(request)
+                        else request.host)
         for attempt in (1, 2):
             upstream = await self._upstream_for(target)
             reused = upstream.requests_sent > 0

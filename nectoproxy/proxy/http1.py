@@ -84,7 +84,7 @@ class HTTPConnection:
         """Send body bytes; h11 frames them (chunked or counted) without copying the payload."""
         if not data:
             return
-        parts = self.h11.send_with_data_passthrough(h11.Data(data=data))
+        parts = self.h11.send_with_data_passthrough(h11.Data(data=data))  # type: ignore[arg-type]
         if parts:
             # Content-Length framing passes the payload through as is; chunked framing adds a
             # size line and CRLF, which are cheaper joined than sent as three writes.

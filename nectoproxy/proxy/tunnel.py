@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 import h11
-from anyio.streams.tls import TLSStream
+from anyio.streams.tls import TLSAttribute, TLSStream
 
 from nectoproxy.errors import CertError, NectoProxyError
 from nectoproxy.flow import TLSInfo, split_host_port
@@ -177,7 +177,7 @@ async def _intercept(session: ClientSession, stream: PrefixedStream, host: str, 
                  session.connection.client_address[0], name, _tls_reason(exc))
         await stream.aclose()
         return
-    ssl_object = tls.extra(anyio.streams.tls.TLSAttribute.ssl_object)
+    ssl_object = tls.extra(TLSAttribute.ssl_object)
     cipher = ssl_object.cipher()
     session.connection.tls = TLSInfo(sni=sni, version=ssl_object.version(),
                                      cipher=cipher[0] if cipher else None,
