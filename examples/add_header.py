@@ -63,7 +63,8 @@ def on_configure(options: Mapping[str, Any]) -> None:
     remove_response_headers = [_header_name(n, "remove_response_headers") for n in removes]
 
 
-def on_request(flow: Flow) -> None:
+def on_request_headers(flow: Flow) -> None:
+    # The headers hook, not on_request: this plugin never needs bodies, so they stream.
     for name, value in request_headers.items():
         flow.request.headers[name] = value
 

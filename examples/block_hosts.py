@@ -11,10 +11,10 @@ Options, in nectoproxy.toml::
     hosts = ["ads.example.com", "*.doubleclick.net", "*.tracker.test"]
     message = "Blocked by your proxy."      # the text of the 403 answer
 
-Blocked requests never leave the proxy: a plain-HTTP request is answered in ``on_request``
-before the host name is even resolved, and a ``CONNECT`` for HTTPS is refused in
-``on_connect`` before any TLS starts (the browser then shows its own "proxy refused" error,
-since it cannot display a proxy's page for an HTTPS URL).
+Blocked requests never leave the proxy: a plain-HTTP request is answered in
+``on_request_headers``, before its body is read or its host name resolved, and a ``CONNECT``
+for HTTPS is refused in ``on_connect`` before any TLS starts (the browser then shows its own
+"proxy refused" error, since it cannot display a proxy's page for an HTTPS URL).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def on_connect(connection: Connection) -> None:
         connection.refuse(403, f"{message} ({connection.target[0]})")
 
 
-def on_request(flow: Flow) -> None:
+def on_request_headers(flow: Flow) -> None:
     host = flow.request.host
     if is_blocked(host):
         log.info("blocked %s %s", flow.request.method, flow.request.url)

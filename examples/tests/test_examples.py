@@ -104,6 +104,15 @@ def test_add_header_options(make_proxy, origin, tls_origin):
             assert response.json()["method"] == "GET"
 
 
+def test_add_header_does_not_buffer_bodies(make_proxy, origin):
+    with make_proxy(scripts=[script("add_header")]) as proxy, proxy.client() as client:
+        # Bodies are buffered only for on_request (and on_response) implementations.
+        assert not proxy.proxy.hooks.has("on_request")
+        response = client.post(origin.url + "/echo", content=b"b" * 5000)
+    assert echo_headers(response)["x-proxied-by"] == "NectoProxy"
+    assert response.json()["body"] == "b" * 5000
+
+
 @pytest.mark.parametrize(("options", "key"), [
     ({"request_headers": ["X-A: 1"]}, "request_headers"),
     ({"request_headers": {"X-A": 1}}, "request_headers.X-A"),
@@ -230,6 +239,22 @@ def test_block_hosts_refuses_connect(make_proxy, tls_origin):
         result = proxy.curl("https://blocked.test/")
         assert result.returncode != 0 and b"403" in result.stderr
     assert len(tls_origin.requests) == 1
+
+
+@pytest.mark.xfail(strict=True, raises=ConnectionResetError, reason="engine bug: a request "
+                   "answered from on_request_headers with its body unread is closed with unread "
+                   "data in the socket: the kernel sends RST and the client loses the answer")
+def test_block_hosts_answers_a_post_whose_body_it_did_not_read(make_proxy):
+    body = b"x" * 1_000_000
+    with make_proxy(scripts=[script("block_hosts")], config=BLOCKED) as proxy, \
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(b"POST http://blocked.test/upload HTTP/1.1\r\nHost: blocked.test\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(0.3)  # the proxy answers and closes meanwhile
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 403 ")
 
 
 def test_block_hosts_matching():
@@ -483,3 +508,22 @@ def test_reloaded_script_keeps_its_options(make_proxy, origin, tmp_path):
             time.sleep(0.05)
         received = echo_headers(client.get(origin.url + "/echo"))
     assert received.get("x-team") == "blue"
+
+
+# -- found while writing docs/plugins.md ---------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, raises=httpx.RemoteProtocolError, reason="engine bug: for a "
+                   "buffered body, Content-Length is set from raw_content before chunk_filters "
+                   "run, so a filter that changes the size breaks the response")
+def test_chunk_filter_that_changes_the_size_of_a_buffered_body(make_proxy, origin):
+    class Doubler:
+        name = "doubler"
+
+        def on_response(self, flow):
+            del flow.response.headers["Content-Length"]
+            flow.response.chunk_filters.append(lambda chunk: chunk + chunk)
+
+    with make_proxy(plugins=[Doubler()]) as proxy, proxy.client() as client:
+        response = client.get(origin.url + "/")
+    assert response.text == "hello from origin\n" * 2
