@@ -1,0 +1,173 @@
+"""Child processes of a benchmark run, and what /proc says about them.
+
+Every process the suite starts is registered with a :class:`Children` and ended by its own id
+when the run stops, also on Ctrl-C, SIGTERM or an exception. Memory and CPU figures come from
+``/proc/PID/status`` and ``/proc/PID/stat`` (Linux only).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Self
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen[Any] | None = None) -> None:
+    """Return once 127.0.0.1:port accepts; raise if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode} before "
+                               f"listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:g}s")
+
+
+def pinned(command: Sequence[str], core: int | None) -> list[str]:
+    """``command`` run under ``taskset -c core`` (taskset execs it: the pid stays the same)."""
+    if core is None:
+        return list(command)
+    if shutil.which("taskset") is None:
+        raise RuntimeError("--pin needs taskset (util-linux)")
+    return ["taskset", "-c", str(core), *command]
+
+
+class Children:
+    """Starts child processes and ends every one of them (by pid) on close."""
+
+    def __init__(self) -> None:
+        self._processes: list[subprocess.Popen[Any]] = []
+
+    def start(self, command: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        process = subprocess.Popen(list(command), **kwargs)
+        self._processes.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen[Any], sig: int = signal.SIGTERM,
+             timeout: float = 5.0) -> None:
+        if process.poll() is None:
+            try:
+                process.send_signal(sig)
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+            except ProcessLookupError:
+                pass
+        if process in self._processes:
+            self._processes.remove(process)
+
+    def close(self) -> None:
+        for process in reversed(list(self._processes)):
+            self.stop(process)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def install_sigterm_handler() -> None:
+    """Turn SIGTERM into KeyboardInterrupt so that ``finally`` blocks clean up children."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _status_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_kib(pid: int) -> int:
+    return _status_kib(pid, "VmRSS")
+
+
+def hwm_kib(pid: int) -> int:
+    return _status_kib(pid, "VmHWM")
+
+
+def reset_hwm(pid: int) -> bool:
+    """Reset the peak-RSS mark (needs root or the same user; Linux >= 4.0)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    # After the ")" of the command name: state is field 3, utime field 14, stime field 15.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class Sampler:
+    """Watches one process over an interval: CPU used and peak RSS (polled and VmHWM)."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.rss_before = 0
+        self.peak_kib = 0
+        self.cpu = 0.0
+        self._cpu_start = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._hwm_reset = False
+
+    def begin(self) -> None:
+        self.rss_before = rss_kib(self.pid)
+        self.peak_kib = self.rss_before
+        self._hwm_reset = reset_hwm(self.pid)
+        self._cpu_start = cpu_seconds(self.pid)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.peak_kib = max(self.peak_kib, rss_kib(self.pid))
+            except (OSError, KeyError):
+                return
+
+    def end(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+        try:
+            self.cpu = cpu_seconds(self.pid) - self._cpu_start
+            self.peak_kib = max(self.peak_kib, rss_kib(self.pid))
+            if self._hwm_reset:
+                self.peak_kib = max(self.peak_kib, hwm_kib(self.pid))
+        except (OSError, KeyError):
+            pass

@@ -1,0 +1,424 @@
+"""NectoProxy's benchmark suite (issue 6): one command, every scenario, one table.
+
+    python benchmarks/run.py [--duration 10] [--connections 50] [--pin]
+                             [--scenarios plain,https,...] [--json out.json]
+
+Starts an origin on 127.0.0.1 (nginx when installed, else benchmarks/origin.py), starts
+NectoProxy as a separate process, and runs each scenario for a bounded time twice: straight to
+the origin, then through the proxy. ``--pin`` puts the proxy on core 0 and the origin and load
+generator on core 1 (taskset). See benchmarks/README.md. Not a test: CI does not run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import origin
+import procs
+import report
+import wrk
+
+HERE = Path(__file__).resolve().parent
+SCENARIOS = ("plain", "https", "https-newconn", "first-host", "download-http", "download-https",
+             "idle")
+SNI = "www.bench.test"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: Path, children: procs.Children) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.children = children
+        self.proxy_core = 0 if args.pin else None
+        self.load_core = 1 if args.pin else None
+        self.rows: list[dict[str, Any]] = []
+        self.figures: dict[str, tuple[float | None, float | None]] = {}
+        self.meta: dict[str, Any] = {}
+        self.wrk = wrk.wrk_binary() if args.loadgen == "auto" else None
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def start_origin(self) -> None:
+        self.files = origin.make_files(self.tmp / "origin")
+        self.http_port, self.https_port = procs.free_port(), procs.free_port()
+        nginx = origin.nginx_binary() if self.args.origin in ("auto", "nginx") else None
+        if self.args.origin == "nginx" and nginx is None:
+            raise SystemExit("--origin nginx: nginx is not installed (apt-get install nginx)")
+        if nginx:
+            config = origin.nginx_config(self.files, self.http_port, self.https_port)
+            command = origin.nginx_command(nginx, self.files, config)
+            version = subprocess.run([nginx, "-v"], capture_output=True, text=True,
+                                     check=False).stderr
+            self.meta["origin"] = version.strip().rpartition(" ")[2] or "nginx"
+        else:
+            command = origin.python_command(self.files, self.http_port, self.https_port)
+            self.meta["origin"] = "python (benchmarks/origin.py)"
+        print(f"origin: {self.meta['origin']} on 127.0.0.1:{self.http_port} (HTTP) and "
+              f":{self.https_port} (HTTPS)", flush=True)
+        process = self.children.start(procs.pinned(command, self.load_core),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for port in (self.http_port, self.https_port):
+            procs.wait_for_port(port, 15, process)
+
+    def start_proxy(self) -> None:
+        self.proxy_port = procs.free_port()
+        self.certs = self.tmp / "certs"
+        python = [sys.executable]
+        if self.args.cprofile:
+            python += ["-m", "cProfile", "-o", str(Path(self.args.cprofile).resolve())]
+        command = [*python, "-m", "nectoproxy", "--no-config", "--listen-host", "127.0.0.1",
+                   "--listen-port", str(self.proxy_port), "--certs-dir", str(self.certs),
+                   "--upstream-ca", str(self.files.ca), "-q"]
+        if not self.args.entry_points:
+            command.append("--no-entry-points")  # measure NectoProxy, not what pip put beside it
+        self.proxy_log = open(self.tmp / "proxy.log", "w")  # noqa: SIM115 (lives as long as the proxy)
+        self.proxy = self.children.start(procs.pinned(command, self.proxy_core), cwd=self.tmp,
+                                         stdout=self.proxy_log, stderr=subprocess.STDOUT)
+        procs.wait_for_port(self.proxy_port, 60, self.proxy)
+        self.proxy_ca = self.certs / "ca.pem"
+        time.sleep(1.0)
+        startup = procs.rss_kib(self.proxy.pid) / 1024
+        print(f"NectoProxy pid {self.proxy.pid} on 127.0.0.1:{self.proxy_port}; resident "
+              f"memory after start {startup:.1f} MiB", flush=True)
+        self.rows.append({"scenario": "startup", "run": "proxy", "figure": round(startup, 1),
+                          "unit": "MiB"})
+        self.figures["startup"] = (None, round(startup, 1))
+
+    def check_proxy(self) -> None:
+        if self.proxy.poll() is not None:
+            self.proxy_log.flush()
+            tail = (self.tmp / "proxy.log").read_text()[-3000:]
+            raise RuntimeError(f"the proxy exited with {self.proxy.returncode}:\n{tail}")
+
+    # -- load generators ---------------------------------------------------------------------
+
+    def _target(self, via_proxy: bool, tls: bool) -> list[str]:
+        argv = ["--port", str(self.https_port if tls else self.http_port)]
+        if via_proxy:
+            argv += ["--proxy-port", str(self.proxy_port)]
+        if tls:
+            ca = self.proxy_ca if via_proxy else self.files.ca
+            argv += ["--tls", "--sni", SNI, "--cafile", str(ca)]
+        return argv
+
+    def loadgen(self, mode: str, via_proxy: bool, tls: bool, *extra: str,
+                timeout: float = 0) -> dict[str, Any]:
+        argv = [mode, *self._target(via_proxy, tls), *extra]
+        command = procs.pinned([sys.executable, str(HERE / "loadgen.py"), *argv], self.load_core)
+        sampler = procs.Sampler(self.proxy.pid) if via_proxy else None
+        with open(self.tmp / "loadgen.err", "a") as errors:
+            process = self.children.start(command, stdout=subprocess.PIPE, stderr=errors,
+                                          text=True)
+            watchdog = threading.Timer(timeout or self.args.duration * 3 + 60, process.kill)
+            watchdog.start()
+            last, began = "", False
+            try:
+                assert process.stdout is not None
+                for line in process.stdout:
+                    line = line.strip()
+                    if line == "START" and sampler:
+                        sampler.begin()
+                        began = True
+                    elif line == "END" and sampler and began:
+                        sampler.end()
+                        began = False
+                    elif line:
+                        last = line
+                process.wait()
+            finally:
+                watchdog.cancel()
+                if began and sampler:
+                    sampler.end()
+                self.children.stop(process)
+        if process.returncode != 0 or not last.startswith("{"):
+            err = (self.tmp / "loadgen.err").read_text()[-2000:]
+            raise RuntimeError(f"loadgen {' '.join(argv)} failed ({process.returncode}):\n{err}")
+        result: dict[str, Any] = json.loads(last)
+        result["generator"] = "loadgen.py"
+        if sampler:
+            self._add_proxy_figures(result, sampler)
+        self.check_proxy()
+        return result
+
+    def run_wrk(self, via_proxy: bool, tls: bool, seconds: float) -> dict[str, Any]:
+        assert self.wrk is not None
+        scheme, port = ("https", self.https_port) if tls else ("http", self.http_port)
+        if via_proxy:
+            url = f"http://127.0.0.1:{self.proxy_port}/"
+            script = wrk.proxy_script(self.tmp, port, "/1k")
+        else:
+            url, script = f"{scheme}://127.0.0.1:{port}/1k", None
+        command = procs.pinned(wrk.command(self.wrk, url, self.args.connections, seconds,
+                                           script), self.load_core)
+        sampler = procs.Sampler(self.proxy.pid) if via_proxy else None
+        if sampler:
+            sampler.begin()
+        done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
+                              check=False)
+        if sampler:
+            sampler.end()
+        result = wrk.parse(done.stdout)
+        result["generator"] = "wrk"
+        if sampler:
+            self._add_proxy_figures(result, sampler)
+        self.check_proxy()
+        return result
+
+    @staticmethod
+    def _add_proxy_figures(result: dict[str, Any], sampler: procs.Sampler) -> None:
+        result["peak_rss_mib"] = round(sampler.peak_kib / 1024, 1)
+        result["rss_before_mib"] = round(sampler.rss_before / 1024, 1)
+        result["growth_mib"] = round((sampler.peak_kib - sampler.rss_before) / 1024, 1)
+        result["cpu_s"] = round(sampler.cpu, 3)
+        if result.get("requests"):
+            result["cpu_s_per_1k"] = round(sampler.cpu / result["requests"] * 1000, 4)
+            if sampler.cpu > 0:
+                # What one whole core would serve: steadier than req/s when others share it.
+                result["rps_per_cpu_s"] = round(result["requests"] / sampler.cpu)
+        result["loadavg"] = round(os.getloadavg()[0], 2)
+
+    # -- scenarios ---------------------------------------------------------------------------
+
+    def record(self, scenario: str, direct: dict[str, Any], proxied: dict[str, Any], key: str,
+               unit: str, goal: str | None = None, higher_is_better: bool = True,
+               extra: list[dict[str, Any]] | None = None) -> None:
+        extra = extra or []
+        for run, result in (("direct", direct), ("proxy", proxied)):
+            result.update(scenario=scenario, run=run, figure=result.get(key), unit=unit)
+        proxied["ratio_text"] = report.ratio_text(direct.get(key), proxied.get(key),
+                                                  higher_is_better)
+        self.rows += [direct, proxied, *extra]
+        self.figures[goal or scenario] = (direct.get(key), proxied.get(key))
+        print(report.rows_table([direct, proxied, *extra]), flush=True)
+
+    def keepalive(self, tls: bool) -> dict[str, Any]:
+        a = self.args
+        common = ["--connections", str(a.connections), "--duration", str(a.duration),
+                  "--warmup", str(a.warmup)]
+        extra: list[dict[str, Any]] = []
+        if self.wrk and not tls:
+            self.run_wrk(False, False, a.warmup)
+            direct = self.run_wrk(False, False, a.duration)
+            self.run_wrk(True, False, a.warmup)
+            proxied = self.run_wrk(True, False, a.duration)
+        else:
+            direct = self.loadgen("keepalive", False, tls, *common)
+            proxied = self._profiled(lambda: self.loadgen("keepalive", True, tls, *common)) \
+                if tls else self.loadgen("keepalive", True, tls, *common)
+        if self.wrk and tls:
+            row = self.run_wrk(False, True, a.duration)
+            row.update(scenario="https", run="direct (wrk, reference)", figure=row["rps"],
+                       unit="req/s")
+            extra.append(row)
+        return {"direct": direct, "proxied": proxied, "extra": extra}
+
+    def _profiled(self, run: Any) -> dict[str, Any]:
+        """Run ``run`` while py-spy samples the proxy, when ``--profile DIR`` is given."""
+        if not self.args.profile:
+            return run()  # type: ignore[no-any-return]
+        out = Path(self.args.profile).resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        seconds = int(self.args.warmup + self.args.duration) + 1
+        spy = procs.pinned(["py-spy", "record", "--pid", str(self.proxy.pid), "--duration",
+                            str(seconds), "--rate", "200", "--nonblocking", "--function",
+                            "--format", "raw", "-o", str(out / "https-keepalive.txt")],
+                           self.load_core)
+        sampler = self.children.start(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            return run()  # type: ignore[no-any-return]
+        finally:
+            try:
+                sampler.wait(seconds + 30)
+            except subprocess.TimeoutExpired:
+                pass
+            self.children.stop(sampler)
+
+    def run(self, name: str) -> None:
+        a = self.args
+        timeout = ["--timeout", "120"]
+        print(f"\n== {name} ==", flush=True)
+        if name in ("plain", "https"):
+            r = self.keepalive(tls=name == "https")
+            self.record(name, r["direct"], r["proxied"], "rps", "req/s", extra=r["extra"])
+        elif name == "https-newconn":
+            args = ["--connections", str(a.connections), "--duration", str(a.duration)]
+            self.record(name, self.loadgen("newconn", False, True, *args),
+                        self.loadgen("newconn", True, True, *args), "rps", "req/s")
+        elif name == "first-host":
+            args = ["--duration", str(a.duration), "--max-requests", str(a.first_hosts),
+                    "--tag", uuid.uuid4().hex[:8]]
+            self.record(name, self.loadgen("firsthost", False, True, *args),
+                        self.loadgen("firsthost", True, True, *args), "median_ms", "ms",
+                        higher_is_better=False)
+        elif name.startswith("download"):
+            tls = name == "download-https"
+            args = ["--path", "/100m", "--duration", str(a.duration), "--max-requests",
+                    str(a.downloads), *timeout]
+            direct = self.loadgen("download", False, tls, *args, timeout=a.duration + 300)
+            proxied = self.loadgen("download", True, tls, *args, timeout=a.duration + 300)
+            self.record(name, direct, proxied, "mb_per_s", "MB/s")
+            growth = max(self.figures.get("download-growth", (None, 0))[1] or 0,
+                         proxied.get("growth_mib", 0))
+            self.figures["download-growth"] = (None, growth)
+        elif name == "idle":
+            for tls in (False, True):
+                self.idle(tls)
+
+    def idle(self, tls: bool) -> None:
+        a = self.args
+        time.sleep(1.0)
+        before = procs.rss_kib(self.proxy.pid)
+        argv = ["idle", *self._target(True, tls), "--connections", str(a.idle_connections),
+                "--hold", "60", "--timeout", "30"]
+        command = procs.pinned([sys.executable, str(HERE / "loadgen.py"), *argv], self.load_core)
+        process = self.children.start(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True)
+        assert process.stdin is not None and process.stdout is not None
+        watchdog = threading.Timer(120, process.kill)
+        watchdog.start()
+        try:
+            ready = process.stdout.readline().split()
+            held = int(ready[1]) if len(ready) == 2 and ready[0] == "READY" else 0
+            time.sleep(1.0)
+            after = procs.rss_kib(self.proxy.pid)
+            process.stdin.write("\n")
+            process.stdin.close()
+            result = json.loads(process.stdout.read().strip().splitlines()[-1])
+        finally:
+            watchdog.cancel()
+            self.children.stop(process)
+        per = round((after - before) / held, 1) if held else None
+        result.update(scenario="idle-https" if tls else "idle-http", run="proxy",
+                      generator="loadgen.py", figure=per, unit="KiB/conn",
+                      rss_before_mib=round(before / 1024, 1), peak_rss_mib=round(after / 1024, 1))
+        self.rows.append(result)
+        if not tls:
+            self.figures["idle"] = (None, per)
+        print(report.rows_table([result]), flush=True)
+        print(f"  {held} idle connections held; RSS {before / 1024:.1f} -> {after / 1024:.1f} "
+              f"MiB", flush=True)
+        self.check_proxy()
+
+    def proxy_log_summary(self) -> list[str]:
+        self.proxy_log.flush()
+        lines = (self.tmp / "proxy.log").read_text(errors="replace").splitlines()
+        return [line for line in lines if line.startswith(("[error]", "[warning]", "Traceback"))
+                or "Error" in line][:50]
+
+
+def describe_machine(args: argparse.Namespace) -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import nectoproxy
+
+    commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    try:
+        import uvloop
+
+        loop = f"uvloop {getattr(uvloop, '__version__', '?')}"
+    except ImportError:
+        loop = "asyncio"
+    return {"date": dt.datetime.now().isoformat(timespec="seconds"), "cpu": model,
+            "cores": os.cpu_count(), "python": platform.python_version(), "loop": loop,
+            "nectoproxy": f"{nectoproxy.__version__} ({commit})", "pinned": args.pin,
+            "duration": args.duration, "connections": args.connections,
+            "loadavg_start": round(os.getloadavg()[0], 2)}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="NectoProxy benchmark suite (issue 6)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--pin", action="store_true",
+                        help="proxy on core 0, origin and load generator on core 1 (taskset)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"comma-separated subset of: {', '.join(SCENARIOS)}")
+    parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
+    parser.add_argument("--origin", choices=("auto", "nginx", "python"), default="auto")
+    parser.add_argument("--loadgen", choices=("auto", "python"), default="auto",
+                        help="auto: wrk for plain HTTP keep-alive when installed")
+    parser.add_argument("--downloads", type=int, default=5, help="most 100 MiB downloads per run")
+    parser.add_argument("--first-hosts", type=int, default=200, help="most never-seen hosts")
+    parser.add_argument("--idle-connections", type=int, default=1000)
+    parser.add_argument("--profile", metavar="DIR",
+                        help="py-spy the proxy during the HTTPS keep-alive run (collapsed stacks)")
+    parser.add_argument("--cprofile", metavar="FILE",
+                        help="run the proxy under cProfile for the whole session (slows it)")
+    parser.add_argument("--entry-points", action="store_true",
+                        help="let the proxy load installed third-party plugins (off by default)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+    unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    if args.profile and shutil.which("py-spy") is None:
+        parser.error("--profile needs py-spy (pip install py-spy)")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    procs.install_sigterm_handler()
+    tmp = Path(tempfile.mkdtemp(prefix="nectobench-"))
+    bench: Bench | None = None
+    try:
+        with procs.Children() as children:
+            bench = Bench(args, tmp, children)
+            bench.meta.update(describe_machine(args))
+            bench.start_origin()
+            bench.start_proxy()
+            for name in SCENARIOS:
+                if name in args.scenarios.split(","):
+                    bench.run(name)
+            problems = bench.proxy_log_summary()
+        meta = bench.meta
+        meta["loadavg_end"] = round(os.getloadavg()[0], 2)
+        print(f"\n== results {meta['date']}: {meta['cpu']}, {meta['cores']} cores, "
+              f"{'pinned (proxy core 0; origin + load core 1)' if args.pin else 'not pinned'}, "
+              f"origin {meta['origin']}, Python {meta['python']} + {meta['loop']}, "
+              f"NectoProxy {meta['nectoproxy']}; 1-min load average {meta['loadavg_start']} "
+              f"at start, {meta['loadavg_end']} at end ==")
+        print(report.rows_table(bench.rows))
+        print()
+        print(report.goals_table(bench.figures))
+        if problems:
+            print(f"\nthe proxy logged {len(problems)} warning/error lines, first ones:")
+            print("\n".join(f"  {line}" for line in problems[:10]))
+        if args.json:
+            Path(args.json).write_text(json.dumps(
+                {"meta": meta, "rows": bench.rows, "figures": bench.figures,
+                 "proxy_log_problems": problems}, indent=2))
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted; child processes stopped", file=sys.stderr)
+        return 130
+    finally:
+        if args.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
