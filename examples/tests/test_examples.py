@@ -27,6 +27,7 @@ from nectoproxy.testing import proxy_config
 from nectoproxy.testing.origin import HTML_BODY, RawServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent
+PLUGINS_DOC = EXAMPLES.parent / "docs" / "plugins.md"
 SCRIPTS = ["add_header", "mock_api", "block_hosts", "redact_secrets", "jsonl_log", "rewrite_html"]
 
 
@@ -249,7 +250,7 @@ def test_block_hosts_answers_a_post_whose_body_it_did_not_read(make_proxy):
     with make_proxy(scripts=[script("block_hosts")], config=BLOCKED) as proxy, \
             socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
         sock.sendall(b"POST http://blocked.test/upload HTTP/1.1\r\nHost: blocked.test\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                     b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
         time.sleep(0.3)  # the proxy answers and closes meanwhile
         answer = b""
         while chunk := sock.recv(65536):
@@ -510,7 +511,35 @@ def test_reloaded_script_keeps_its_options(make_proxy, origin, tmp_path):
     assert received.get("x-team") == "blue"
 
 
-# -- found while writing docs/plugins.md ---------------------------------------------------
+# -- docs/plugins.md -----------------------------------------------------------------------
+
+
+def doc_blocks(language: str) -> list[str]:
+    text = PLUGINS_DOC.read_text()
+    return [block.split("\n```", 1)[0] for block in text.split(f"```{language}\n")[1:]]
+
+
+def test_docs_five_line_script(make_proxy, origin, tmp_path):
+    hello = doc_blocks("python")[0]
+    assert "async def on_request(flow" in hello and len(hello.strip().splitlines()) <= 6
+    (tmp_path / "hello.py").write_text(hello)
+    with make_proxy(scripts=[str(tmp_path / "hello.py")]) as proxy, proxy.client() as client:
+        response = client.get("http://hello.test/")
+        passed = client.get(origin.url + "/")
+    assert response.text == "Hello from NectoProxy, 127.0.0.1!\n"
+    assert passed.text == "hello from origin\n"
+
+
+def test_docs_testing_examples(tmp_path):
+    tests = next(block for block in doc_blocks("python") if "def test_script(" in block)
+    tests = tests.replace('"examples/add_header.py"', repr(script("add_header")))
+    (tmp_path / "test_from_docs.py").write_text(tests)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error",
+         "test_from_docs.py"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
+    assert result.returncode == 0 and "3 passed" in result.stdout, result.stdout + result.stderr
+
 
 
 @pytest.mark.xfail(strict=True, raises=httpx.RemoteProtocolError, reason="engine bug: for a "
