@@ -182,11 +182,9 @@ def _config_command(args: argparse.Namespace) -> int:
 
 
 async def _configure_plugins(proxy: Any) -> None:
-    config = proxy.config
     proxy.hooks.load(scripts=proxy._scripts)
     proxy._check_plugin_tables()
-    await proxy.hooks.call_each("on_configure", lambda name: {
-        "config": config, "options": config.plugin_options.get(name, {})})
+    await proxy.hooks.configure()
 
 
 def _plugins_command(args: argparse.Namespace) -> int:

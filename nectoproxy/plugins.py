@@ -201,12 +201,6 @@ class PluginHost:
             args = [kwargs[name] for name in impl.argnames]
             await self._call_one(hook, impl, args)
 
-    async def call_each(self, hook: str, per_plugin: Callable[[str], dict[str, Any]]) -> None:
-        """Like :meth:`call`, with arguments chosen per plugin (``on_configure``'s options)."""
-        for impl in self.implementations(hook):
-            kwargs = per_plugin(impl.plugin_name)
-            await self._call_one(hook, impl, [kwargs[name] for name in impl.argnames])
-
     async def _call_one(self, hook: str, impl: _Impl, args: list[Any]) -> None:
         slow = self.config.plugins.slow_hook_ms / 1000
         try:
@@ -238,7 +232,16 @@ class PluginHost:
 
     # -- script reloading --------------------------------------------------------------------
 
-    def reload_changed_scripts(self) -> list[str]:
+    async def configure(self, names: set[str] | None = None) -> None:
+        """Call ``on_configure`` with each plugin's own ``[plugins.<name>]`` table."""
+        options = self.config.plugin_options
+        for impl in self.implementations("on_configure"):
+            if names is not None and impl.plugin_name not in names:
+                continue
+            kwargs = {"config": self.config, "options": options.get(impl.plugin_name, {})}
+            await self._call_one("on_configure", impl, [kwargs[n] for n in impl.argnames])
+
+    async def reload_changed_scripts(self) -> list[str]:
         """Reload every script whose file changed; keep the old version if the new one fails."""
         reloaded = []
         for name, info in list(self.infos.items()):
@@ -258,7 +261,8 @@ class PluginHost:
             try:
                 self.register(module, PluginInfo(name, "script", str(path), mtime=mtime))
                 self.check()
-            except PluginError as exc:
+                await self.configure({name})
+            except (PluginError, ConfigError) as exc:
                 log.error("not reloading %s: %s (the previous version stays active)", path, exc)
                 if name in self.infos:
                     self.unregister(name)

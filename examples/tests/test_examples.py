@@ -242,9 +242,6 @@ def test_block_hosts_refuses_connect(make_proxy, tls_origin):
     assert len(tls_origin.requests) == 1
 
 
-@pytest.mark.xfail(strict=True, raises=ConnectionResetError, reason="engine bug: a request "
-                   "answered from on_request_headers with its body unread is closed with unread "
-                   "data in the socket: the kernel sends RST and the client loses the answer")
 def test_block_hosts_answers_a_post_whose_body_it_did_not_read(make_proxy):
     body = b"x" * 1_000_000
     with make_proxy(scripts=[script("block_hosts")], config=BLOCKED) as proxy, \
@@ -403,8 +400,6 @@ def test_jsonl_log_unopenable_path_fails_start_up(make_proxy, tmp_path):
                           path=str(tmp_path))  # a directory
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: when on_start raises, Proxy.start() leaves "
-                   "its listener bound and its serving task group running")
 def test_failed_start_up_releases_the_port(shared_certs_dir, tmp_path):
     config = proxy_config(shared_certs_dir, sections=with_options("jsonl_log", path=str(tmp_path)))
     proxy = Proxy(config, scripts=[script("jsonl_log")])
@@ -423,7 +418,6 @@ def test_failed_start_up_releases_the_port(shared_certs_dir, tmp_path):
     anyio.run(start_and_probe)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: flow.request_body_size is never filled in")
 def test_jsonl_log_request_size(make_proxy, origin, tmp_path):
     path = tmp_path / "flows.jsonl"
     with make_proxy(scripts=[script("jsonl_log")],
@@ -491,8 +485,6 @@ def test_rewrite_html_default_banner(make_proxy, origin):
 # -- hot reload ----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: a reloaded script is not given its "
-                   "[plugins.<name>] table (on_configure is not called for the new module)")
 def test_reloaded_script_keeps_its_options(make_proxy, origin, tmp_path):
     path = tmp_path / "add_header.py"
     shutil.copy(script("add_header"), path)
@@ -542,9 +534,6 @@ def test_docs_testing_examples(tmp_path):
 
 
 
-@pytest.mark.xfail(strict=True, raises=httpx.RemoteProtocolError, reason="engine bug: for a "
-                   "buffered body, Content-Length is set from raw_content before chunk_filters "
-                   "run, so a filter that changes the size breaks the response")
 def test_chunk_filter_that_changes_the_size_of_a_buffered_body(make_proxy, origin):
     class Doubler:
         name = "doubler"

@@ -110,7 +110,11 @@ class ClientSession:
 
                     await handle_connect(self, event)
                     return
-                if not await self._exchange(event) or not self.client.reusable:
+                if not await self._exchange(event):
+                    return
+                if self.client.h11.their_state is h11.SEND_BODY:
+                    await self._discard_request_body()
+                if not self.client.reusable:
                     return
                 self.client.h11.start_next_cycle()
         finally:
@@ -262,7 +266,7 @@ class ClientSession:
             flow.server_address = upstream.address
             flow.timestamp_connected = flow.timestamp_connected or time.time()
             try:
-                await self._send_request(upstream, request, pending)
+                await self._send_request(upstream, flow, pending)
                 event = await self._upstream_head(upstream)
                 break
             except UpstreamError:
@@ -301,22 +305,26 @@ class ClientSession:
             upstream, self.upstream = self.upstream, None
             await upstream.aclose()
 
-    async def _send_request(self, upstream: Upstream, request: Request,
+    async def _send_request(self, upstream: Upstream, flow: Flow,
                             pending: bytes | bytearray) -> None:
+        request = flow.request
         headers = request.headers
-        if request.raw_content is not None and (request.raw_content or _has_body(headers)):
+        if request.chunk_filters and (request.raw_content or _has_body(headers)):
+            _set_chunked(headers)  # filters may change the size; chunked framing adapts
+        elif request.raw_content is not None and (request.raw_content or _has_body(headers)):
             _set_length(headers, len(request.raw_content))
         await self._upstream_send(h11.Request(method=request.method, target=request.path,
                                               headers=headers.to_raw()))
         upstream.requests_sent += 1
+        flow.request_body_size = 0
         if request.raw_content is not None:
-            await self._upstream_data(request.raw_content, request.chunk_filters)
+            await self._upstream_data(request.raw_content, request.chunk_filters, flow)
             trailers = request.trailers
         else:
             if pending:
-                await self._upstream_data(pending, request.chunk_filters)
+                await self._upstream_data(pending, request.chunk_filters, flow)
             while (chunk := await self._client_chunk()) is not None:
-                await self._upstream_data(chunk, request.chunk_filters)
+                await self._upstream_data(chunk, request.chunk_filters, flow)
             trailers = self.client.trailers
         await self._upstream_send(h11.EndOfMessage(headers=trailers.to_raw() if trailers else []))
 
@@ -331,7 +339,13 @@ class ClientSession:
             assert response is not None
         strip_hop_by_hop(response.headers)
         no_body = flow.request.method == "HEAD" or response.status_code in _NO_BODY_STATUS
-        if response.raw_content is not None and not no_body:
+        if response.chunk_filters and not no_body:
+            # Filters may change the size: let h11 frame the body (chunked, or close-delimited
+            # for HTTP/1.0 clients) instead of promising a length.
+            for name in ("content-length", "transfer-encoding"):
+                if name in response.headers:
+                    del response.headers[name]
+        elif response.raw_content is not None and not no_body:
             _set_length(response.headers, len(response.raw_content))
         await self._send_head(response)
         if response.raw_content is not None:
@@ -358,6 +372,20 @@ class ClientSession:
             await self.hooks.call("on_complete", flow=flow)
 
     # -- body plumbing -----------------------------------------------------------------------
+
+    async def _discard_request_body(self) -> None:
+        """Read and drop a body nobody wanted (a plugin answered from the headers).
+
+        Closing a socket with unread data makes the kernel send a reset, which can destroy the
+        answer before the client reads it; so read the rest (bounded in size and time), and
+        keep the connection if it all arrived.
+        """
+        with anyio.move_on_after(self.config.header_timeout):
+            try:
+                while await self.client.read_chunk() is not None:
+                    pass
+            except (h11.RemoteProtocolError, *_STREAM_ERRORS):
+                return
 
     async def _buffer(
         self, read: Callable[[], Awaitable[bytes | bytearray | None]], headers: Headers
@@ -428,7 +456,7 @@ class ClientSession:
                                 f"{type(exc).__name__}") from None
 
     async def _upstream_data(self, data: bytes | bytearray,
-                             filters: list[Callable[[bytes], Any]]) -> None:
+                             filters: list[Callable[[bytes], Any]], flow: Flow) -> None:
         assert self.upstream is not None
         for chunk in await _filter(data, filters):
             try:
@@ -436,6 +464,7 @@ class ClientSession:
             except _STREAM_ERRORS as exc:
                 raise UpstreamError(f"connection to {self.upstream.target} lost: "
                                     f"{type(exc).__name__}") from None
+            flow.request_body_size += len(chunk)
 
     async def _client_send(self, event: Any) -> None:
         try:
@@ -493,6 +522,12 @@ def _has_body(headers: Headers) -> bool:
     if length is not None:
         return length.strip() != "0"
     return "transfer-encoding" in headers
+
+
+def _set_chunked(headers: Headers) -> None:
+    if "content-length" in headers:
+        del headers["content-length"]
+    headers["Transfer-Encoding"] = "chunked"
 
 
 def _set_length(headers: Headers, length: int) -> None:

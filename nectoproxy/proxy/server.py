@@ -71,8 +71,7 @@ class Proxy:
         config = self.config
         self.hooks.load(scripts=self._scripts, objects=self._plugins)
         self._check_plugin_tables()
-        await self.hooks.call_each("on_configure", lambda name: {
-            "config": config, "options": config.plugin_options.get(name, {})})
+        await self.hooks.configure()
         certs = CertStore(config.certs_dir)
         await anyio.to_thread.run_sync(certs.load_or_create)
         if self.hooks.has("on_cert_generated"):
@@ -89,11 +88,15 @@ class Proxy:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._connections = anyio.create_task_group()
-        await self._task_group.start(self._serve)
-        if self.hooks.infos and any(i.source == "script" for i in self.hooks.infos.values()) \
-                and config.plugins.reload:
-            self._task_group.start_soon(self._watch_scripts)
-        await self.hooks.call("on_start", config=config, address=self.address)
+        try:
+            await self._task_group.start(self._serve)
+            if any(i.source == "script" for i in self.hooks.infos.values()) \
+                    and config.plugins.reload:
+                self._task_group.start_soon(self._watch_scripts)
+            await self.hooks.call("on_start", config=config, address=self.address)
+        except BaseException:
+            await self.stop(call_on_stop=False)
+            raise
         log.info("NectoProxy listening on %s:%s (CA: %s)", *self.address, certs.ca_path)
 
     async def _serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -107,7 +110,7 @@ class Proxy:
                 with anyio.CancelScope(shield=True):
                     await self._listener.aclose()  # stop accepting; in-flight connections go on
 
-    async def stop(self) -> None:
+    async def stop(self, *, call_on_stop: bool = True) -> None:
         """Stop accepting, give in-flight requests ``grace`` seconds, then close everything."""
         if self._task_group is None or self.services is None:
             return
@@ -126,8 +129,9 @@ class Proxy:
             self._connections.cancel_scope.cancel()
         task_group, self._task_group = self._task_group, None
         await task_group.__aexit__(None, None, None)
-        with anyio.CancelScope(shield=True):
-            await self.hooks.call("on_stop")
+        if call_on_stop:
+            with anyio.CancelScope(shield=True):
+                await self.hooks.call("on_stop")
 
     async def serve_forever(self) -> None:
         await anyio.sleep_forever()
@@ -135,7 +139,7 @@ class Proxy:
     async def _watch_scripts(self) -> None:
         while True:
             await anyio.sleep(1.0)
-            self.hooks.reload_changed_scripts()
+            await self.hooks.reload_changed_scripts()
 
     async def _cert_generated(self, hostname: str, certificate: Any) -> None:
         await self.hooks.call("on_cert_generated", hostname=hostname, certificate=certificate)
