@@ -39,7 +39,9 @@ def on_configure(config: Config, options: Mapping[str, Any]) -> None:
         mapping when there is none). Each implementation receives its own plugin's table.
 
     Raise :class:`nectoproxy.ConfigError` (or ``ValueError``) naming the offending key to stop
-    start-up with that message. The return value is ignored.
+    start-up with that message. Return ``False`` to switch the plugin off for this run (say,
+    nothing is configured): its other hooks are then never called and cost nothing. Any other
+    return value is ignored.
     """
 
 

@@ -80,6 +80,8 @@ class PluginHost:
     infos: dict[str, PluginInfo] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        #: Plugins whose ``on_configure`` returned False: loaded, but switched off for this run.
+        self.inactive: dict[str, PluginInfo] = {}
         self.pm = _PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._impls: dict[str, list[_Impl]] = {}
@@ -201,14 +203,15 @@ class PluginHost:
             args = [kwargs[name] for name in impl.argnames]
             await self._call_one(hook, impl, args)
 
-    async def _call_one(self, hook: str, impl: _Impl, args: list[Any]) -> None:
+    async def _call_one(self, hook: str, impl: _Impl, args: list[Any]) -> Any:
         slow = self.config.plugins.slow_hook_ms / 1000
         try:
             started = time.perf_counter()
             result = impl.function(*args)
             self._report_if_slow(impl, hook, time.perf_counter() - started, slow)
             if inspect.isawaitable(result):
-                await _Timed(result, lambda t: self._report_if_slow(impl, hook, t, slow))
+                result = await _Timed(result, lambda t: self._report_if_slow(impl, hook, t, slow))
+            return result
         except (ConfigError, PluginError):
             raise
         except Exception as exc:
@@ -239,7 +242,13 @@ class PluginHost:
             if names is not None and impl.plugin_name not in names:
                 continue
             kwargs = {"config": self.config, "options": options.get(impl.plugin_name, {})}
-            await self._call_one("on_configure", impl, [kwargs[n] for n in impl.argnames])
+            result = await self._call_one("on_configure", impl, [kwargs[n] for n in impl.argnames])
+            if result is False and impl.plugin_name in self.infos:
+                # Nothing to do this run (e.g. no rules configured): unregister it, so that it
+                # costs nothing and makes no body buffer.
+                log.debug("plugin %r is inactive for this run", impl.plugin_name)
+                self.inactive[impl.plugin_name] = self.infos[impl.plugin_name]
+                self.unregister(impl.plugin_name)
 
     async def reload_changed_scripts(self) -> list[str]:
         """Reload every script whose file changed; keep the old version if the new one fails."""

@@ -381,7 +381,14 @@ def test_flow_log_line(proxy, origin, caplog):
     caplog.set_level(logging.INFO, logger="nectoproxy.flows")
     with proxy.client() as client:
         client.get(origin.url + "/bytes/2048")
-    line = [r.message for r in caplog.records if r.name == "nectoproxy.flows"][-1]
+    # on_complete runs just after the last byte is sent, so the client may be faster.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [r.message for r in caplog.records if r.name == "nectoproxy.flows"]
+        if lines:
+            break
+        time.sleep(0.02)
+    line = lines[-1]
     assert f"GET {origin.url}/bytes/2048 -> 200 2.0k" in line
     assert line.startswith("127.0.0.1:") and line.endswith("ms")
 
@@ -406,3 +413,23 @@ def test_on_request_headers_answers_without_buffering(make_proxy, origin):
     # Only on_request_headers is implemented, so the chunked upload streamed untouched.
     assert origin.requests[-1].header("transfer-encoding") == "chunked"
     assert [r.path for r in origin.requests] == ["/upload"]
+
+
+def test_on_configure_false_switches_a_plugin_off(make_proxy, origin):
+    class Idle:
+        name = "idle"
+
+        def on_configure(self, options):
+            return bool(options)  # nothing configured -> inactive
+
+        def on_response(self, flow):
+            flow.response.headers["X-Idle"] = "ran"
+
+    with make_proxy(plugins=[Idle()]) as proxy, proxy.client() as client:
+        response = client.get(origin.url + "/")
+        assert "idle" in proxy.proxy.hooks.inactive and "idle" not in proxy.proxy.hooks.infos
+        assert not proxy.proxy.hooks.has("on_response")
+    assert "x-idle" not in response.headers
+    config = {"plugins": {"idle": {"on": True}}}
+    with make_proxy(plugins=[Idle()], config=config) as proxy, proxy.client() as client:
+        assert client.get(origin.url + "/").headers["x-idle"] == "ran"
