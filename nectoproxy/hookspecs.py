@@ -107,6 +107,19 @@ def on_request(flow: Flow) -> None:
 
 
 @hookspec
+def on_response_headers(flow: Flow) -> None:
+    """The response status line and headers are in; its body has not been read yet.
+
+    :param flow: the flow; ``flow.response`` has its status and headers (for a response a
+        plugin made, its body too).
+
+    Headers may be changed, ``flow.response.chunk_filters`` set (to pace or transform the
+    body as it streams), or ``flow.kill()`` called. Implementing only this hook does not make
+    bodies buffer. The return value is ignored.
+    """
+
+
+@hookspec
 def on_response(flow: Flow) -> None:
     """The response is complete (from the origin or from a plugin), before it is sent.
 

@@ -282,7 +282,7 @@ class PluginHost:
         return reloaded
 
 
-_FLOW_HOOKS = {"on_request_headers", "on_request", "on_response"}
+_FLOW_HOOKS = {"on_request_headers", "on_request", "on_response_headers", "on_response"}
 
 
 def hook_names() -> list[str]:

@@ -433,3 +433,31 @@ def test_on_configure_false_switches_a_plugin_off(make_proxy, origin):
     config = {"plugins": {"idle": {"on": True}}}
     with make_proxy(plugins=[Idle()], config=config) as proxy, proxy.client() as client:
         assert client.get(origin.url + "/").headers["x-idle"] == "ran"
+
+
+def test_on_response_headers_sets_async_chunk_filters_without_buffering(make_proxy, origin):
+    import hashlib
+
+    from nectoproxy.testing.origin import pattern_sha256
+
+    seen: list[int] = []
+
+    class Pace:
+        def on_response_headers(self, flow):
+            assert flow.response.raw_content is None  # streamed: nothing was buffered
+
+            async def pace(chunk: bytes) -> bytes:
+                seen.append(len(chunk))
+                await anyio.sleep(0)
+                return chunk
+
+            flow.response.chunk_filters.append(pace)
+            flow.response.headers["X-Paced"] = "1"
+
+    size = 3 * 1024 * 1024
+    with make_proxy(plugins=[Pace()]) as proxy, proxy.client() as client:
+        response = client.get(f"{origin.url}/bytes/{size}")
+    assert response.headers["x-paced"] == "1"
+    assert response.headers.get("transfer-encoding") == "chunked"
+    assert hashlib.sha256(response.content).hexdigest() == pattern_sha256(size)
+    assert sum(seen) == size and len(seen) > 1

@@ -250,9 +250,15 @@ class ClientSession:
                     request.authority != original_authority and "host" in request.headers):
                 request.headers["Host"] = request.authority  # HTTP/1.0 clients may omit it
             await self._forward(flow, pending)
-        # If a plugin answered before a streamed body was read, h11 still expects that body
-        # and the connection is not reused (``reusable`` is False): nothing to do here.
+        else:
+            await self._response_headers(flow)
         await self._respond(flow)
+
+    async def _response_headers(self, flow: Flow) -> None:
+        if self.hooks.has("on_response_headers"):
+            await self.hooks.call("on_response_headers", flow=flow)
+            if flow.killed:
+                raise FlowKilled
 
     async def _forward(self, flow: Flow, pending: bytes | bytearray) -> None:
         """Send the request to its origin and read the response head (and body, if wanted)."""
@@ -278,6 +284,7 @@ class ClientSession:
         flow.timestamp_response_start = time.time()
         response = response_from_event(event)
         flow.response = response
+        await self._response_headers(flow)
         if request.method == "HEAD" or response.status_code in _NO_BODY_STATUS:
             response.raw_content = b""
             await self._upstream_chunk()
