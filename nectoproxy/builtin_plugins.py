@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from nectoproxy.config import Config
 from nectoproxy.flow import Flow
+from nectoproxy.onboarding import Onboarding
 
 flow_log = logging.getLogger("nectoproxy.flows")
 
@@ -39,5 +40,6 @@ class FlowLog:
 
 def create(config: Config) -> Iterator[tuple[str, object]]:
     """The built-in plugins for a configuration, as (name, plugin) pairs."""
+    yield "onboarding", Onboarding(config)
     if not config.log.quiet:
         yield "flowlog", FlowLog()
