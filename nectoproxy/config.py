@@ -69,6 +69,19 @@ class ProxyConfig:
     header_timeout: float = _opt(30.0, "Seconds a client has to send a complete request head.")
     idle_timeout: float = _opt(60.0, "Seconds an idle keep-alive client connection is kept.")
     max_header_size: int = _opt(65536, "Largest request line + headers accepted, in bytes.")
+    max_header_count: int = _opt(100, "Most header fields accepted in one request.")
+    max_body_size: int = _opt(
+        0, "Largest request body accepted (413) and response body relayed (502); 0 = no limit."
+    )
+    proxy_auth: str = _opt(
+        "", "Require Basic proxy authentication with these \"user:password\" credentials."
+    )
+    upstream_proxy: str = _opt(
+        "", "Chain through this HTTP proxy: \"http://[user:pass@]host:port\" (empty = direct)."
+    )
+    no_upstream: tuple[str, ...] = _opt(
+        (), "Hosts reached directly even when upstream_proxy is set (\"*.internal\" allowed)."
+    )
     body_buffer_limit: int = _opt(
         10 * 1024 * 1024,
         "Bodies up to this size are buffered so plugins can read and change them; larger ones "
@@ -239,7 +252,18 @@ def _validate_values(config: Config, where: str) -> None:
                 "idle_timeout"):
         if getattr(p, key) <= 0:
             raise ConfigError(f"{where}: proxy.{key} must be greater than 0")
-    for key in ("max_header_size", "max_connections"):
+    if p.upstream_proxy:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(p.upstream_proxy)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ConfigError(f"{where}: proxy.upstream_proxy: expected "
+                              f"\"http://[user:pass@]host:port\", got {p.upstream_proxy!r}")
+    if p.proxy_auth and ":" not in p.proxy_auth:
+        raise ConfigError(f"{where}: proxy.proxy_auth: expected \"user:password\"")
+    if p.max_body_size < 0:
+        raise ConfigError(f"{where}: proxy.max_body_size must not be negative")
+    for key in ("max_header_size", "max_header_count", "max_connections"):
         if getattr(p, key) < 1:
             raise ConfigError(f"{where}: proxy.{key} must be at least 1")
     if p.body_buffer_limit < 0:

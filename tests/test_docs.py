@@ -40,6 +40,21 @@ def test_hooks_md_is_generated_from_hookspecs():
     assert (DOCS / "hooks.md").read_text() == module.render(), "run docs/generate_hooks.py"
 
 
+def _load(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, DOCS / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_configuration_md_is_generated_from_config():
+    rendered = _load("generate_config").render()
+    assert (DOCS / "configuration.md").read_text() == rendered, "run docs/generate_config.py"
+
+
 def test_every_config_key_is_documented():
     text = (DOCS / "configuration.md").read_text()
     for name, cls in SECTIONS.items():

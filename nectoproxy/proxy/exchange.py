@@ -8,6 +8,8 @@ buffered and no hook is dispatched when no plugin implements it.
 
 from __future__ import annotations
 
+import base64
+import hmac
 import logging
 import ssl
 import time
@@ -92,6 +94,8 @@ class ClientSession:
         self.idle_scope: anyio.CancelScope | None = None
         self._response_started = False
         self._pending_response: bytes | bytearray = b""
+        self._request_body_read = 0
+        self._response_body_read = 0
 
     # -- the request loop --------------------------------------------------------------------
 
@@ -101,6 +105,8 @@ class ClientSession:
             while not self.services.stopping:
                 event = await self._read_request_head()
                 if event is None:
+                    return
+                if not await self._authorized(event):
                     return
                 if event.method == b"CONNECT":
                     if self.tunnel_target is not None:
@@ -120,6 +126,29 @@ class ClientSession:
         finally:
             self.services.sessions.discard(self)
             await self._drop_upstream()
+
+    async def _authorized(self, event: h11.Request) -> bool:
+        """Basic proxy authentication (``proxy.proxy_auth``), checked in constant time."""
+        expected = self.config.proxy_auth
+        if not expected or self.tunnel_target is not None:
+            return True  # requests inside an authorized tunnel were authorized by its CONNECT
+        given = b""
+        for name, value in event.headers:
+            if name == b"proxy-authorization":
+                scheme, _, token = value.partition(b" ")
+                if scheme.lower() == b"basic":
+                    try:
+                        given = base64.b64decode(token.strip(), validate=True)
+                    except ValueError:
+                        given = b""
+        if hmac.compare_digest(given, expected.encode()):
+            return True
+        log.warning("refused client %s: proxy authentication %s",
+                    self.connection.client_address[0], "failed" if given else "missing")
+        response = error_response(407, "NectoProxy requires proxy authentication")
+        response.headers["Proxy-Authenticate"] = 'Basic realm="NectoProxy"'
+        await self._send_response(response)
+        return False
 
     async def _read_request_head(self) -> h11.Request | None:
         try:
@@ -144,6 +173,10 @@ class ClientSession:
             return None
         assert type(event) is h11.Request
         # h11 only bounds a head that arrives in pieces; one that arrives whole is measured here.
+        if len(event.headers) > self.config.max_header_count:
+            await self._send_error(431, f"{len(event.headers)} header fields exceed "
+                                        f"proxy.max_header_count ({self.config.max_header_count})")
+            return None
         size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
         if size > self.config.max_header_size:
             await self._send_error(431, f"request head of {size} bytes exceeds "
@@ -207,7 +240,10 @@ class ClientSession:
         except ValueError as exc:
             raise ProtocolError(f"bad request target: {exc}") from None
         request = request_from_event(event, parts.scheme, host, port)
-        request.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if event.method == b"OPTIONS" and not parts.path and not parts.query:
+            request.path = "*"  # RFC 9112 3.2.4: "OPTIONS http://host" is "OPTIONS *" there
+        else:
+            request.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         return request
 
     # -- one flow ----------------------------------------------------------------------------
@@ -215,7 +251,16 @@ class ClientSession:
     async def _handle(self, flow: Flow) -> None:
         request = flow.request
         original_authority = request.authority
+        upgrade = _upgrade_protocol(request.headers)
         strip_hop_by_hop(request.headers)
+        if upgrade:  # WebSocket & co: the handshake headers must reach the origin
+            request.headers["Connection"] = "Upgrade"
+            request.headers["Upgrade"] = upgrade
+        self._request_body_read = self._response_body_read = 0
+        limit = self.config.max_body_size
+        if limit and _declared_length(request.headers) > limit:
+            raise ProtocolError(f"request body of {_declared_length(request.headers)} bytes "
+                                f"exceeds proxy.max_body_size ({limit})", status=413)
         if self.client.h11.they_are_waiting_for_100_continue:
             await self._client_send(h11.InformationalResponse(status_code=100, headers=[]))
         if "expect" in request.headers:
@@ -284,8 +329,14 @@ class ClientSession:
         flow.timestamp_response_start = time.time()
         response = response_from_event(event)
         flow.response = response
+        limit = self.config.max_body_size
+        if limit and _declared_length(response.headers) > limit:
+            raise UpstreamError(f"response body of {_declared_length(response.headers)} bytes "
+                                f"exceeds proxy.max_body_size ({limit})")
         await self._response_headers(flow)
-        if request.method == "HEAD" or response.status_code in _NO_BODY_STATUS:
+        if response.status_code == 101:
+            response.raw_content = b""  # the connection now carries another protocol
+        elif request.method == "HEAD" or response.status_code in _NO_BODY_STATUS:
             response.raw_content = b""
             await self._upstream_chunk()
         elif self.hooks.has("on_response"):
@@ -320,8 +371,14 @@ class ClientSession:
             _set_chunked(headers)  # filters may change the size; chunked framing adapts
         elif request.raw_content is not None and (request.raw_content or _has_body(headers)):
             _set_length(headers, len(request.raw_content))
-        await self._upstream_send(h11.Request(method=request.method, target=request.path,
-                                              headers=headers.to_raw()))
+        raw_headers = headers.to_raw()
+        target = request.path
+        if upstream.via is not None:  # chained proxy: absolute form, and its credentials
+            target = request.url
+            if upstream.via.authorization:
+                raw_headers.append((b"Proxy-Authorization", upstream.via.authorization.encode()))
+        await self._upstream_send(h11.Request(method=request.method, target=target,
+                                              headers=raw_headers))
         upstream.requests_sent += 1
         flow.request_body_size = 0
         if request.raw_content is not None:
@@ -344,6 +401,9 @@ class ClientSession:
                 raise FlowKilled
             response = flow.response
             assert response is not None
+        if response.status_code == 101 and self.upstream is not None:
+            await self._switch_protocols(flow, response)
+            return
         strip_hop_by_hop(response.headers)
         no_body = flow.request.method == "HEAD" or response.status_code in _NO_BODY_STATUS
         if response.chunk_filters and not no_body:
@@ -374,6 +434,32 @@ class ClientSession:
                 pass  # start_next_cycle happens when it is reused
             elif flow.response is not None:
                 await self._drop_upstream()
+        flow.timestamp_end = time.time()
+        if self.hooks.has("on_complete"):
+            await self.hooks.call("on_complete", flow=flow)
+
+    async def _switch_protocols(self, flow: Flow, response: Response) -> None:
+        """101 Switching Protocols: relay raw bytes both ways until either side closes."""
+        from nectoproxy.proxy.tunnel import PrefixedStream, relay
+
+        assert self.upstream is not None
+        upgrade = _upgrade_protocol(response.headers)
+        strip_hop_by_hop(response.headers)
+        if upgrade:
+            response.headers["Connection"] = "Upgrade"
+            response.headers["Upgrade"] = upgrade
+        try:
+            await self._client_send(h11.InformationalResponse(
+                status_code=101, headers=response.headers.to_raw(),
+                reason=response.reason.encode("latin-1", errors="replace")))
+        except h11.LocalProtocolError as exc:
+            raise UpstreamError(f"origin switched protocols unasked: {exc}") from None
+        self._response_started = True
+        flow.metadata["upgraded"] = upgrade or True
+        client = PrefixedStream(bytes(self.client.h11.trailing_data[0]), self.client.stream)
+        upstream, self.upstream = self.upstream, None
+        origin = PrefixedStream(bytes(upstream.h11.trailing_data[0]), upstream.stream)
+        await relay(client, origin)
         flow.timestamp_end = time.time()
         if self.hooks.has("on_complete"):
             await self.hooks.call("on_complete", flow=flow)
@@ -412,20 +498,26 @@ class ClientSession:
     async def _client_chunk(self) -> bytes | bytearray | None:
         try:
             with anyio.fail_after(self.config.idle_timeout):
-                return await self.client.read_chunk()
+                chunk = await self.client.read_chunk()
         except TimeoutError:
             raise ClientDisconnected("client stopped sending its request body") from None
         except h11.RemoteProtocolError as exc:
             if self.client.eof:
                 raise ClientDisconnected("client closed the connection mid-body") from None
             raise ProtocolError(f"malformed request body: {exc}") from None
+        if chunk is not None and self.config.max_body_size:
+            self._request_body_read += len(chunk)
+            if self._request_body_read > self.config.max_body_size:
+                raise ProtocolError(f"request body exceeds proxy.max_body_size "
+                                    f"({self.config.max_body_size})", status=413)
+        return chunk
 
     async def _upstream_chunk(self) -> bytes | bytearray | None:
         upstream = self.upstream
         assert upstream is not None
         try:
             with anyio.fail_after(self.config.read_timeout):
-                return await upstream.read_chunk()
+                chunk = await upstream.read_chunk()
         except TimeoutError:
             raise UpstreamTimeout(f"{upstream.target} sent nothing for "
                                   f"{self.config.read_timeout:g}s") from None
@@ -434,8 +526,15 @@ class ClientSession:
                 raise UpstreamError(f"{upstream.target} closed the connection mid-response") \
                     from None
             raise UpstreamError(f"invalid response from {upstream.target}: {exc}") from None
+        if chunk is not None and self.config.max_body_size:
+            self._response_body_read += len(chunk)
+            if self._response_body_read > self.config.max_body_size:
+                raise UpstreamError(f"response body exceeds proxy.max_body_size "
+                                    f"({self.config.max_body_size})")
+        return chunk
 
-    async def _upstream_head(self, upstream: Upstream) -> h11.Response:
+    async def _upstream_head(self, upstream: Upstream
+                             ) -> h11.Response | h11.InformationalResponse:
         while True:
             try:
                 with anyio.fail_after(self.config.read_timeout):
@@ -448,7 +547,8 @@ class ClientSession:
                     raise UpstreamError(f"{upstream.target} closed the connection without "
                                         "answering") from None
                 raise UpstreamError(f"invalid response from {upstream.target}: {exc}") from None
-            if type(event) is h11.Response:
+            if type(event) is h11.Response or (
+                    type(event) is h11.InformationalResponse and event.status_code == 101):
                 return event
             if type(event) is h11.ConnectionClosed:
                 raise UpstreamError(f"{upstream.target} closed the connection without answering")
@@ -529,6 +629,17 @@ def _has_body(headers: Headers) -> bool:
     if length is not None:
         return length.strip() != "0"
     return "transfer-encoding" in headers
+
+
+def _upgrade_protocol(headers: Headers) -> str | None:
+    """The Upgrade header's value when Connection names "upgrade" (a protocol switch)."""
+    tokens = {t.strip().lower() for v in headers.get_all("connection") for t in v.split(",")}
+    return headers.get("upgrade") if "upgrade" in tokens else None
+
+
+def _declared_length(headers: Headers) -> int:
+    value = headers.get("content-length", "")
+    return int(value) if value.isdigit() else 0
 
 
 def _set_chunked(headers: Headers) -> None:

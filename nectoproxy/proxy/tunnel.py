@@ -20,7 +20,7 @@ from anyio.streams.tls import TLSAttribute, TLSStream
 
 from nectoproxy.errors import CertError, NectoProxyError
 from nectoproxy.flow import TLSInfo, split_host_port
-from nectoproxy.proxy.upstream import connect_tcp
+from nectoproxy.proxy.upstream import open_stream
 
 if TYPE_CHECKING:
     from nectoproxy.proxy.exchange import ClientSession
@@ -205,7 +205,7 @@ def _tls_reason(exc: BaseException) -> str:
 async def _relay_to(session: ClientSession, client: anyio.abc.ByteStream, host: str,
                     port: int) -> None:
     try:
-        upstream = await connect_tcp(host, port, session.config.connect_timeout)
+        upstream = await open_stream(host, port, session.config)
     except NectoProxyError as exc:
         log.info("pass-through tunnel to %s:%s failed: %s", host, port, exc)
         return

@@ -6,10 +6,12 @@ verification failure are 502; a timeout is 504.
 
 from __future__ import annotations
 
+import base64
 import logging
 import socket
 import ssl
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import anyio.abc
@@ -17,7 +19,7 @@ import h11
 from anyio.streams.tls import TLSStream
 
 from nectoproxy.config import ProxyConfig
-from nectoproxy.errors import UpstreamError, UpstreamTimeout
+from nectoproxy.errors import ConfigError, UpstreamError, UpstreamTimeout
 from nectoproxy.flow import format_authority
 from nectoproxy.proxy.http1 import HTTPConnection
 
@@ -32,8 +34,6 @@ def client_tls_context(config: ProxyConfig) -> ssl.SSLContext:
         try:
             context.load_verify_locations(cafile=config.upstream_ca)
         except (OSError, ssl.SSLError) as exc:
-            from nectoproxy.errors import ConfigError
-
             raise ConfigError(f"proxy.upstream_ca: cannot load {config.upstream_ca}: {exc}") from exc
     if config.ssl_insecure:
         context.check_hostname = False
@@ -61,6 +61,8 @@ class Upstream(HTTPConnection):
         super().__init__(stream, h11.CLIENT, max_header_size)
         self.target = target
         self.requests_sent = 0
+        #: Set when plain HTTP is sent through an upstream proxy (absolute-form targets).
+        self.via: UpstreamProxy | None = None
         sock = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
         self.address: tuple[str, int] | None = None
         if sock is not None:
@@ -97,11 +99,92 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+@dataclass(frozen=True)
+class UpstreamProxy:
+    """``upstream_proxy = "http://[user:pass@]host:port"``: where to chain requests to."""
+
+    host: str
+    port: int
+    authorization: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> UpstreamProxy:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ConfigError(f"proxy.upstream_proxy: expected http://[user:pass@]host:port, "
+                              f"got {url!r}")
+        try:
+            port = parts.port or 8080
+        except ValueError:
+            raise ConfigError(f"proxy.upstream_proxy: bad port in {url!r}") from None
+        authorization = None
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            authorization = "Basic " + base64.b64encode(credentials.encode()).decode()
+        return cls(parts.hostname, port, authorization)
+
+    def __str__(self) -> str:
+        return format_authority(self.host, self.port)
+
+
+def upstream_proxy_for(host: str, config: ProxyConfig) -> UpstreamProxy | None:
+    """The upstream proxy to use for ``host``, or None to connect directly."""
+    if not config.upstream_proxy:
+        return None
+    from nectoproxy.proxy.tunnel import host_matches
+
+    if host_matches(host, config.no_upstream):
+        return None
+    return UpstreamProxy.parse(config.upstream_proxy)
+
+
+async def open_stream(host: str, port: int, config: ProxyConfig) -> anyio.abc.ByteStream:
+    """A byte stream to ``host:port``: direct TCP, or a CONNECT tunnel via the upstream proxy."""
+    via = upstream_proxy_for(host, config)
+    if via is None:
+        return await connect_tcp(host, port, config.connect_timeout)
+    stream = await connect_tcp(via.host, via.port, config.connect_timeout)
+    target = format_authority(host, port)
+    connection = HTTPConnection(stream, h11.CLIENT, config.max_header_size)
+    headers = [("Host", target)]
+    if via.authorization:
+        headers.append(("Proxy-Authorization", via.authorization))
+    try:
+        with anyio.fail_after(config.read_timeout):
+            await connection.send(h11.Request(method="CONNECT", target=target, headers=headers))
+            await connection.send(h11.EndOfMessage())
+            event = await connection.next_event()
+    except TimeoutError:
+        await connection.aclose()
+        raise UpstreamTimeout(f"upstream proxy {via} did not answer CONNECT {target}") from None
+    except (h11.ProtocolError, OSError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+        await connection.aclose()
+        raise UpstreamError(f"upstream proxy {via} failed on CONNECT {target}: {exc}") from None
+    if not isinstance(event, h11.Response) or not 200 <= event.status_code < 300:
+        await connection.aclose()
+        status = getattr(event, "status_code", "?")
+        reason = getattr(event, "reason", b"").decode("latin-1")
+        raise UpstreamError(f"upstream proxy {via} refused CONNECT {target}: {status} {reason}")
+    leftover = bytes(connection.h11.trailing_data[0])
+    if leftover:
+        from nectoproxy.proxy.tunnel import PrefixedStream
+
+        return PrefixedStream(leftover, stream)
+    return stream
+
+
 async def open_upstream(
     target: Target, config: ProxyConfig, tls_context: ssl.SSLContext
 ) -> Upstream:
-    stream: anyio.abc.ByteStream = await connect_tcp(target.host, target.port,
-                                                     config.connect_timeout)
+    via = upstream_proxy_for(target.host, config)
+    if via is not None and target.scheme == "http":
+        # Plain HTTP goes to the upstream proxy in absolute form, with its credentials.
+        stream: anyio.abc.ByteStream = await connect_tcp(via.host, via.port,
+                                                         config.connect_timeout)
+        upstream = Upstream(stream, target, config.max_header_size)
+        upstream.via = via
+        return upstream
+    stream = await open_stream(target.host, target.port, config)
     if target.scheme == "https":
         stream = await start_tls(stream, target, config.tls_handshake_timeout, tls_context)
     return Upstream(stream, target, config.max_header_size)
