@@ -225,7 +225,8 @@ class ClientSession:
                 host, port = split_host_port(host_header, 80)
             except ValueError:
                 host, port = "", 0
-            if host == self.config.onboarding_host:
+            onboarding = self.config.onboarding_host.lower().rstrip(".")
+            if onboarding and host.rstrip(".") == onboarding:
                 return request_from_event(event, "http", host, port)
             raise ProtocolError(
                 "NectoProxy is a proxy: configure your client to use it as its HTTP(S) proxy "
