@@ -351,6 +351,7 @@ def test_disable_plugins_by_name(tmp_path, monkeypatch):
     from nectoproxy.config import load_config
 
     monkeypatch.setenv("NECTOPROXY_DISABLE_PLUGINS", "flowlog, other")
+    monkeypatch.setenv("NECTOPROXY_PLUGINS_ENTRY_POINTS", "false")
     config = load_config(use_file=False)
     assert config.plugins.disable == ("flowlog", "other")
     host = PluginHost(config)

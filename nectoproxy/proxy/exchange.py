@@ -152,14 +152,17 @@ class ClientSession:
 
     async def _read_request_head(self) -> h11.Request | None:
         try:
-            with anyio.CancelScope() as self.idle_scope:
-                with anyio.fail_after(self.config.idle_timeout):
-                    await self.client.wait_for_data()
-            self.idle_scope = None
+            if not self.client.has_buffered_data:  # pipelined requests are already here
+                with anyio.CancelScope() as self.idle_scope:
+                    with anyio.fail_after(self.config.idle_timeout):
+                        await self.client.wait_for_data()
+                self.idle_scope = None
             if self.client.eof and not self.client.h11.trailing_data[0]:
                 return None
-            with anyio.fail_after(self.config.header_timeout):
-                event = await self.client.next_event()
+            event = self.client.h11.next_event()  # usually the whole head came in one read
+            if event is h11.NEED_DATA:
+                with anyio.fail_after(self.config.header_timeout):
+                    event = await self.client.next_event()
         except TimeoutError:
             if self.client.h11.trailing_data[0]:
                 await self._send_error(408, "request head not received in time")
@@ -498,8 +501,7 @@ class ClientSession:
 
     async def _client_chunk(self) -> bytes | bytearray | None:
         try:
-            with anyio.fail_after(self.config.idle_timeout):
-                chunk = await self.client.read_chunk()
+            chunk = await self.client.read_chunk(self.config.idle_timeout)
         except TimeoutError:
             raise ClientDisconnected("client stopped sending its request body") from None
         except h11.RemoteProtocolError as exc:
@@ -517,8 +519,7 @@ class ClientSession:
         upstream = self.upstream
         assert upstream is not None
         try:
-            with anyio.fail_after(self.config.read_timeout):
-                chunk = await upstream.read_chunk()
+            chunk = await upstream.read_chunk(self.config.read_timeout)
         except TimeoutError:
             raise UpstreamTimeout(f"{upstream.target} sent nothing for "
                                   f"{self.config.read_timeout:g}s") from None
@@ -538,8 +539,7 @@ class ClientSession:
                              ) -> h11.Response | h11.InformationalResponse:
         while True:
             try:
-                with anyio.fail_after(self.config.read_timeout):
-                    event = await upstream.next_event()
+                event = await upstream.next_event(self.config.read_timeout)
             except TimeoutError:
                 raise UpstreamTimeout(f"{upstream.target} did not answer within "
                                       f"{self.config.read_timeout:g}s") from None

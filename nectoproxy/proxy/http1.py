@@ -49,20 +49,32 @@ class HTTPConnection:
         self.eof = False
         self.trailers: Headers | None = None
 
-    async def next_event(self) -> Any:
-        """The next h11 event, reading from the stream as needed."""
+    async def next_event(self, timeout: float | None = None) -> Any:
+        """The next h11 event, reading from the stream as needed.
+
+        ``timeout`` bounds each read (TimeoutError); an event already buffered costs no timer.
+        """
         while True:
             event = self.h11.next_event()
             if event is h11.NEED_DATA:
-                await self._receive()
+                if timeout is None:
+                    await self._receive()
+                else:
+                    with anyio.fail_after(timeout):
+                        await self._receive()
                 continue
             if event is h11.PAUSED:
                 raise h11.LocalProtocolError("connection paused (pipelined request pending)")
             return event
 
+    @property
+    def has_buffered_data(self) -> bool:
+        data, closed = self.h11.trailing_data
+        return bool(data) or closed
+
     async def wait_for_data(self) -> None:
         """Return once some bytes of the next message are buffered (or the peer closed)."""
-        if not self.h11.trailing_data[0] and not self.h11.trailing_data[1]:
+        if not self.has_buffered_data:
             await self._receive()
 
     async def _receive(self) -> None:
@@ -90,10 +102,10 @@ class HTTPConnection:
             # size line and CRLF, which are cheaper joined than sent as three writes.
             await self.stream.send(parts[0] if len(parts) == 1 else b"".join(parts))
 
-    async def read_chunk(self) -> bytes | bytearray | None:
+    async def read_chunk(self, timeout: float | None = None) -> bytes | bytearray | None:
         """The next piece of the current body, or None at its end (trailers kept aside)."""
         while True:
-            event = await self.next_event()
+            event = await self.next_event(timeout)
             kind = type(event)
             if kind is h11.Data:
                 if event.data:
