@@ -159,7 +159,7 @@ class ClientSession:
                 self.idle_scope = None
             if self.client.eof and not self.client.h11.trailing_data[0]:
                 return None
-            event = self.client.h11.next_event()  # usually the whole head came in one read
+            event = self.client.next_buffered_event()  # usually the whole head came at once
             if event is h11.NEED_DATA:
                 with anyio.fail_after(self.config.header_timeout):
                     event = await self.client.next_event()
@@ -168,7 +168,10 @@ class ClientSession:
                 await self._send_error(408, "request head not received in time")
             return None
         except h11.RemoteProtocolError as exc:
-            await self._send_error(exc.error_status_hint, f"malformed request: {exc}")
+            # h11 hints 501 for transfer codings it does not know; for a proxy such a request
+            # is simply malformed (RFC 9112 6.3), and answering 400 is what next hops expect.
+            status = 400 if exc.error_status_hint == 501 else exc.error_status_hint
+            await self._send_error(status, f"malformed request: {exc}")
             return None
         if type(event) is h11.ConnectionClosed:
             return None
@@ -284,6 +287,7 @@ class ClientSession:
                 buffered, complete = await self._buffer(self._client_chunk, request.headers)
                 if complete:
                     request.raw_content = bytes(buffered)
+                    request.trailers = self.client.trailers
                 else:
                     pending = buffered
             else:
@@ -347,6 +351,7 @@ class ClientSession:
             buffered, complete = await self._buffer(self._upstream_chunk, response.headers)
             if complete:
                 response.raw_content = bytes(buffered)
+                response.trailers = self.upstream.trailers if self.upstream else None
             else:
                 self._pending_response = buffered
 
@@ -371,8 +376,9 @@ class ClientSession:
                             pending: bytes | bytearray) -> None:
         request = flow.request
         headers = request.headers
-        if request.chunk_filters and (request.raw_content or _has_body(headers)):
-            _set_chunked(headers)  # filters may change the size; chunked framing adapts
+        if (request.chunk_filters or request.trailers) and (
+                request.raw_content or _has_body(headers)):
+            _set_chunked(headers)  # filters may change the size; trailers need chunks
         elif request.raw_content is not None and (request.raw_content or _has_body(headers)):
             _set_length(headers, len(request.raw_content))
         raw_headers = headers.to_raw()
@@ -410,7 +416,7 @@ class ClientSession:
             return
         strip_hop_by_hop(response.headers)
         no_body = flow.request.method == "HEAD" or response.status_code in _NO_BODY_STATUS
-        if response.chunk_filters and not no_body:
+        if (response.chunk_filters or response.trailers) and not no_body:
             # Filters may change the size: let h11 frame the body (chunked, or close-delimited
             # for HTTP/1.0 clients) instead of promising a length.
             for name in ("content-length", "transfer-encoding"):

@@ -6,6 +6,7 @@ anyio stream, and turns h11's events into the objects of :mod:`nectoproxy.flow` 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import anyio
@@ -15,6 +16,13 @@ import h11
 from nectoproxy.flow import Headers, Request, Response
 
 READ_SIZE = 256 * 1024
+#: Chunk sizes above this are refused: no real body needs them, and parsers that overflow on
+#: them are a classic request-smuggling vector.
+MAX_CHUNK_SIZE = 2**53
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+#: A CR not followed by LF, an LF not preceded by CR, or a line starting with white space
+#: (obs-fold). h11 tolerates them; a proxy must not, since the next hop may read them otherwise.
+_AMBIGUOUS = re.compile(rb"\r(?!\n)|(?<!\r)\n|\n[ \t]")
 
 #: Hop-by-hop fields (RFC 9110 section 7.6.1) that never cross the proxy. Content-Length and
 #: Transfer-Encoding describe framing and are rewritten by h11 on each side.
@@ -46,6 +54,8 @@ class HTTPConnection:
     def __init__(self, stream: anyio.abc.ByteStream, role: Any, max_header_size: int) -> None:
         self.stream = stream
         self.h11 = h11.Connection(role, max_incomplete_event_size=max_header_size)
+        # The peer's state in which its next bytes are a message head.
+        self._head_state = h11.IDLE if role is h11.SERVER else h11.SEND_RESPONSE
         self.eof = False
         self.trailers: Headers | None = None
 
@@ -55,7 +65,7 @@ class HTTPConnection:
         ``timeout`` bounds each read (TimeoutError); an event already buffered costs no timer.
         """
         while True:
-            event = self.h11.next_event()
+            event = self.next_buffered_event()
             if event is h11.NEED_DATA:
                 if timeout is None:
                     await self._receive()
@@ -63,9 +73,37 @@ class HTTPConnection:
                     with anyio.fail_after(timeout):
                         await self._receive()
                 continue
-            if event is h11.PAUSED:
-                raise h11.LocalProtocolError("connection paused (pipelined request pending)")
             return event
+
+    def next_buffered_event(self) -> Any:
+        """The next event from bytes already received (h11.NEED_DATA if there is none), with
+        the checks h11 leaves to us: ambiguous heads, CL + TE, absurd chunk sizes."""
+        if self.h11.their_state is self._head_state:
+            self._check_head_bytes()
+        event = self.h11.next_event()
+        if event is h11.PAUSED:
+            raise h11.LocalProtocolError("connection paused (pipelined request pending)")
+        kind = type(event)
+        if kind is h11.Request or kind is h11.Response:
+            names = {name for name, _ in event.headers}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                raise h11.RemoteProtocolError(
+                    "both Content-Length and Transfer-Encoding", error_status_hint=400)
+        elif kind is h11.Data and getattr(self.h11._reader, "_bytes_in_chunk", 0) \
+                > MAX_CHUNK_SIZE:
+            raise h11.RemoteProtocolError("chunk size too large", error_status_hint=400)
+        return event
+
+    def _check_head_bytes(self) -> None:
+        data = self.h11.trailing_data[0]
+        end = _HEAD_END.search(data)
+        if end is None:
+            return
+        head = data[: end.start()].lstrip(b"\r\n")  # h11 allows blank lines before a head
+        bad = _AMBIGUOUS.search(head)
+        if bad is not None:
+            what = "obs-fold line" if len(bad.group()) == 2 else "bare CR or LF"
+            raise h11.RemoteProtocolError(f"{what} in message head", error_status_hint=400)
 
     @property
     def has_buffered_data(self) -> bool:
