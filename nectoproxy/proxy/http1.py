@@ -80,7 +80,7 @@ class HTTPConnection:
         the checks h11 leaves to us: ambiguous heads, CL + TE, absurd chunk sizes."""
         if self.h11.their_state is self._head_state:
             self._check_head_bytes()
-        event = self.h11.next_event()
+        event: Any = self.h11.next_event()
         if event is h11.PAUSED:
             raise h11.LocalProtocolError("connection paused (pipelined request pending)")
         kind = type(event)
