@@ -134,7 +134,7 @@ class KeepAliveRun:
 
 async def keepalive_worker(run: KeepAliveRun, deadline: float) -> None:
     loop = asyncio.get_running_loop()
-    while not run.stopping and loop.time() < deadline:
+    while not run.stopping and run.sent < run.max_requests and loop.time() < deadline:
         try:
             protocol = await open_connection(run.target, lambda: KeepAlive(run))
         except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:

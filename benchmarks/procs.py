@@ -130,11 +130,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-class Sampler:
-    """Watches one process over an interval: CPU used and peak RSS (polled and VmHWM)."""
+def core_busy_seconds(core: int) -> float:
+    """CPU time one core spent on anything but idling (steal included), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        for line in stat:
+            if line.startswith(f"cpu{core} "):
+                values = [int(v) for v in line.split()[1:]]
+                idle = values[3] + values[4]  # idle + iowait
+                return (sum(values[:8]) - idle) / CLOCK_TICKS
+    raise KeyError(f"cpu{core}")
 
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
+
+class Sampler:
+    """Watches one process over an interval: CPU used and peak RSS (polled and VmHWM).
+
+    With ``core`` (the core the process is pinned to), also how much of that core other
+    processes took meanwhile: the figure that says whether a run was disturbed.
+    """
+
+    def __init__(self, pid: int, core: int | None = None, interval: float = 0.02) -> None:
         self.pid = pid
+        self.core = core
+        self.others_share: float | None = None
+        self._core_start = 0.0
+        self._wall_start = 0.0
         self.interval = interval
         self.rss_before = 0
         self.peak_kib = 0
@@ -149,6 +168,9 @@ class Sampler:
         self.peak_kib = self.rss_before
         self._hwm_reset = reset_hwm(self.pid)
         self._cpu_start = cpu_seconds(self.pid)
+        self._wall_start = time.monotonic()
+        if self.core is not None:
+            self._core_start = core_busy_seconds(self.core)
         self._stop.clear()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -166,6 +188,10 @@ class Sampler:
             self._thread.join(2)
         try:
             self.cpu = cpu_seconds(self.pid) - self._cpu_start
+            wall = time.monotonic() - self._wall_start
+            if self.core is not None and wall > 0:
+                others = core_busy_seconds(self.core) - self._core_start - self.cpu
+                self.others_share = max(0.0, others / wall)
             self.peak_kib = max(self.peak_kib, rss_kib(self.pid))
             if self._hwm_reset:
                 self.peak_kib = max(self.peak_kib, hwm_kib(self.pid))

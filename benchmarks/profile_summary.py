@@ -44,7 +44,12 @@ def collapsed(path: Path, top: int) -> str:
         own[frames[-1]] += n
         for frame in set(frames):
             total[frame] += n
-    lines = [f"{samples} samples"]
+    packages: Counter[str] = Counter()
+    for frame, n in own.items():
+        where = frame.rpartition("(")[2].rstrip(")")
+        packages[where.split("/", 1)[0] if "/" in where else where] += n
+    lines = [f"{samples} samples", "\nSelf time by package (C calls count for their caller):"]
+    lines += [f"  {100 * n / samples:5.1f}%  {name}" for name, n in packages.most_common(10)]
     for title, counter in (("self", own), ("cumulative", total)):
         lines.append(f"\nTop {top} by {title} time:")
         for frame, n in counter.most_common(top):

@@ -12,17 +12,20 @@ generator on core 1 (taskset). See benchmarks/README.md. Not a test: CI does not
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,7 @@ class Bench:
         self.figures: dict[str, tuple[float | None, float | None]] = {}
         self.meta: dict[str, Any] = {}
         self.wrk = wrk.wrk_binary() if args.loadgen == "auto" else None
+        self.current = ""
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -73,7 +77,7 @@ class Bench:
         for port in (self.http_port, self.https_port):
             procs.wait_for_port(port, 15, process)
 
-    def start_proxy(self) -> None:
+    def start_proxy(self, record: bool = True) -> None:
         self.proxy_port = procs.free_port()
         self.certs = self.tmp / "certs"
         python = [sys.executable]
@@ -84,7 +88,7 @@ class Bench:
                    "--upstream-ca", str(self.files.ca), "-q"]
         if not self.args.entry_points:
             command.append("--no-entry-points")  # measure NectoProxy, not what pip put beside it
-        self.proxy_log = open(self.tmp / "proxy.log", "w")  # noqa: SIM115 (lives as long as the proxy)
+        self.proxy_log = open(self.tmp / "proxy.log", "a")  # noqa: SIM115 (lives as long as the proxy)
         self.proxy = self.children.start(procs.pinned(command, self.proxy_core), cwd=self.tmp,
                                          stdout=self.proxy_log, stderr=subprocess.STDOUT)
         procs.wait_for_port(self.proxy_port, 60, self.proxy)
@@ -93,9 +97,17 @@ class Bench:
         startup = procs.rss_kib(self.proxy.pid) / 1024
         print(f"NectoProxy pid {self.proxy.pid} on 127.0.0.1:{self.proxy_port}; resident "
               f"memory after start {startup:.1f} MiB", flush=True)
+        if not record:
+            return
         self.rows.append({"scenario": "startup", "run": "proxy", "figure": round(startup, 1),
                           "unit": "MiB"})
         self.figures["startup"] = (None, round(startup, 1))
+
+    def restart_proxy(self) -> None:
+        """A fresh proxy, so that memory freed by earlier scenarios does not hide new use."""
+        self.children.stop(self.proxy)
+        self.proxy_log.close()
+        self.start_proxy(record=False)
 
     def check_proxy(self) -> None:
         if self.proxy.poll() is not None:
@@ -118,8 +130,10 @@ class Bench:
                 timeout: float = 0) -> dict[str, Any]:
         argv = [mode, *self._target(via_proxy, tls), *extra]
         command = procs.pinned([sys.executable, str(HERE / "loadgen.py"), *argv], self.load_core)
-        sampler = procs.Sampler(self.proxy.pid) if via_proxy else None
-        with open(self.tmp / "loadgen.err", "a") as errors:
+        sampler = procs.Sampler(self.proxy.pid, self.proxy_core) if via_proxy else None
+        profiled = self.profiled(self.args.duration + self.args.warmup) if via_proxy \
+            else contextlib.nullcontext()
+        with open(self.tmp / "loadgen.err", "a") as errors, profiled:
             process = self.children.start(command, stdout=subprocess.PIPE, stderr=errors,
                                           text=True)
             watchdog = threading.Timer(timeout or self.args.duration * 3 + 60, process.kill)
@@ -163,7 +177,7 @@ class Bench:
             url, script = f"{scheme}://127.0.0.1:{port}/1k", None
         command = procs.pinned(wrk.command(self.wrk, url, self.args.connections, seconds,
                                            script), self.load_core)
-        sampler = procs.Sampler(self.proxy.pid) if via_proxy else None
+        sampler = procs.Sampler(self.proxy.pid, self.proxy_core) if via_proxy else None
         if sampler:
             sampler.begin()
         done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
@@ -188,6 +202,8 @@ class Bench:
             if sampler.cpu > 0:
                 # What one whole core would serve: steadier than req/s when others share it.
                 result["rps_per_cpu_s"] = round(result["requests"] / sampler.cpu)
+        if sampler.others_share is not None:
+            result["others_on_proxy_core_pct"] = round(sampler.others_share * 100, 1)
         result["loadavg"] = round(os.getloadavg()[0], 2)
 
     # -- scenarios ---------------------------------------------------------------------------
@@ -216,8 +232,7 @@ class Bench:
             proxied = self.run_wrk(True, False, a.duration)
         else:
             direct = self.loadgen("keepalive", False, tls, *common)
-            proxied = self._profiled(lambda: self.loadgen("keepalive", True, tls, *common)) \
-                if tls else self.loadgen("keepalive", True, tls, *common)
+            proxied = self.loadgen("keepalive", True, tls, *common)
         if self.wrk and tls:
             row = self.run_wrk(False, True, a.duration)
             row.update(scenario="https", run="direct (wrk, reference)", figure=row["rps"],
@@ -225,29 +240,35 @@ class Bench:
             extra.append(row)
         return {"direct": direct, "proxied": proxied, "extra": extra}
 
-    def _profiled(self, run: Any) -> dict[str, Any]:
-        """Run ``run`` while py-spy samples the proxy, when ``--profile DIR`` is given."""
-        if not self.args.profile:
-            return run()  # type: ignore[no-any-return]
+    @contextlib.contextmanager
+    def profiled(self, seconds: float) -> Iterator[None]:
+        """py-spy samples the proxy meanwhile, when ``--profile DIR`` names this scenario."""
+        if not self.args.profile or self.current not in self.args.profile_scenarios.split(","):
+            yield
+            return
         out = Path(self.args.profile).resolve()
         out.mkdir(parents=True, exist_ok=True)
-        seconds = int(self.args.warmup + self.args.duration) + 1
+        result = out / f"{self.current}.txt"
+        native = ["--native"] if self.args.profile_native else ["--nonblocking"]  # py-spy:
+        # native stacks need the process paused per sample, so they slow the proxy down more
         spy = procs.pinned(["py-spy", "record", "--pid", str(self.proxy.pid), "--duration",
-                            str(seconds), "--rate", "200", "--nonblocking", "--function",
-                            "--format", "raw", "-o", str(out / "https-keepalive.txt")],
-                           self.load_core)
-        sampler = self.children.start(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            return run()  # type: ignore[no-any-return]
-        finally:
+                            str(int(seconds) + 1), "--rate", "250", "--function", "--format",
+                            "raw", "-o", str(result), *native], self.load_core)
+        with open(out / "py-spy.log", "a") as log:
+            sampler = self.children.start(spy, stdout=log, stderr=subprocess.STDOUT)
             try:
-                sampler.wait(seconds + 30)
-            except subprocess.TimeoutExpired:
-                pass
-            self.children.stop(sampler)
+                yield
+            finally:
+                self.children.stop(sampler, signal.SIGINT, timeout=30)  # SIGINT: py-spy saves
+        if result.exists():
+            print(f"profile: {result} (python benchmarks/profile_summary.py {result})",
+                  flush=True)
+        else:
+            print(f"py-spy failed: {(out / 'py-spy.log').read_text()[-500:]}", flush=True)
 
     def run(self, name: str) -> None:
         a = self.args
+        self.current = name
         timeout = ["--timeout", "120"]
         print(f"\n== {name} ==", flush=True)
         if name in ("plain", "https"):
@@ -279,7 +300,7 @@ class Bench:
 
     def idle(self, tls: bool) -> None:
         a = self.args
-        time.sleep(1.0)
+        self.restart_proxy()
         before = procs.rss_kib(self.proxy.pid)
         argv = ["idle", *self._target(True, tls), "--connections", str(a.idle_connections),
                 "--hold", "60", "--timeout", "30"]
@@ -312,11 +333,21 @@ class Bench:
               f"MiB", flush=True)
         self.check_proxy()
 
-    def proxy_log_summary(self) -> list[str]:
+    def proxy_log_summary(self) -> tuple[list[str], list[str]]:
+        """Warning/error lines the proxy logged while serving, and while shutting down."""
         self.proxy_log.flush()
-        lines = (self.tmp / "proxy.log").read_text(errors="replace").splitlines()
-        return [line for line in lines if line.startswith(("[error]", "[warning]", "Traceback"))
-                or "Error" in line][:50]
+        serving: list[str] = []
+        stopping: list[str] = []
+        into = serving
+        for line in (self.tmp / "proxy.log").read_text(errors="replace").splitlines():
+            if line.startswith("NectoProxy listening on"):
+                into = serving
+            elif line.startswith("Shutting down"):
+                into = stopping
+            elif line.startswith(("[error]", "[warning]", "Traceback", "  + Exception Group")) \
+                    or "Error:" in line:
+                into.append(line.strip())
+        return serving[:50], stopping[:50]
 
 
 def describe_machine(args: argparse.Namespace) -> dict[str, Any]:
@@ -362,11 +393,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--first-hosts", type=int, default=200, help="most never-seen hosts")
     parser.add_argument("--idle-connections", type=int, default=1000)
     parser.add_argument("--profile", metavar="DIR",
-                        help="py-spy the proxy during the HTTPS keep-alive run (collapsed stacks)")
+                        help="py-spy the proxy during the proxied runs of --profile-scenarios "
+                             "(collapsed stacks in DIR/SCENARIO.txt)")
+    parser.add_argument("--profile-scenarios", default="https", metavar="LIST",
+                        help="scenarios to profile with --profile (default: https)")
+    parser.add_argument("--profile-native", action="store_true",
+                        help="with --profile: also sample C frames (OpenSSL, uvloop, syscalls)")
     parser.add_argument("--cprofile", metavar="FILE",
                         help="run the proxy under cProfile for the whole session (slows it)")
     parser.add_argument("--entry-points", action="store_true",
                         help="let the proxy load installed third-party plugins (off by default)")
+    parser.add_argument("--repeat", type=int, default=1, choices=range(1, 11), metavar="1..10",
+                        help="run the scenarios N times against the same proxy (watch RSS)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
@@ -388,10 +426,11 @@ def main() -> int:
             bench.meta.update(describe_machine(args))
             bench.start_origin()
             bench.start_proxy()
-            for name in SCENARIOS:
-                if name in args.scenarios.split(","):
-                    bench.run(name)
-            problems = bench.proxy_log_summary()
+            for _ in range(args.repeat):
+                for name in SCENARIOS:
+                    if name in args.scenarios.split(","):
+                        bench.run(name)
+            problems, stopping = bench.proxy_log_summary()
         meta = bench.meta
         meta["loadavg_end"] = round(os.getloadavg()[0], 2)
         print(f"\n== results {meta['date']}: {meta['cpu']}, {meta['cores']} cores, "
@@ -405,10 +444,14 @@ def main() -> int:
         if problems:
             print(f"\nthe proxy logged {len(problems)} warning/error lines, first ones:")
             print("\n".join(f"  {line}" for line in problems[:10]))
+        if stopping:
+            print("\nwhen stopped with SIGTERM (idle scenario restarts), the proxy printed:")
+            print("\n".join(f"  {line}" for line in sorted(set(stopping))[:5]))
         if args.json:
             Path(args.json).write_text(json.dumps(
                 {"meta": meta, "rows": bench.rows, "figures": bench.figures,
-                 "proxy_log_problems": problems}, indent=2))
+                 "proxy_log_problems": problems, "proxy_shutdown_problems": stopping},
+                indent=2))
         return 0
     except KeyboardInterrupt:
         print("interrupted; child processes stopped", file=sys.stderr)
