@@ -177,6 +177,9 @@ class Message:
         #: Functions applied to each chunk of the body as it is sent (sync or async); see
         #: "Streaming" in docs/plugins.md. They may delay (throttling) or change the chunks.
         self.chunk_filters: list[Callable[[bytes], Any]] = []
+        #: Set True when the filters never change the body's size (pacing): Content-Length is
+        #: then kept instead of switching to chunked framing.
+        self.filters_keep_length = False
 
     @property
     def streamed(self) -> bool:
@@ -483,6 +486,7 @@ class Flow:
         #: The (ip, port) of the origin the request went to, once connected.
         self.server_address: tuple[str, int] | None = None
         self.killed = False
+        self.kill_reason = "killed by a plugin"
         #: Body bytes relayed each way (after any plugin changes), filled in as they are sent.
         self.request_body_size = 0
         self.response_body_size = 0
@@ -496,9 +500,13 @@ class Flow:
     def client_address(self) -> tuple[str, int]:
         return self.connection.client_address
 
-    def kill(self) -> None:
-        """Drop the flow: the client connection is closed without an answer."""
+    def kill(self, reason: str = "killed by a plugin") -> None:
+        """Drop the flow: the client connection is closed without an answer.
+
+        ``reason`` becomes ``flow.error`` (what ``on_error`` and the flow log report).
+        """
         self.killed = True
+        self.kill_reason = reason
 
     def __repr__(self) -> str:
         return f"<Flow {self.request!r} -> {self.response!r}>"

@@ -462,3 +462,40 @@ def test_on_response_headers_sets_async_chunk_filters_without_buffering(make_pro
     assert response.headers.get("transfer-encoding") == "chunked"
     assert hashlib.sha256(response.content).hexdigest() == pattern_sha256(size)
     assert sum(seen) == size and len(seen) > 1
+
+
+def test_chunk_filter_may_yield_slices_and_keep_the_length(make_proxy, origin):
+    import hashlib
+
+    from nectoproxy.testing.origin import pattern_sha256
+
+    slices: list[int] = []
+
+    class Slicer:
+        def on_response_headers(self, flow):
+            async def pace(chunk: bytes):
+                for start in range(0, len(chunk), 10_000):
+                    slices.append(len(chunk[start:start + 10_000]))
+                    await anyio.sleep(0)
+                    yield chunk[start:start + 10_000]
+
+            flow.response.chunk_filters.append(pace)
+            flow.response.chunk_filters.append(lambda piece: [piece[:5000], piece[5000:]])
+            flow.response.filters_keep_length = True
+
+        def on_request_headers(self, flow):
+            if flow.request.pathname == "/close":
+                flow.kill("simulated loss")
+
+        def on_error(self, flow, error):
+            slices.append(-1 if error == "simulated loss" else -2)
+
+    size = 1_000_000
+    with make_proxy(plugins=[Slicer()]) as proxy, proxy.client() as client:
+        response = client.get(f"{origin.url}/bytes/{size}")
+        with pytest.raises(Exception):
+            client.get(origin.url + "/close")
+    assert response.headers["content-length"] == str(size)
+    assert hashlib.sha256(response.content).hexdigest() == pattern_sha256(size)
+    assert sum(s for s in slices if s > 0) == size and max(slices) == 10_000
+    assert slices[-1] == -1

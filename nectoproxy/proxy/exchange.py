@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import inspect
 import logging
 import ssl
 import time
@@ -203,7 +204,7 @@ class ClientSession:
             await self._handle(flow)
             return True
         except FlowKilled:
-            flow.error = "killed by a plugin"
+            flow.error = flow.kill_reason
         except NectoProxyError as exc:
             flow.error = str(exc)
             if not self._response_started and not isinstance(exc, ClientDisconnected):
@@ -376,8 +377,8 @@ class ClientSession:
                             pending: bytes | bytearray) -> None:
         request = flow.request
         headers = request.headers
-        if (request.chunk_filters or request.trailers) and (
-                request.raw_content or _has_body(headers)):
+        reframe = (request.chunk_filters and not request.filters_keep_length) or request.trailers
+        if reframe and (request.raw_content or _has_body(headers)):
             _set_chunked(headers)  # filters may change the size; trailers need chunks
         elif request.raw_content is not None and (request.raw_content or _has_body(headers)):
             _set_length(headers, len(request.raw_content))
@@ -416,7 +417,9 @@ class ClientSession:
             return
         strip_hop_by_hop(response.headers)
         no_body = flow.request.method == "HEAD" or response.status_code in _NO_BODY_STATUS
-        if (response.chunk_filters or response.trailers) and not no_body:
+        reframe = (response.chunk_filters and not response.filters_keep_length) or \
+            response.trailers
+        if reframe and not no_body:
             # Filters may change the size: let h11 frame the body (chunked, or close-delimited
             # for HTTP/1.0 clients) instead of promising a length.
             for name in ("content-length", "transfer-encoding"):
@@ -571,14 +574,21 @@ class ClientSession:
 
     async def _upstream_data(self, data: bytes | bytearray,
                              filters: list[Callable[[bytes], Any]], flow: Flow) -> None:
-        assert self.upstream is not None
-        for chunk in await _filter(data, filters):
+        upstream = self.upstream
+        assert upstream is not None
+
+        async def send(chunk: bytes | bytearray) -> None:
             try:
-                await self.upstream.send_data(chunk)
+                await upstream.send_data(chunk)
             except _STREAM_ERRORS as exc:
-                raise UpstreamError(f"connection to {self.upstream.target} lost: "
+                raise UpstreamError(f"connection to {upstream.target} lost: "
                                     f"{type(exc).__name__}") from None
             flow.request_body_size += len(chunk)
+
+        if filters:
+            await _filtered(data, filters, send)
+        else:
+            await send(data)
 
     async def _client_send(self, event: Any) -> None:
         try:
@@ -588,12 +598,17 @@ class ClientSession:
 
     async def _client_data(self, data: bytes | bytearray, filters: list[Callable[[bytes], Any]],
                            flow: Flow) -> None:
-        for chunk in await _filter(data, filters):
+        async def send(chunk: bytes | bytearray) -> None:
             try:
                 await self.client.send_data(chunk)
             except _STREAM_ERRORS:
                 raise ClientDisconnected("client went away mid-response") from None
             flow.response_body_size += len(chunk)
+
+        if filters:
+            await _filtered(data, filters, send)
+        else:
+            await send(data)
 
     async def _send_head(self, response: Response) -> None:
         self._response_started = True
@@ -619,16 +634,40 @@ class ClientSession:
         await self._send_response(error_response(status, message))
 
 
-async def _filter(data: bytes | bytearray, filters: list[Callable[[bytes], Any]]
-                  ) -> list[bytes | bytearray]:
-    if not filters:
-        return [data]
-    chunk: Any = data
-    for function in filters:
-        chunk = function(bytes(chunk))
-        if hasattr(chunk, "__await__"):
-            chunk = await chunk
-    return [chunk] if chunk else []
+async def _filtered(data: bytes | bytearray, filters: list[Callable[[bytes], Any]],
+                    send: Callable[[bytes | bytearray], Awaitable[None]]) -> None:
+    """Run ``data`` through the chunk filters and send what comes out, piece by piece.
+
+    A filter returns bytes, or an (async) iterable of pieces, each sent as soon as it is
+    produced (a pacing filter yields small slices and sleeps between them); the pieces go
+    through the remaining filters in turn.
+    """
+    first, rest = filters[0], filters[1:]
+    result = first(bytes(data))
+    if inspect.isawaitable(result):
+        result = await result
+    if result is None:
+        return
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        pieces: Any = [result]
+    else:
+        pieces = result
+    if hasattr(pieces, "__aiter__"):
+        async for piece in pieces:
+            await _next_filter(piece, rest, send)
+    else:
+        for piece in pieces:
+            await _next_filter(piece, rest, send)
+
+
+async def _next_filter(piece: Any, rest: list[Callable[[bytes], Any]],
+                       send: Callable[[bytes | bytearray], Awaitable[None]]) -> None:
+    if not piece:
+        return
+    if rest:
+        await _filtered(piece, rest, send)
+    else:
+        await send(piece)
 
 
 def _has_body(headers: Headers) -> bool:
