@@ -1,0 +1,193 @@
+"""The rules plugin: matches each flow against the rules and applies their actions.
+
+Every rule is matched against the request as the client sent it; the actions of the matching
+rules are applied in rule order (priority, then file order), so their changes accumulate and a
+later rule's change to the same header wins. A rule that answers (mock, block, map_local) ends
+the list for that flow.
+
+Matching starts in ``on_request_headers``, before the request body is read; it stops at the
+first rule that needs the body (``body_contains``) and goes on from there in ``on_request``.
+So a request answered by a rule that needs no body is answered before its body is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from weakref import WeakKeyDictionary
+
+import anyio
+import anyio.to_thread
+
+from nectoproxy import Config, ConfigError, Flow, Request, hookimpl
+from nectoproxy_plugin_rules import actions
+from nectoproxy_plugin_rules.loading import Stamp, combine, load_file, parse_options, stamp
+from nectoproxy_plugin_rules.model import RequestView, Rule, RuleSet
+
+log = logging.getLogger("nectoproxy.rules")
+#: How often (at most) the rules file's modification time is looked at.
+CHECK_INTERVAL = 1.0
+
+
+@dataclass
+class _FlowState:
+    """What one flow has gone through so far (kept beside the flow, not on the wire)."""
+
+    rules: RuleSet  # the rules in force when the flow started, even if a reload happens
+    view: RequestView
+    next: int = 0  # index of the first rule not looked at yet
+    matched: list[Rule] = field(default_factory=list)
+    body_pending: list[Rule] = field(default_factory=list)  # request body changes to make
+
+
+def _view(request: Request) -> RequestView:
+    return RequestView(request.method.upper(), request.url, request.host, request.pathname,
+                       request.headers.copy())
+
+
+class RulesPlugin:
+    """The ``rules`` plugin (one instance per proxy)."""
+
+    name = "rules"
+
+    def __init__(self) -> None:
+        self.rules = RuleSet()
+        self.file: Path | None = None
+        self._inline: list[Rule] = []
+        self._reload = True
+        self._stamp: Stamp = None
+        self._next_check = 0.0
+        self._flows: WeakKeyDictionary[Flow, _FlowState] = WeakKeyDictionary()
+
+    # -- configuration and reloading ---------------------------------------------------------
+
+    @hookimpl
+    def on_configure(self, config: Config, options: Mapping[str, Any]) -> Literal[False] | None:
+        """Read ``[plugins.rules]`` (and its rules file); without any rule, switch off."""
+        settings = parse_options(options, config)
+        if not settings.inline and settings.file is None:
+            return False
+        self._inline, self.file, self._reload = settings.inline, settings.file, settings.reload
+        from_file: list[Rule] = []
+        if self.file is not None:
+            self._stamp = stamp(self.file)
+            from_file = load_file(self.file)
+        self.rules = combine(self._inline, from_file)
+        log.info("rules: %d in force%s", len(self.rules.rules),
+                 f" ({self.file}{', reloaded when it changes' if self._reload else ''})"
+                 if self.file else "")
+        return None
+
+    async def check_file(self) -> None:
+        """Reload the rules file if it changed (looked at no more than once a second).
+
+        A file with an error is reported and the rules in force stay in force.
+        """
+        if self.file is None or not self._reload:
+            return
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + CHECK_INTERVAL
+        current = stamp(self.file)
+        if current == self._stamp:
+            return
+        self._stamp = current
+        try:
+            rules = combine(self._inline, await anyio.to_thread.run_sync(load_file, self.file))
+        except ConfigError as exc:
+            log.error("rules: not reloaded: %s (the previous rules stay in force)", exc)
+            return
+        self.rules = rules
+        log.info("rules: reloaded %s, %d in force", self.file, len(rules.rules))
+
+    # -- flows -------------------------------------------------------------------------------
+
+    @hookimpl
+    async def on_request_headers(self, flow: Flow) -> None:
+        await self.check_file()
+        if not self.rules.rules:
+            return
+        state = _FlowState(self.rules, _view(flow.request))
+        self._flows[flow] = state
+        await self._advance(flow, state, None, body_ready=False)
+
+    @hookimpl
+    async def on_request(self, flow: Flow) -> None:
+        state = self._flows.get(flow)
+        if state is None:
+            return
+        body = None
+        if state.next < len(state.rules.rules):  # the walk paused at a rule with body_contains
+            try:
+                body = flow.request.content  # as the client sent it, before any change
+            except ValueError:  # an undecodable Content-Encoding: body_contains cannot match
+                body = None
+        for rule in state.body_pending:
+            assert rule.modify_request is not None
+            actions.modify_body(flow.request, rule.modify_request, rule)
+        state.body_pending.clear()
+        await self._advance(flow, state, body, body_ready=True)
+
+    @hookimpl
+    async def on_response(self, flow: Flow) -> None:
+        state = self._flows.pop(flow, None)
+        response = flow.response
+        if state is None or response is None:
+            return
+        for rule in state.matched:
+            if rule.modify_response is not None:
+                actions.modify_head(response, rule.modify_response)
+                actions.modify_body(response, rule.modify_response, rule)
+            if rule.throttle is not None:
+                if rule.throttle.latency_ms:
+                    await anyio.sleep(rule.throttle.latency_ms / 1000)
+                if not response.chunk_filters:
+                    response.filters_keep_length = True  # pacing keeps the size: keep its length
+                response.chunk_filters.append(actions.Pacer(rule.throttle.bytes_per_second))
+
+    async def _advance(self, flow: Flow, state: _FlowState, body: bytes | None, *,
+                       body_ready: bool) -> None:
+        """Match and apply rules from ``state.next`` on, until one needs a body not read yet
+        or one answers."""
+        rules = state.rules.rules
+        while state.next < len(rules):
+            rule = rules[state.next]
+            if rule.needs_request_body and not body_ready:
+                return  # on_request carries on from here
+            state.next += 1
+            if not (rule.matchers.match_head(state.view) and rule.matchers.match_body(body)):
+                continue
+            state.matched.append(rule)
+            flow.metadata.setdefault("rules", []).append(rule.name)
+            await self._apply_to_request(flow, rule, state, body_ready)
+            if flow.response is not None or flow.killed:
+                state.next = len(rules)
+                return
+
+    async def _apply_to_request(self, flow: Flow, rule: Rule, state: _FlowState,
+                                body_ready: bool) -> None:
+        request = flow.request
+        if rule.delay is not None:
+            await anyio.sleep(actions.delay_seconds(rule.delay))
+        if rule.modify_request is not None:
+            actions.modify_head(request, rule.modify_request)
+            if rule.modify_request.changes_body:
+                if body_ready:
+                    actions.modify_body(request, rule.modify_request, rule)
+                else:
+                    state.body_pending.append(rule)
+        if rule.map_remote is not None:
+            actions.remap(request, rule.map_remote)
+        elif rule.block is not None:
+            flow.response = actions.block_response(rule.block, rule)
+        elif rule.mock is not None:
+            if rule.mock.delay_ms:
+                await anyio.sleep(rule.mock.delay_ms / 1000)
+            flow.response = await actions.mock_response(rule.mock, rule)
+        elif rule.map_local is not None:
+            flow.response = await actions.local_response(rule.map_local, state.view.path)
