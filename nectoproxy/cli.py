@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -204,37 +202,8 @@ def _plugins_command(args: argparse.Namespace) -> int:
 
 
 def run_proxy(config: Config, scripts: list[str] | None = None) -> int:
-    """Run the proxy until SIGINT/SIGTERM; a second signal exits at once."""
-    from nectoproxy.proxy.server import Proxy
+    """Run the proxy (and its worker processes) until SIGINT/SIGTERM; a second signal exits
+    at once."""
+    from nectoproxy.workers import serve
 
-    async def serve() -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-
-            async def force() -> None:
-                async for _ in signals:
-                    os._exit(130)
-
-            async with anyio.create_task_group() as tg:
-                async with Proxy(config, scripts=scripts or []) as proxy:
-                    host, port = proxy.address
-                    assert proxy.services is not None
-                    print(f"NectoProxy listening on {host}:{port}", file=sys.stderr)
-                    print(f"CA certificate: {proxy.services.certs.ca_path}  (trust it: "
-                          f"`nectoproxy cert install`, or open "
-                          f"http://{config.proxy.onboarding_host}/ through the proxy)",
-                          file=sys.stderr)
-                    async for _ in signals:
-                        print("Shutting down (again to force)...", file=sys.stderr)
-                        break
-                    tg.start_soon(force)
-                tg.cancel_scope.cancel()
-
-    backend_options: dict[str, Any] = {}
-    try:
-        import uvloop  # noqa: F401
-
-        backend_options["use_uvloop"] = True
-    except ImportError:
-        pass
-    anyio.run(serve, backend_options=backend_options)
-    return 0
+    return serve(config, scripts or [])

@@ -87,7 +87,10 @@ class ProxyConfig:
         "Bodies up to this size are buffered so plugins can read and change them; larger ones "
         "stream through untouched.",
     )
-    max_connections: int = _opt(1024, "Most client connections served at once.")
+    max_connections: int = _opt(1024, "Most client connections served at once (per worker).")
+    workers: int = _opt(
+        1, "Processes sharing the listening port (SO_REUSEPORT, Linux); 0 = one per CPU core."
+    )
     onboarding_host: str = _opt(
         "necto.setup", "Host name whose plain-HTTP pages serve the CA certificate and setup steps."
     )
@@ -261,6 +264,8 @@ def _validate_values(config: Config, where: str) -> None:
                               f"\"http://[user:pass@]host:port\", got {p.upstream_proxy!r}")
     if p.proxy_auth and ":" not in p.proxy_auth:
         raise ConfigError(f"{where}: proxy.proxy_auth: expected \"user:password\"")
+    if p.workers < 0:
+        raise ConfigError(f"{where}: proxy.workers must be 0 (one per core) or more")
     if p.max_body_size < 0:
         raise ConfigError(f"{where}: proxy.max_body_size must not be negative")
     for key in ("max_header_size", "max_header_count", "max_connections"):

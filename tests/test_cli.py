@@ -41,3 +41,47 @@ def test_cli_serves_logs_and_shuts_down(tmp_path, origin):
     assert f"GET {origin.url}/json -> 200" in stderr
     assert (tmp_path / "certs" / "ca.pem").is_file()
     assert "Traceback" not in stderr
+
+
+def test_workers_share_the_port(tmp_path, origin):
+    """`workers = 2`: two processes accept on one port; both serve, both stop on SIGTERM."""
+    port = free_port()
+    env = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(tmp_path),
+           "NECTOPROXY_PROXY_WORKERS": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nectoproxy", "--no-config", "--listen-host", "127.0.0.1",
+         "--listen-port", str(port), "-q"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        ok = 0
+        while time.monotonic() < deadline and ok < 20:
+            try:
+                with httpx.Client(proxy=f"http://127.0.0.1:{port}", trust_env=False) as client:
+                    ok += client.get(origin.url + "/").status_code == 200
+            except httpx.ConnectError:
+                time.sleep(0.1)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                  text=True, check=False).stdout.split()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert ok == 20
+    assert "(2 worker processes)" in stderr
+    assert len(children) >= 1  # the second worker (multiprocessing may add a tracker)
+    assert proc.returncode == 0, stderr
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in children)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

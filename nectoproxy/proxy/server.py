@@ -79,7 +79,8 @@ class Proxy:
         self.services = Services(config, self.hooks, certs, client_tls_context(config.proxy))
         try:
             self._listener = await anyio.create_tcp_listener(
-                local_host=config.proxy.listen_host, local_port=config.proxy.listen_port)
+                local_host=config.proxy.listen_host, local_port=config.proxy.listen_port,
+                reuse_port=config.proxy.workers != 1)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {config.proxy.listen_host}:"
                               f"{config.proxy.listen_port}: {exc.strerror or exc}") from None

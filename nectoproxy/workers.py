@@ -1,0 +1,100 @@
+"""Running the proxy from the command line: signals, banners, and ``workers = N`` processes.
+
+With several workers, every process listens on the same port (SO_REUSEPORT) and the kernel
+spreads new connections over them, so a machine with more cores serves more. The first
+process creates the CA before the others start, and certificate cache files are written
+atomically, so workers never read half a file.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from typing import Any
+
+import anyio
+
+from nectoproxy.config import Config
+
+
+def worker_count(config: Config) -> int:
+    return config.proxy.workers or os.cpu_count() or 1
+
+
+def _backend_options() -> dict[str, Any]:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
+def serve(config: Config, scripts: list[str]) -> int:
+    """Serve until a signal; start ``workers - 1`` more processes once the port is bound."""
+    anyio.run(_serve, config, scripts, True, backend_options=_backend_options())
+    return 0
+
+
+def _worker_main(config: Config, scripts: list[str]) -> None:  # pragma: no cover - subprocess
+    from nectoproxy.cli import setup_logging
+
+    setup_logging(config)
+    anyio.run(_serve, config, scripts, False, backend_options=_backend_options())
+
+
+async def _serve(config: Config, scripts: list[str], primary: bool) -> None:
+    from nectoproxy.proxy.server import Proxy
+
+    children: list[multiprocessing.process.BaseProcess] = []
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+        async def force() -> None:
+            async for _ in signals:
+                for child in children:
+                    child.kill()
+                os._exit(130)
+
+        async with anyio.create_task_group() as tg:
+            async with Proxy(config, scripts=scripts) as proxy:
+                host, port = proxy.address
+                count = worker_count(config)
+                if primary:
+                    if count > 1:
+                        # Workers bind the port this process got (matters with port 0).
+                        same_port = config.replace(proxy={"listen_port": port})
+                        context = multiprocessing.get_context("spawn")
+                        for _ in range(count - 1):
+                            child: multiprocessing.process.BaseProcess = context.Process(
+                                target=_worker_main,
+                                                    args=(same_port, scripts), daemon=True)
+                            child.start()
+                            children.append(child)
+                    _banner(proxy, count)
+                async for _ in signals:
+                    if primary:
+                        print("Shutting down (again to force)...", file=sys.stderr)
+                    break
+                tg.start_soon(force)
+                for child in children:
+                    if child.pid is not None:
+                        os.kill(child.pid, signal.SIGTERM)
+            await anyio.to_thread.run_sync(_join, children)
+            tg.cancel_scope.cancel()
+
+
+def _join(children: list[multiprocessing.process.BaseProcess]) -> None:
+    for child in children:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+
+
+def _banner(proxy: Any, count: int) -> None:
+    host, port = proxy.address
+    workers = f" ({count} worker processes)" if count > 1 else ""
+    print(f"NectoProxy listening on {host}:{port}{workers}", file=sys.stderr)
+    print(f"CA certificate: {proxy.services.certs.ca_path}  (trust it: "
+          f"`nectoproxy cert install`, or open http://{proxy.config.proxy.onboarding_host}/ "
+          "through the proxy)", file=sys.stderr)
