@@ -67,8 +67,7 @@ async def _serve(config: Config, scripts: list[str], primary: bool) -> None:
                         context = multiprocessing.get_context("spawn")
                         for _ in range(count - 1):
                             child: multiprocessing.process.BaseProcess = context.Process(
-                                target=_worker_main,
-                                                    args=(same_port, scripts), daemon=True)
+                                target=_worker_main, args=(same_port, scripts), daemon=True)
                             child.start()
                             children.append(child)
                     _banner(proxy, count)
