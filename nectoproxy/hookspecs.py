@@ -40,8 +40,9 @@ def on_configure(config: Config, options: Mapping[str, Any]) -> None:
 
     Raise :class:`nectoproxy.ConfigError` (or ``ValueError``) naming the offending key to stop
     start-up with that message. Return ``False`` to switch the plugin off for this run (say,
-    nothing is configured): its other hooks are then never called and cost nothing. Any other
-    return value is ignored.
+    nothing is configured): its other hooks are then never called and cost nothing. Return a
+    set of hook names to keep only those for this run (an ``on_request`` or ``on_response``
+    that is not needed makes bodies buffer for nothing). Any other return value is ignored.
     """
 
 

@@ -249,6 +249,19 @@ class PluginHost:
                 log.debug("plugin %r is inactive for this run", impl.plugin_name)
                 self.inactive[impl.plugin_name] = self.infos[impl.plugin_name]
                 self.unregister(impl.plugin_name)
+            elif isinstance(result, (set, frozenset, list, tuple)):
+                self._keep_hooks(impl.plugin_name, {str(name) for name in result})
+
+    def _keep_hooks(self, name: str, keep: set[str]) -> None:
+        """Re-register a plugin with only the hooks it asked to keep for this run."""
+        unknown = keep - set(hook_names())
+        if unknown:
+            raise ConfigError(f"plugin {name!r}: on_configure kept unknown hooks "
+                              f"{sorted(unknown)}")
+        info = self.infos[name]
+        self.unregister(name)
+        info.plugin = _HookSubset(info.plugin, keep)
+        self.register(info.plugin, info)
 
     async def reload_changed_scripts(self) -> list[str]:
         """Reload every script whose file changed; keep the old version if the new one fails."""
@@ -319,6 +332,20 @@ def load_script(path: Path) -> ModuleType:
             line = f" (line {exc.lineno})"
         raise PluginError(f"script {path}{line}: {type(exc).__name__}: {exc}") from exc
     return module
+
+
+class _HookSubset:
+    """A plugin seen through a subset of its hooks (hookimpl markers travel with them)."""
+
+    def __init__(self, plugin: object, keep: set[str]) -> None:
+        self.plugin = plugin
+        for hook in keep:
+            member = getattr(plugin, hook, None)
+            if member is not None:
+                setattr(self, hook, member)
+
+    def __repr__(self) -> str:
+        return f"<hooks {sorted(vars(self).keys() - {'plugin'})} of {self.plugin!r}>"
 
 
 class _Timed:

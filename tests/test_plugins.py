@@ -499,3 +499,26 @@ def test_chunk_filter_may_yield_slices_and_keep_the_length(make_proxy, origin):
     assert hashlib.sha256(response.content).hexdigest() == pattern_sha256(size)
     assert sum(s for s in slices if s > 0) == size and max(slices) == 10_000
     assert slices[-1] == -1
+
+
+def test_on_configure_may_keep_a_subset_of_hooks(make_proxy, origin):
+    class Partial:
+        name = "partial"
+
+        def on_configure(self, options):
+            return {"on_request_headers"} if options.get("light") else None
+
+        def on_request_headers(self, flow):
+            flow.request.headers["X-Light"] = "yes"
+
+        def on_request(self, flow):
+            flow.request.headers["X-Heavy"] = "yes"
+
+    config = {"plugins": {"partial": {"light": True}}}
+    with make_proxy(plugins=[Partial()], config=config) as proxy, proxy.client() as client:
+        assert not proxy.proxy.hooks.has("on_request")  # so no body buffers for it
+        echo = client.post(origin.url + "/echo", content=iter([b"a", b"b"])).json()
+        assert proxy.proxy.hooks.infos["partial"].hooks == ["on_request_headers"]
+    names = [k for k, _ in echo["headers"]]
+    assert "X-Light" in names and "X-Heavy" not in names
+    assert "Transfer-Encoding" in names  # streamed untouched
