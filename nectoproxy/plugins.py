@@ -58,11 +58,13 @@ class PluginInfo:
     version: str = ""
     plugin: object = None
     mtime: float = 0.0
+    #: Hooks the plugin's ``on_configure`` said it does not need this run.
+    dropped: set[str] = field(default_factory=set)
 
     @property
     def hooks(self) -> list[str]:
         return sorted(n for n in dir(self.plugin) if n.startswith("on_") and callable(
-            getattr(self.plugin, n, None)))
+            getattr(self.plugin, n, None)) and n not in self.dropped)
 
 
 @dataclass
@@ -185,9 +187,14 @@ class PluginHost:
         if impls is None:
             # pluggy calls the last registered first; tryfirst/trylast are sorted in already.
             impls = [_Impl(i.plugin_name, i.function, tuple(i.argnames))
-                     for i in reversed(getattr(self.pm.hook, hook).get_hookimpls())]
+                     for i in reversed(getattr(self.pm.hook, hook).get_hookimpls())
+                     if hook not in self._dropped(i.plugin_name)]
             self._impls[hook] = impls
         return impls
+
+    def _dropped(self, name: str) -> set[str]:
+        info = self.infos.get(name)
+        return info.dropped if info is not None else set()
 
     def has(self, hook: str) -> bool:
         return bool(self.implementations(hook))
@@ -258,10 +265,10 @@ class PluginHost:
         if unknown:
             raise ConfigError(f"plugin {name!r}: on_configure kept unknown hooks "
                               f"{sorted(unknown)}")
-        info = self.infos[name]
-        self.unregister(name)
-        info.plugin = _HookSubset(info.plugin, keep)
-        self.register(info.plugin, info)
+        # Filtered at dispatch rather than re-registered, so the plugin keeps its place in
+        # the call order.
+        self.infos[name].dropped = set(self.infos[name].hooks) - keep
+        self._impls.clear()
 
     async def reload_changed_scripts(self) -> list[str]:
         """Reload every script whose file changed; keep the old version if the new one fails."""
@@ -332,20 +339,6 @@ def load_script(path: Path) -> ModuleType:
             line = f" (line {exc.lineno})"
         raise PluginError(f"script {path}{line}: {type(exc).__name__}: {exc}") from exc
     return module
-
-
-class _HookSubset:
-    """A plugin seen through a subset of its hooks (hookimpl markers travel with them)."""
-
-    def __init__(self, plugin: object, keep: set[str]) -> None:
-        self.plugin = plugin
-        for hook in keep:
-            member = getattr(plugin, hook, None)
-            if member is not None:
-                setattr(self, hook, member)
-
-    def __repr__(self) -> str:
-        return f"<hooks {sorted(vars(self).keys() - {'plugin'})} of {self.plugin!r}>"
 
 
 class _Timed:

@@ -40,7 +40,8 @@ class HarPlugin:
     # -- start-up and shutdown ---------------------------------------------------------------
 
     @hookimpl
-    async def on_configure(self, config: Config, options: Mapping[str, Any]) -> bool | None:
+    async def on_configure(self, config: Config, options: Mapping[str, Any]
+                           ) -> bool | set[str] | None:
         base = Path(config.source).parent if config.source else Path.cwd()
         settings = parse_settings(options, base)
         if settings.path is None and settings.replay is None:
@@ -50,6 +51,8 @@ class HarPlugin:
         if settings.replay is not None:
             self.replay = await anyio.to_thread.run_sync(
                 ReplayIndex.load, settings.replay, settings.replay_ignore_query_order)
+        if settings.path is None:
+            return {"on_request_headers"}  # replay only: no body needs to buffer for us
         return None
 
     @hookimpl

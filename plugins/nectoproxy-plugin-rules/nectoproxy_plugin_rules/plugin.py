@@ -66,7 +66,8 @@ class RulesPlugin:
     # -- configuration and reloading ---------------------------------------------------------
 
     @hookimpl
-    def on_configure(self, config: Config, options: Mapping[str, Any]) -> Literal[False] | None:
+    def on_configure(self, config: Config, options: Mapping[str, Any]
+                     ) -> Literal[False] | set[str] | None:
         """Read ``[plugins.rules]`` (and its rules file); without any rule, switch off."""
         settings = parse_options(options, config)
         if not settings.inline and settings.file is None:
@@ -80,7 +81,17 @@ class RulesPlugin:
         log.info("rules: %d in force%s", len(self.rules.rules),
                  f" ({self.file}{', reloaded when it changes' if self._reload else ''})"
                  if self.file else "")
-        return None
+        if self.file is not None and self._reload:
+            return None  # a reload may bring rules that need any hook
+        # Keep only the hooks these rules need: an on_request/on_response that is not needed
+        # would make every body buffer for nothing.
+        keep = {"on_request_headers"}
+        if any(r.needs_request_body or r.modify_request is not None for r in self.rules.rules):
+            keep.add("on_request")
+        if any(r.modify_response is not None or r.throttle is not None
+               for r in self.rules.rules):
+            keep.add("on_response")
+        return keep
 
     async def check_file(self) -> None:
         """Reload the rules file if it changed (looked at no more than once a second).
