@@ -89,7 +89,8 @@ class Bench:
                    "--upstream-ca", str(self.files.ca), "-q"]
         if not self.args.entry_points:
             command.append("--no-entry-points")  # measure NectoProxy, not what pip put beside it
-        self.proxy_log = open(self.tmp / "proxy.log", "a")  # noqa: SIM115 (lives as long as the proxy)
+        # Lives as long as the proxy does, so no ``with``.
+        self.proxy_log = open(self.tmp / "proxy.log", "a")  # noqa: SIM115
         self.proxy = self.children.start(procs.pinned(command, self.proxy_core), cwd=self.tmp,
                                          stdout=self.proxy_log, stderr=subprocess.STDOUT)
         procs.wait_for_port(self.proxy_port, 60, self.proxy)
@@ -458,11 +459,12 @@ def main() -> int:
                         bench.run(name)
             problems, stopping = bench.proxy_log_summary()
         meta = bench.meta
+        builds = ", ".join(dict.fromkeys(meta.get("proxy_builds", [])))
         meta["loadavg_end"] = round(os.getloadavg()[0], 2)
         print(f"\n== results {meta['date']}: {meta['cpu']}, {meta['cores']} cores, "
               f"{'pinned (proxy core 0; origin + load core 1)' if args.pin else 'not pinned'}, "
               f"origin {meta['origin']}, Python {meta['python']} + {meta['loop']}, "
-              f"NectoProxy {meta['nectoproxy']} (code {', '.join(dict.fromkeys(meta['proxy_builds']))}); "
+              f"NectoProxy {meta['nectoproxy']} (code {builds}); "
               f"1-min load average {meta['loadavg_start']} "
               f"at start, {meta['loadavg_end']} at end ==")
         print(report.rows_table(bench.rows))
