@@ -89,12 +89,14 @@ class Children:
 
 
 def install_sigterm_handler() -> None:
-    """Turn SIGTERM into KeyboardInterrupt so that ``finally`` blocks clean up children."""
+    """Turn SIGTERM (and SIGINT, even when started with it ignored, as shells do for
+    background jobs) into KeyboardInterrupt, so that ``finally`` blocks stop the children."""
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def _status_kib(pid: int, field: str) -> int:
