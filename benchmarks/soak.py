@@ -1,0 +1,455 @@
+"""A bounded soak test (issue 4): minutes of mixed traffic through NectoProxy on loopback.
+
+    python benchmarks/soak.py [--duration 300] [--workers 8] [--report-every 15]
+
+Starts the fake origins of ``nectoproxy.testing.origin`` (plain and TLS) in this process and
+NectoProxy as a separate process (``python -m nectoproxy``), then runs worker threads that mix
+plain and HTTPS requests, uploads, downloads, expected errors (500, refused, origin closing),
+malformed requests, clients that vanish mid-request, keep-alive and new connections. Every
+answer is checked (status, sha256 of bodies). At the end it prints requests served, failures
+by kind, and the proxy's RSS and open file descriptors at start and end (from /proc/PID).
+Exit status 1 if anything unexpected happened. Not a test: CI does not run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import os
+import random
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import trustme
+
+from nectoproxy.testing.origin import Origin, free_port, pattern_bytes, pattern_sha256
+
+MIB = 1024 * 1024
+
+
+# -- /proc -----------------------------------------------------------------------------------
+
+
+def status_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class Figures:
+    """What /proc says about the proxy, sampled now and then."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_rss_kib = 0
+        self.peak_fds = 0
+
+    def sample(self) -> tuple[int, int, int]:
+        rss = status_kib(self.pid, "VmRSS")
+        fds = open_fds(self.pid)
+        threads = status_kib(self.pid, "Threads")
+        self.peak_rss_kib = max(self.peak_rss_kib, rss)
+        self.peak_fds = max(self.peak_fds, fds)
+        return rss, fds, threads
+
+
+# -- the traffic -----------------------------------------------------------------------------
+
+
+class Failure(Exception):
+    """An answer that is not what the scenario expects."""
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.served: collections.Counter[str] = collections.Counter()
+        self.failures: collections.Counter[str] = collections.Counter()
+        self.examples: dict[str, str] = {}
+        self.bytes_up = 0
+        self.bytes_down = 0
+
+    def ok(self, scenario: str, up: int = 0, down: int = 0) -> None:
+        with self.lock:
+            self.served[scenario] += 1
+            self.bytes_up += up
+            self.bytes_down += down
+
+    def fail(self, scenario: str, kind: str, detail: str) -> None:
+        key = f"{scenario}: {kind}"
+        with self.lock:
+            self.failures[key] += 1
+            self.examples.setdefault(key, detail[:300])
+
+
+class Worker:
+    """One thread's share of the traffic: a keep-alive client per scheme, plus raw sockets."""
+
+    def __init__(self, soak: Soak, seed: int) -> None:
+        self.soak = soak
+        self.random = random.Random(seed)
+        self.keep_alive = soak.client()
+
+    def close(self) -> None:
+        self.keep_alive.close()
+
+    def _client(self) -> tuple[httpx.Client, bool]:
+        """The worker's keep-alive client, or (one time in three) a new one."""
+        if self.random.random() < 0.33:
+            return self.soak.client(), True
+        return self.keep_alive, False
+
+    def _url(self, path: str) -> str:
+        if self.random.random() < 0.5:
+            return self.soak.origin.url + path
+        return f"https://localhost:{self.soak.tls_origin.port}{path}"
+
+    # Scenarios return (bytes up, bytes down) or raise Failure.
+
+    def get_small(self) -> tuple[int, int]:
+        client, new = self._client()
+        try:
+            response = client.get(self._url("/json"))
+        finally:
+            if new:
+                client.close()
+        if response.status_code != 200 or response.json() != {"hello": "world", "n": 1}:
+            raise Failure(f"status {response.status_code}", response.text[:200])
+        return 0, len(response.content)
+
+    def download(self) -> tuple[int, int]:
+        size = self.random.choice([100_000, 1 * MIB, 4 * MIB + 3])
+        framing = self.random.choice(["", "?chunked=1", "?close=1"])
+        client, new = self._client()
+        digest, length = hashlib.sha256(), 0
+        try:
+            with client.stream("GET", self._url(f"/bytes/{size}{framing}")) as response:
+                for chunk in response.iter_raw():
+                    digest.update(chunk)
+                    length += len(chunk)
+                status = response.status_code
+        finally:
+            if new:
+                client.close()
+        if status != 200 or digest.hexdigest() != self.soak.sha(size):
+            raise Failure(f"status {status} / bad body", f"{length} of {size} bytes")
+        return 0, length
+
+    def upload(self) -> tuple[int, int]:
+        size = self.random.choice([10_000, 1 * MIB, 3 * MIB + 1])
+        body = pattern_bytes(size, seed=5)
+        chunked = self.random.random() < 0.5
+        content: Any = (body[i:i + 100_000] for i in range(0, size, 100_000)) if chunked \
+            else body
+        client, new = self._client()
+        try:
+            response = client.post(self._url("/upload"), content=content)
+        finally:
+            if new:
+                client.close()
+        expected = {"sha256": self.soak.sha(size, seed=5), "length": size}
+        if response.status_code != 200 or response.json() != expected:
+            raise Failure(f"status {response.status_code} / bad upload", response.text[:200])
+        return size, 0
+
+    def expected_error(self) -> tuple[int, int]:
+        which = self.random.choice(["500", "refused", "origin-closes", "404"])
+        path, want = {"500": ("/status/500", 500), "404": ("/nothing", 404),
+                      "origin-closes": ("/close", 502), "refused": (None, 502)}[which]
+        url = (f"http://127.0.0.1:{self.soak.closed_port}/" if path is None
+               else self._url(path))
+        client, new = self._client()
+        try:
+            response = client.get(url)
+        finally:
+            if new:
+                client.close()
+        if response.status_code != want:
+            raise Failure(f"{which}: status {response.status_code}, wanted {want}",
+                          response.text[:200])
+        return 0, len(response.content)
+
+    def bad_request(self) -> tuple[int, int]:
+        origin = self.soak.origin.url
+        data, want = self.random.choice([
+            (b"GARBAGE\x00 NOT HTTP\r\n\r\n", b"HTTP/1.1 400"),
+            (f"POST {origin}/echo HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"
+             "abcd".encode(), b"HTTP/1.1 400"),
+            (f"GET {origin}/ HTTP/1.1\r\nBad Header : x\r\n\r\n".encode(), b"HTTP/1.1 400"),
+            (f"POST {origin}/echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+             .encode(), b"HTTP/1.1 400"),
+            (b"CONNECT nowhere HTTP/1.1\r\n\r\n", b"HTTP/1.1 400"),
+            (b"GET /relative HTTP/1.1\r\nHost: example.test\r\n\r\n", b"HTTP/1.1 400"),
+        ])
+        with socket.create_connection(("127.0.0.1", self.soak.port), timeout=10) as sock:
+            sock.sendall(data)
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        if not reply.startswith(want):
+            raise Failure("wrong answer to a malformed request", reply[:200].decode("latin-1"))
+        return len(data), len(reply)
+
+    def vanish(self) -> tuple[int, int]:
+        """Clients that go away: mid-head, mid-body, right after CONNECT, or with a reset."""
+        origin = self.soak.origin.url
+        data, answered = self.random.choice([
+            (f"GET {origin}/ HTTP/1.1\r\nHost: x\r\n".encode(), False),  # mid-head
+            (f"POST {origin}/upload HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n".encode()
+             + b"x" * 50_000, False),  # mid-body
+            (f"CONNECT localhost:{self.soak.tls_origin.port} HTTP/1.1\r\n\r\n".encode(),
+             True),  # before the TLS handshake
+            (f"GET {origin}/bytes/{8 * MIB} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+             True),  # mid-download
+        ])
+        with socket.create_connection(("127.0.0.1", self.soak.port), timeout=10) as sock:
+            sock.sendall(data)
+            if answered and self.random.random() < 0.7:
+                sock.recv(1024)
+            if self.soak.args.resets and self.random.random() < 0.3:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return len(data), 0
+
+    def pipelined(self) -> tuple[int, int]:
+        origin = self.soak.origin.url
+        request = f"GET {origin}/json HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        with socket.create_connection(("127.0.0.1", self.soak.port), timeout=10) as sock:
+            sock.sendall(request * 3 + f"GET {origin}/ HTTP/1.1\r\nHost: x\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        if reply.count(b"HTTP/1.1 200 OK") != 4 or not reply.endswith(b"hello from origin\n"):
+            raise Failure("pipelined answers", reply[-200:].decode("latin-1"))
+        return len(request) * 4, len(reply)
+
+    SCENARIOS: ClassVar[list[tuple[str, int]]] = [
+        ("get_small", 30), ("download", 12), ("upload", 12), ("expected_error", 10),
+        ("bad_request", 10), ("vanish", 6), ("pipelined", 5),
+    ]
+
+    def run(self, deadline: float, stats: Stats) -> None:
+        names = [name for name, _ in self.SCENARIOS]
+        weights = [weight for _, weight in self.SCENARIOS]
+        while time.monotonic() < deadline and not self.soak.stopping.is_set():
+            name = self.random.choices(names, weights)[0]
+            scenario: Callable[[], tuple[int, int]] = getattr(self, name)
+            try:
+                up, down = scenario()
+            except Failure as exc:
+                stats.fail(name, str(exc.args[0]), str(exc.args[1:]))
+            except (httpx.HTTPError, OSError, ValueError) as exc:
+                stats.fail(name, type(exc).__name__, str(exc))
+                self.keep_alive.close()
+                self.keep_alive = self.soak.client()
+            else:
+                stats.ok(name, up, down)
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+class Soak:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.stopping = threading.Event()
+        self.port = free_port()
+        self._sha: dict[tuple[int, int], str] = {}
+        self._sha_lock = threading.Lock()
+        self.ca = trustme.CA()
+        self.origin = Origin()
+        self.tls_origin = Origin(tls=True, ca=self.ca)
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            self.closed_port = unused.getsockname()[1]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "proxy.log"
+        self.context: ssl.SSLContext | None = None
+
+    def sha(self, size: int, seed: int = 0) -> str:
+        with self._sha_lock:
+            if (size, seed) not in self._sha:
+                self._sha[(size, seed)] = pattern_sha256(size, seed)
+            return self._sha[(size, seed)]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(proxy=f"http://127.0.0.1:{self.port}", verify=self.context,
+                            timeout=30)
+
+    def start(self) -> None:
+        self.origin.start()
+        self.tls_origin.start()
+        ca_file = self.workdir / "origin-ca.pem"
+        self.ca.cert_pem.write_to_path(str(ca_file))
+        certs = self.workdir / "certs"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "nectoproxy", "--no-config", "--no-entry-points",
+                 "--listen-host", "127.0.0.1", "--listen-port", str(self.port),
+                 "--certs-dir", str(certs), "--upstream-ca", str(ca_file), "-q"],
+                stdout=log, stderr=log,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the proxy exited: {self.log_path.read_text()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the proxy does not listen after 60 s")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        self.context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+
+    def stop(self) -> int | None:
+        code = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(15)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(5)
+            code = self.process.returncode
+        self.tls_origin.stop()
+        self.origin.stop()
+        return code
+
+    def warm_up(self) -> None:
+        with self.client() as client:
+            for url in (self.origin.url + "/", f"https://localhost:{self.tls_origin.port}/"):
+                client.get(url).raise_for_status()
+
+    def run(self) -> int:
+        args = self.args
+        assert self.process is not None
+        pid = self.process.pid
+        figures = Figures(pid)
+        self.warm_up()
+        start_rss, start_fds, start_threads = figures.sample()
+        print(f"proxy pid {pid} on 127.0.0.1:{self.port}; start: RSS {start_rss / 1024:.1f} "
+              f"MiB, {start_fds} fds, {start_threads} threads; {args.workers} workers for "
+              f"{args.duration:g}s", flush=True)
+        stats = Stats()
+        started = time.monotonic()
+        deadline = started + args.duration
+        workers = [Worker(self, seed) for seed in range(args.workers)]
+        threads = [threading.Thread(target=w.run, args=(deadline, stats), daemon=True)
+                   for w in workers]
+        for thread in threads:
+            thread.start()
+        try:
+            next_report = started + args.report_every
+            while any(thread.is_alive() for thread in threads):
+                time.sleep(0.1)
+                if self.process.poll() is None and time.monotonic() < next_report:
+                    continue
+                next_report += args.report_every
+                if self.process.poll() is not None:
+                    print("the proxy died", flush=True)
+                    self.stopping.set()
+                    break
+                rss, fds, nthreads = figures.sample()
+                with stats.lock:
+                    served, failed = sum(stats.served.values()), sum(stats.failures.values())
+                print(f"  {time.monotonic() - started:6.0f}s  served {served:7d}  failed "
+                      f"{failed:4d}  RSS {rss / 1024:6.1f} MiB  fds {fds:4d}  threads "
+                      f"{nthreads}", flush=True)
+        except KeyboardInterrupt:
+            self.stopping.set()
+        for thread in threads:
+            thread.join(60)
+        for worker in workers:
+            worker.close()
+        elapsed = time.monotonic() - started
+        # Let timeouts and closes settle, then the closing figures.
+        settle_deadline = time.monotonic() + args.settle
+        alive = self.process.poll() is None
+        end_rss = end_fds = end_threads = 0
+        while alive and time.monotonic() < settle_deadline:
+            end_rss, end_fds, end_threads = figures.sample()
+            if end_fds <= start_fds:
+                break
+            time.sleep(0.5)
+        return self.report(stats, elapsed, figures, alive, (start_rss, start_fds, start_threads),
+                           (end_rss, end_fds, end_threads))
+
+    def report(self, stats: Stats, elapsed: float, figures: Figures, alive: bool,
+               start: tuple[int, int, int], end: tuple[int, int, int]) -> int:
+        served = sum(stats.served.values())
+        failed = sum(stats.failures.values())
+        log = self.log_path.read_text(errors="replace")
+        tracebacks = log.count("Traceback")
+        unexpected = log.count("unexpected error")
+        print()
+        print(f"duration            {elapsed:.0f} s")
+        print(f"requests served     {served}  ({served / elapsed:.0f}/s), "
+              f"{stats.bytes_up / MIB:.0f} MiB up, {stats.bytes_down / MIB:.0f} MiB down")
+        for name, count in sorted(stats.served.items()):
+            print(f"    {name:18s}{count}")
+        print(f"failures            {failed}")
+        for key, count in sorted(stats.failures.items()):
+            print(f"    {key}: {count}  e.g. {stats.examples[key]}")
+        print(f"proxy alive         {alive}")
+        print(f"RSS                 start {start[0] / 1024:.1f} MiB, end {end[0] / 1024:.1f} MiB, "
+              f"peak {figures.peak_rss_kib / 1024:.1f} MiB")
+        print(f"open fds            start {start[1]}, end {end[1]}, peak {figures.peak_fds}")
+        print(f"threads             start {start[2]}, end {end[2]}")
+        print(f"proxy log           {tracebacks} tracebacks, {unexpected} 'unexpected error'")
+        if tracebacks or unexpected or not alive:
+            print("--- end of the proxy log ---")
+            print("\n".join(log.splitlines()[-40:]))
+        bad = failed or not alive or tracebacks or unexpected or end[1] > start[1] + 2
+        return 1 if bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=300.0, help="seconds (default 300)")
+    parser.add_argument("--workers", type=int, default=8, help="client threads (default 8)")
+    parser.add_argument("--report-every", type=float, default=15.0,
+                        help="seconds between progress lines (default 15)")
+    parser.add_argument("--no-resets", dest="resets", action="store_false",
+                        help="clients never close with a TCP reset (to soak the rest while a "
+                             "known reset bug is open)")
+    parser.add_argument("--settle", type=float, default=10.0,
+                        help="seconds to wait for connections to close before the closing "
+                             "figures (default 10)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="nectoproxy-soak-") as tmp:
+        soak = Soak(args, Path(tmp))
+        try:
+            soak.start()
+            status = soak.run()
+        finally:
+            soak.stopping.set()
+            code = soak.stop()
+        if code not in (0, None, -signal.SIGTERM):
+            print(f"the proxy exited with status {code}")
+            status = 1
+        return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
