@@ -35,6 +35,7 @@ from nectoproxy.errors import (
 from nectoproxy.flow import Connection, Flow, Headers, Request, Response, split_host_port
 from nectoproxy.plugins import PluginHost
 from nectoproxy.proxy.http1 import (
+    NOT_YET,
     HTTPConnection,
     request_from_event,
     response_from_event,
@@ -95,6 +96,7 @@ class ClientSession:
         self.idle_scope: anyio.CancelScope | None = None
         self._response_started = False
         self._pending_response: bytes | bytearray = b""
+        self._head_parts: list[bytes] = []
         self._request_body_read = 0
         self._response_body_read = 0
 
@@ -388,10 +390,18 @@ class ClientSession:
             target = request.url
             if upstream.via.authorization:
                 raw_headers.append((b"Proxy-Authorization", upstream.via.authorization.encode()))
-        await self._upstream_send(h11.Request(method=request.method, target=target,
-                                              headers=raw_headers))
+        head = h11.Request(method=request.method, target=target, headers=raw_headers)
         upstream.requests_sent += 1
         flow.request_body_size = 0
+        if request.raw_content is not None and not request.chunk_filters:
+            # The common case in one write: head, body, end (and so one TLS record).
+            trailers = request.trailers
+            await self._upstream_write(upstream.encode(head), upstream.encode(
+                h11.Data(data=request.raw_content)) if request.raw_content else b"",
+                upstream.encode(h11.EndOfMessage(headers=trailers.to_raw() if trailers else [])))
+            flow.request_body_size = len(request.raw_content)
+            return
+        await self._upstream_send(head)
         if request.raw_content is not None:
             await self._upstream_data(request.raw_content, request.chunk_filters, flow)
             trailers = request.trailers
@@ -427,7 +437,10 @@ class ClientSession:
                     del response.headers[name]
         elif response.raw_content is not None and not no_body:
             _set_length(response.headers, len(response.raw_content))
-        await self._send_head(response)
+        if not response.chunk_filters and await self._send_whole(flow, response, no_body):
+            return await self._finish(flow)
+        if not self._response_started:  # (_send_whole may have sent the head and a first part)
+            await self._send_head(response)
         if response.raw_content is not None:
             if not no_body:
                 await self._client_data(response.raw_content, response.chunk_filters, flow)
@@ -439,9 +452,49 @@ class ClientSession:
             while (chunk := await self._upstream_chunk()) is not None:
                 await self._client_data(chunk, response.chunk_filters, flow)
             trailers = self.upstream.trailers if self.upstream else None
-        await self._client_send(h11.EndOfMessage(
-            headers=trailers.to_raw() if trailers and self.client.h11.their_http_version != b"1.0"
-            else []))
+        await self._client_send(h11.EndOfMessage(headers=self._trailers_for_client(trailers)))
+        await self._finish(flow)
+
+    def _trailers_for_client(self, trailers: Headers | None) -> list[tuple[bytes, bytes]]:
+        if trailers and self.client.h11.their_http_version != b"1.0":
+            return trailers.to_raw()
+        return []
+
+    async def _send_whole(self, flow: Flow, response: Response, no_body: bool) -> bool:
+        """Send head, body and end in one write when the body is already here (buffered, or
+        wholly in the upstream's receive buffer, as small responses are); False otherwise."""
+        chunks: list[bytes | bytearray] = []
+        if response.raw_content is not None:
+            if response.raw_content and not no_body:
+                chunks.append(response.raw_content)
+            trailers = response.trailers
+        else:
+            if self.upstream is None or self._pending_response:
+                return False
+            while (chunk := self.upstream.read_buffered_chunk()) is not None:
+                if chunk is NOT_YET:  # not all here: send what we have, stream the rest
+                    await self._send_head(response, flush=False)
+                    self._head_parts.extend(self.client.encode(h11.Data(data=bytes(c)))
+                                            for c in chunks)
+                    await self._flush_head()
+                    self._pending_response = b""
+                    flow.response_body_size += sum(len(c) for c in chunks)
+                    return False
+                chunks.append(chunk)  # type: ignore[arg-type]
+            trailers = self.upstream.trailers
+        client = self.client
+        parts = [client.encode(self._response_event(response))]
+        parts += [client.encode(h11.Data(data=chunk)) for chunk in chunks]  # type: ignore[arg-type]
+        parts.append(client.encode(h11.EndOfMessage(headers=self._trailers_for_client(trailers))))
+        self._response_started = True
+        try:
+            await client.send_bytes(b"".join(parts))
+        except _STREAM_ERRORS:
+            raise ClientDisconnected("client went away") from None
+        flow.response_body_size += sum(len(chunk) for chunk in chunks)
+        return True
+
+    async def _finish(self, flow: Flow) -> None:
         if self.upstream is not None:
             if self.upstream.reusable:
                 pass  # start_next_cycle happens when it is reused
@@ -564,6 +617,14 @@ class ClientSession:
                 raise UpstreamError(f"{upstream.target} closed the connection without answering")
             # 1xx informational responses (100 Continue, 103 Early Hints) are not relayed.
 
+    async def _upstream_write(self, *parts: bytes) -> None:
+        assert self.upstream is not None
+        try:
+            await self.upstream.send_bytes(b"".join(parts))
+        except _STREAM_ERRORS as exc:
+            raise UpstreamError(f"connection to {self.upstream.target} lost: "
+                                f"{type(exc).__name__}") from None
+
     async def _upstream_send(self, event: Any) -> None:
         assert self.upstream is not None
         try:
@@ -610,13 +671,23 @@ class ClientSession:
         else:
             await send(data)
 
-    async def _send_head(self, response: Response) -> None:
+    @staticmethod
+    def _response_event(response: Response) -> h11.Response:
+        return h11.Response(status_code=response.status_code, headers=response.headers.to_raw(),
+                            reason=response.reason.encode("latin-1", errors="replace"))
+
+    async def _send_head(self, response: Response, *, flush: bool = True) -> None:
         self._response_started = True
-        await self._client_send(h11.Response(
-            status_code=response.status_code,
-            headers=response.headers.to_raw(),
-            reason=response.reason.encode("latin-1", errors="replace"),
-        ))
+        self._head_parts = [self.client.encode(self._response_event(response))]
+        if flush:
+            await self._flush_head()
+
+    async def _flush_head(self) -> None:
+        data, self._head_parts = b"".join(self._head_parts), []
+        try:
+            await self.client.send_bytes(data)
+        except _STREAM_ERRORS:
+            raise ClientDisconnected("client went away") from None
 
     async def _send_response(self, response: Response) -> None:
         """Send a complete (error) response if the client side can still take one."""

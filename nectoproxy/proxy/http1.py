@@ -16,6 +16,8 @@ import h11
 from nectoproxy.flow import Headers, Request, Response
 
 READ_SIZE = 256 * 1024
+#: "No body bytes are buffered right now" (as opposed to None: the body ended).
+NOT_YET = object()
 #: Chunk sizes above this are refused: no real body needs them, and parsers that overflow on
 #: them are a classic request-smuggling vector.
 MAX_CHUNK_SIZE = 2**53
@@ -143,17 +145,35 @@ class HTTPConnection:
     async def read_chunk(self, timeout: float | None = None) -> bytes | bytearray | None:
         """The next piece of the current body, or None at its end (trailers kept aside)."""
         while True:
-            event = await self.next_event(timeout)
-            kind = type(event)
-            if kind is h11.Data:
-                if event.data:
-                    return event.data  # type: ignore[no-any-return]
-            elif kind is h11.EndOfMessage:
-                self.trailers = (Headers.from_raw(event.headers.raw_items())
-                                 if event.headers else None)
-                return None
-            else:
-                raise h11.RemoteProtocolError(f"unexpected {kind.__name__} in a body")
+            chunk = self._chunk_from(await self.next_event(timeout))
+            if chunk is not NOT_YET:
+                return chunk  # type: ignore[return-value]
+
+    def read_buffered_chunk(self) -> bytes | bytearray | None | object:
+        """Like :meth:`read_chunk` from bytes already received; ``NOT_YET`` if there are none."""
+        while True:
+            event = self.next_buffered_event()
+            if event is h11.NEED_DATA:
+                return NOT_YET
+            chunk = self._chunk_from(event)
+            if chunk is not NOT_YET:
+                return chunk
+
+    def _chunk_from(self, event: Any) -> bytes | bytearray | None | object:
+        kind = type(event)
+        if kind is h11.Data:
+            return event.data if event.data else NOT_YET
+        if kind is h11.EndOfMessage:
+            self.trailers = Headers.from_raw(event.headers.raw_items()) if event.headers else None
+            return None
+        raise h11.RemoteProtocolError(f"unexpected {kind.__name__} in a body")
+
+    def encode(self, event: Any) -> bytes:
+        """The bytes h11 would send for ``event``, to be written later with others."""
+        return self.h11.send(event) or b""
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.stream.send(data)
 
     async def end_message(self, trailers: Headers | None = None) -> None:
         raw = trailers.to_raw() if trailers and self.h11.their_http_version != b"1.0" else []
