@@ -473,7 +473,7 @@ class Flow:
     """One request/response exchange and everything known about it."""
 
     def __init__(self, connection: Connection, request: Request) -> None:
-        self.id = uuid.uuid4().hex
+        self._id: str | None = None
         self.connection = connection
         self.request = request
         #: Set by the engine when the origin answers, or by a plugin in ``on_request`` to answer
@@ -495,6 +495,13 @@ class Flow:
         self.timestamp_connected: float | None = None
         self.timestamp_response_start: float | None = None
         self.timestamp_end: float | None = None
+
+    @property
+    def id(self) -> str:
+        """A unique id (made on first use: most flows never need one)."""
+        if self._id is None:
+            self._id = uuid.uuid4().hex
+        return self._id
 
     @property
     def client_address(self) -> tuple[str, int]:

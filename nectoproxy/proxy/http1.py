@@ -87,8 +87,13 @@ class HTTPConnection:
             raise h11.LocalProtocolError("connection paused (pipelined request pending)")
         kind = type(event)
         if kind is h11.Request or kind is h11.Response:
-            names = {name for name, _ in event.headers}
-            if b"content-length" in names and b"transfer-encoding" in names:
+            framing = 0
+            for name, _ in event.headers:
+                if name == b"content-length":
+                    framing |= 1
+                elif name == b"transfer-encoding":
+                    framing |= 2
+            if framing == 3:
                 raise h11.RemoteProtocolError(
                     "both Content-Length and Transfer-Encoding", error_status_hint=400)
         elif kind is h11.Data and getattr(self.h11._reader, "_bytes_in_chunk", 0) \
@@ -97,7 +102,9 @@ class HTTPConnection:
         return event
 
     def _check_head_bytes(self) -> None:
-        data = self.h11.trailing_data[0]
+        # h11's receive buffer, read in place (trailing_data would copy it on every call).
+        buffer = getattr(self.h11._receive_buffer, "_data", None)
+        data = buffer if isinstance(buffer, bytearray) else self.h11.trailing_data[0]
         end = _HEAD_END.search(data)
         if end is None:
             return

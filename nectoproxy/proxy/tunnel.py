@@ -37,10 +37,16 @@ class PrefixedStream(anyio.abc.ByteStream):
     def __init__(self, prefix: bytes, stream: anyio.abc.ByteStream) -> None:
         self._prefix = prefix
         self._stream = stream
+        # Every send of an intercepted connection passes through here: skip this layer.
+        self.send = stream.send  # type: ignore[method-assign]
+        if not prefix:
+            self.receive = stream.receive  # type: ignore[method-assign]
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         if self._prefix:
             data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
+            if not self._prefix:
+                self.receive = self._stream.receive  # type: ignore[method-assign]
             return data
         return await self._stream.receive(max_bytes)
 
