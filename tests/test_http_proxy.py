@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import socket
 import time
 
@@ -194,3 +195,33 @@ def test_public_clients_refused_by_default(proxy):
     assert proxy.proxy.client_allowed("::ffff:10.1.2.3")
     assert not proxy.proxy.client_allowed("8.8.8.8")
     assert not proxy.proxy.client_allowed("2001:4860::1")
+
+
+def test_origin_connections_are_pooled_across_clients(proxy, origin):
+    for _ in range(3):  # three clients, one after the other, each on a new connection
+        reply = raw_exchange(proxy.port, (f"GET {origin.url}/ HTTP/1.1\r\nHost: x\r\n"
+                                          "Connection: close\r\n\r\n").encode())
+        assert reply.startswith(b"HTTP/1.1 200")
+    assert len(origin.requests) == 3
+    assert proxy.proxy.services.pool is not None and len(proxy.proxy.services.pool) == 1
+
+
+def test_pooled_connection_closed_by_origin_is_not_used(proxy, caplog):
+    caplog.set_level(logging.DEBUG, logger="nectoproxy.http")
+    served = []
+
+    def one_shot(sock: socket.socket) -> None:
+        # Answers one request with keep-alive headers, then closes anyway after a moment.
+        sock.recv(65536)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        served.append(1)
+        time.sleep(0.2)
+
+    with RawServer(one_shot) as server:
+        for _ in range(3):
+            reply = raw_exchange(proxy.port, (f"GET http://127.0.0.1:{server.port}/ HTTP/1.1\r\n"
+                                              "Host: x\r\nConnection: close\r\n\r\n").encode())
+            assert reply.startswith(b"HTTP/1.1 200"), reply
+            time.sleep(1.3)  # past the pool's trust-without-checking second
+    assert len(served) == 3
+    assert "retrying" not in caplog.text  # the dead connection was noticed before use

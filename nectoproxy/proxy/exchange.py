@@ -41,7 +41,7 @@ from nectoproxy.proxy.http1 import (
     response_from_event,
     strip_hop_by_hop,
 )
-from nectoproxy.proxy.upstream import Target, Upstream, open_upstream
+from nectoproxy.proxy.upstream import Target, Upstream, UpstreamPool, open_upstream
 
 if TYPE_CHECKING:
     from nectoproxy.certs import CertStore
@@ -61,6 +61,7 @@ class Services:
     hooks: PluginHost
     certs: CertStore
     upstream_tls: ssl.SSLContext
+    pool: UpstreamPool = field(default_factory=UpstreamPool)
     sessions: set[ClientSession] = field(default_factory=set)
     stopping: bool = False
 
@@ -128,7 +129,7 @@ class ClientSession:
                 self.client.h11.start_next_cycle()
         finally:
             self.services.sessions.discard(self)
-            await self._drop_upstream()
+            await self._release_upstream()
 
     async def _authorized(self, event: h11.Request) -> bool:
         """Basic proxy authentication (``proxy.proxy_auth``), checked in constant time."""
@@ -156,6 +157,8 @@ class ClientSession:
     async def _read_request_head(self) -> h11.Request | None:
         try:
             if not self.client.has_buffered_data:  # pipelined requests are already here
+                if self.upstream is not None and not self.services.stopping:
+                    await self._release_upstream()  # an idle client holds no origin connection
                 with anyio.CancelScope() as self.idle_scope:
                     with anyio.fail_after(self.config.idle_timeout):
                         await self.client.wait_for_data()
@@ -331,12 +334,13 @@ class ClientSession:
                 await self._send_request(upstream, flow, pending)
                 event = await self._upstream_head(upstream)
                 break
-            except UpstreamError:
+            except UpstreamError as exc:
                 await self._drop_upstream()
                 # An idle kept-alive connection the origin closed meanwhile: try a fresh one,
                 # unless the body already streamed (it cannot be sent twice).
                 if not (reused and attempt == 1 and request.raw_content is not None):
                     raise
+                log.debug("retrying %s on a new connection: %s", request.url, exc)
         flow.timestamp_response_start = time.time()
         response = response_from_event(event)
         flow.response = response
@@ -366,9 +370,16 @@ class ClientSession:
             if self.upstream.target == target and self.upstream.reusable:
                 self.upstream.h11.start_next_cycle()
                 return self.upstream
-            await self._drop_upstream()
-        self.upstream = await open_upstream(target, self.config, self.services.upstream_tls)
+            await self._release_upstream()
+        self.upstream = await self.services.pool.take(target) or await open_upstream(
+            target, self.config, self.services.upstream_tls)
         return self.upstream
+
+    async def _release_upstream(self) -> None:
+        """Hand a reusable origin connection to the shared pool (or close it)."""
+        if self.upstream is not None:
+            upstream, self.upstream = self.upstream, None
+            await self.services.pool.put(upstream)
 
     async def _drop_upstream(self) -> None:
         if self.upstream is not None:

@@ -23,7 +23,7 @@ from nectoproxy.errors import ConfigError
 from nectoproxy.flow import Connection
 from nectoproxy.plugins import PluginHost
 from nectoproxy.proxy.exchange import ClientSession, Services, error_response
-from nectoproxy.proxy.upstream import client_tls_context
+from nectoproxy.proxy.upstream import UpstreamPool, client_tls_context
 
 log = logging.getLogger("nectoproxy.server")
 
@@ -76,7 +76,8 @@ class Proxy:
         await anyio.to_thread.run_sync(certs.load_or_create)
         if self.hooks.has("on_cert_generated"):
             certs.on_cert_generated = self._cert_generated
-        self.services = Services(config, self.hooks, certs, client_tls_context(config.proxy))
+        self.services = Services(config, self.hooks, certs, client_tls_context(config.proxy),
+                                 UpstreamPool(idle_timeout=min(config.proxy.idle_timeout, 30.0)))
         try:
             self._listener = await anyio.create_tcp_listener(
                 local_host=config.proxy.listen_host, local_port=config.proxy.listen_port,
@@ -91,6 +92,7 @@ class Proxy:
         self._connections = anyio.create_task_group()
         try:
             await self._task_group.start(self._serve)
+            self._task_group.start_soon(self._sweep_pool)
             if any(i.source == "script" for i in self.hooks.infos.values()) \
                     and config.plugins.reload:
                 self._task_group.start_soon(self._watch_scripts)
@@ -133,6 +135,17 @@ class Proxy:
         if call_on_stop:
             with anyio.CancelScope(shield=True):
                 await self.hooks.call("on_stop")
+
+    async def _sweep_pool(self) -> None:
+        assert self.services is not None
+        pool = self.services.pool
+        try:
+            while True:
+                await anyio.sleep(min(5.0, pool.idle_timeout))
+                await pool.sweep()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pool.close()
 
     async def serve_forever(self) -> None:
         await anyio.sleep_forever()

@@ -10,6 +10,7 @@ import base64
 import logging
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -220,3 +221,78 @@ async def start_tls(
                             f"({type(exc).__name__})") from None
 
 
+
+
+class UpstreamPool:
+    """Idle origin connections shared by all clients, so a client that comes back, or a new
+    one, skips the TCP (and TLS) handshake; and idle clients do not each hold an origin
+    connection open."""
+
+    def __init__(self, per_target: int = 16, idle_timeout: float = 30.0) -> None:
+        self.per_target = per_target
+        self.idle_timeout = idle_timeout
+        self._idle: dict[Target, list[tuple[float, Upstream]]] = {}
+
+    async def put(self, upstream: Upstream) -> None:
+        idle = self._idle.setdefault(upstream.target, [])
+        if not upstream.reusable or len(idle) >= self.per_target:
+            await upstream.aclose()
+            return
+        idle.append((time.monotonic(), upstream))
+
+    async def take(self, target: Target) -> Upstream | None:
+        idle = self._idle.get(target)
+        now = time.monotonic()
+        while idle:
+            since, upstream = idle.pop()
+            # Checking a connection costs a syscall; one idle for under a second is trusted
+            # (and a request on a connection that died meanwhile is retried anyway).
+            if now - since < self.idle_timeout and (now - since < 1.0 or _still_open(upstream)):
+                upstream.h11.start_next_cycle()
+                return upstream
+            await upstream.aclose()
+        return None
+
+    async def sweep(self) -> None:
+        """Close connections idle for longer than ``idle_timeout``."""
+        deadline = time.monotonic() - self.idle_timeout
+        for target, idle in list(self._idle.items()):
+            keep = [(since, upstream) for since, upstream in idle if since >= deadline]
+            for since, upstream in idle:
+                if since < deadline:
+                    await upstream.aclose()
+            if keep:
+                self._idle[target] = keep
+            else:
+                del self._idle[target]
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for _, upstream in connections:
+                await upstream.aclose()
+
+    def __len__(self) -> int:
+        return sum(len(idle) for idle in self._idle.values())
+
+
+def _still_open(upstream: Upstream) -> bool:
+    """Whether an idle pooled connection is still clean: nothing, not even EOF, is waiting.
+
+    Between responses an origin has nothing to say (TLS 1.3 session tickets come with the
+    first response and are read then), so pending bytes or an EOF mean the origin closed it or
+    is confused. anyio stops reading a socket while nobody receives, so peek at the socket.
+    """
+    raw = upstream.stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+    if raw is None:
+        return True
+    sock = socket.socket(fileno=raw.fileno())
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True  # nothing to read: open and idle
+    except OSError:
+        return False
+    finally:
+        sock.detach()  # the fd still belongs to the event loop's transport
+    return False
