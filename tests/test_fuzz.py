@@ -148,13 +148,9 @@ def _throw(port: int, data: bytes, half_close: bool, reset: bool) -> None:
             pass
 
 
-RESET_BUG = ("engine: a client that resets while the proxy waits for the rest of a request "
-             "head makes it log 'unexpected error' with a traceback (ClientDisconnected escapes "
-             "_send_response; see test_hardening.py::test_client_reset_mid_head_is_quiet)")
-
 
 @pytest.mark.parametrize("resets", [
-    False, pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=RESET_BUG)),
+    False, True,
 ])
 def test_fuzzed_requests_never_hurt_the_proxy(make_proxy, origin, tls_origin, caplog,
                                               monkeypatch, resets):

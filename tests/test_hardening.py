@@ -462,12 +462,7 @@ def test_malformed_response_is_502_and_not_reused(proxy, case):
 
 @pytest.mark.parametrize("body", [b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcXX0\r\n\r\n"])
 @pytest.mark.parametrize("buffering", [
-    pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=(
-        "engine (since e191178, write coalescing): when the whole bad body is already in the "
-        "upstream buffer, _send_whole's read_buffered_chunk() lets h11's RemoteProtocolError "
-        "escape untranslated; _exchange answers 502 'cannot forward the request: illegal chunk "
-        "header' (blaming the request) and on_error gets 'protocol error: ...' instead of "
-        "UpstreamError 'invalid response from <origin>'"))),
+    False,
     True,
 ])
 def test_malformed_chunked_response_body(make_proxy, buffering, body):
@@ -803,11 +798,6 @@ def test_no_fd_leak_after_bad_request_burst(make_proxy, origin, tls_origin, capl
     assert "Traceback" not in caplog.text and "unexpected error" not in caplog.text
 
 
-@pytest.mark.xfail(strict=True, reason="engine: a client that connects and resets at once kills "
-                   "the whole proxy: server._handle calls stream.extra(SocketAttribute."
-                   "remote_address) outside its try block; getpeername() fails (ENOTCONN), the "
-                   "TypedAttributeLookupError escapes the connection task group and stops the "
-                   "listener")
 def test_connect_and_reset_at_once(make_proxy, origin):
     with make_proxy() as proxy:  # inside the test: a crash on exit fails the test itself
         for _ in range(50):
@@ -823,11 +813,6 @@ def test_connect_and_reset_at_once(make_proxy, origin):
             assert client.get(origin.url + "/").status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="engine: a client that resets after an incomplete request "
-                   "head makes the proxy log 'unexpected error' with a traceback: "
-                   "_read_request_head answers 400, _send_head -> _client_send turns the "
-                   "broken stream into ClientDisconnected, which _send_response does not catch "
-                   "(it only catches h11.LocalProtocolError and stream errors)")
 def test_client_reset_mid_head_is_quiet(make_proxy, origin, caplog, monkeypatch):
     monkeypatch.setattr(logging.getLogger("nectoproxy"), "propagate", True)
     with make_proxy() as proxy:

@@ -482,7 +482,7 @@ class ClientSession:
         else:
             if self.upstream is None or self._pending_response:
                 return False
-            while (chunk := self.upstream.read_buffered_chunk()) is not None:
+            while (chunk := self._upstream_buffered_chunk()) is not None:
                 if chunk is NOT_YET:  # not all here: send what we have, stream the rest
                     await self._send_head(response, flush=False)
                     self._head_parts.extend(self.client.encode(h11.Data(data=bytes(c)))
@@ -608,6 +608,20 @@ class ClientSession:
                                     f"({self.config.max_body_size})")
         return chunk
 
+    def _upstream_buffered_chunk(self) -> bytes | bytearray | None | object:
+        upstream = self.upstream
+        assert upstream is not None
+        try:
+            chunk = upstream.read_buffered_chunk()
+        except h11.RemoteProtocolError as exc:
+            raise UpstreamError(f"invalid response from {upstream.target}: {exc}") from None
+        if isinstance(chunk, (bytes, bytearray)) and self.config.max_body_size:
+            self._response_body_read += len(chunk)
+            if self._response_body_read > self.config.max_body_size:
+                raise UpstreamError(f"response body exceeds proxy.max_body_size "
+                                    f"({self.config.max_body_size})")
+        return chunk
+
     async def _upstream_head(self, upstream: Upstream
                              ) -> h11.Response | h11.InformationalResponse:
         while True:
@@ -708,8 +722,8 @@ class ClientSession:
             await self._send_head(response)
             await self.client.send_data(response.raw_content or b"")
             await self.client.send(h11.EndOfMessage())
-        except (h11.LocalProtocolError, *_STREAM_ERRORS):
-            pass
+        except (h11.LocalProtocolError, ClientDisconnected, *_STREAM_ERRORS):
+            pass  # the client is gone or past answering: nothing more to tell it
 
     async def _send_error(self, status: int, message: str) -> None:
         log.debug("answering %s: %s", status, message)

@@ -46,6 +46,22 @@ def strip_hop_by_hop(headers: Headers) -> None:
         headers.fields = [(k, v) for k, v in headers.fields if k.lower() not in drop]
 
 
+def pause_until_read(stream: anyio.abc.ByteStream) -> None:
+    """Make the event loop read a socket only while someone waits for its data.
+
+    anyio's asyncio streams pause reading after a receive that had to wait, but a new
+    transport starts out reading: a peer that sends faster than we forward would otherwise
+    pile its data up in memory (no back-pressure). Pausing once at the start fixes that.
+    """
+    transport = getattr(stream, "_transport", None)
+    pause = getattr(transport, "pause_reading", None)
+    if pause is not None:
+        try:
+            pause()
+        except (RuntimeError, AttributeError, OSError):  # closing, or not pausable
+            pass
+
+
 def http_version(raw: bytes) -> str:
     return "HTTP/" + raw.decode("ascii")
 

@@ -23,6 +23,7 @@ from nectoproxy.errors import ConfigError
 from nectoproxy.flow import Connection
 from nectoproxy.plugins import PluginHost
 from nectoproxy.proxy.exchange import ClientSession, Services, error_response
+from nectoproxy.proxy.http1 import pause_until_read
 from nectoproxy.proxy.upstream import UpstreamPool, client_tls_context
 
 log = logging.getLogger("nectoproxy.server")
@@ -179,10 +180,15 @@ class Proxy:
 
     async def _handle(self, stream: anyio.abc.SocketStream) -> None:
         assert self.services is not None
-        peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
-        client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else (str(peer), 0)
         self._active += 1
+        client = ("?", 0)
         try:
+            try:
+                peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
+            except (OSError, anyio.TypedAttributeLookupError):
+                return  # the client reset before we looked: nothing to serve
+            client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else (str(peer), 0)
+            pause_until_read(stream)
             if not self.client_allowed(client[0]):
                 log.warning("refused client %s: not in proxy.allow_clients", client[0])
                 await _answer_and_close(stream, 403, f"NectoProxy does not serve clients from "

@@ -22,7 +22,7 @@ from anyio.streams.tls import TLSStream
 from nectoproxy.config import ProxyConfig
 from nectoproxy.errors import ConfigError, UpstreamError, UpstreamTimeout
 from nectoproxy.flow import format_authority
-from nectoproxy.proxy.http1 import HTTPConnection
+from nectoproxy.proxy.http1 import HTTPConnection, pause_until_read
 
 log = logging.getLogger("nectoproxy.upstream")
 
@@ -78,7 +78,9 @@ async def connect_tcp(host: str, port: int, timeout: float) -> anyio.abc.SocketS
     where = format_authority(host, port)
     try:
         with anyio.fail_after(timeout):
-            return await anyio.connect_tcp(host, port)
+            stream = await anyio.connect_tcp(host, port)
+        pause_until_read(stream)
+        return stream
     except TimeoutError:
         raise UpstreamTimeout(f"timed out after {timeout:g}s connecting to {where}") from None
     except socket.gaierror as exc:
