@@ -12,7 +12,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -25,7 +25,7 @@ HeaderFields = Iterable[tuple[str, str]]
 class _MultiDict(MutableMapping[str, str]):
     """An ordered list of (name, value) pairs seen as a mapping; names may repeat."""
 
-    __slots__ = ("fields",)
+    __slots__ = ("_fields",)
 
     def __init__(
         self,
@@ -34,8 +34,18 @@ class _MultiDict(MutableMapping[str, str]):
     ) -> None:
         if isinstance(fields, Mapping):
             fields = fields.items()
-        self.fields: list[tuple[str, str]] = [(str(k), str(v)) for k, v in fields or ()]
-        self.fields.extend(kwargs.items())
+        self._fields: list[tuple[str, str]] = [(str(k), str(v)) for k, v in fields or ()]
+        self._fields.extend(kwargs.items())
+
+    @property
+    def fields(self) -> list[tuple[str, str]]:
+        """The (name, value) pairs in order. Assign a new list to replace them all."""
+        return self._fields
+
+    @fields.setter
+    def fields(self, value: list[tuple[str, str]]) -> None:
+        self._fields = value
+        self._changed()
 
     def _key(self, name: str) -> str:
         return name
@@ -63,7 +73,6 @@ class _MultiDict(MutableMapping[str, str]):
         if not inserted:
             new.extend((name, value) for value in values)
         self.fields = new
-        self._changed()
 
     def add(self, name: str, value: str) -> None:
         """Append one more value for ``name`` (``set-cookie`` style)."""
@@ -121,7 +130,21 @@ class Headers(_MultiDict):
     is kept and sent on the wire.
     """
 
-    __slots__ = ()
+    __slots__ = ("_parsed", "_snapshot")
+
+    def __init__(
+        self,
+        fields: HeaderFields | Mapping[str, str] | None = None,
+        **kwargs: str,
+    ) -> None:
+        super().__init__(fields, **kwargs)
+        #: h11's already-validated header object while nothing has changed the fields: h11
+        #: sends it without validating every name and value again (the proxy's hot path).
+        self._parsed: Any = None
+        self._snapshot: list[tuple[str, str]] = []
+
+    def _changed(self) -> None:
+        self._parsed = None
 
     def _key(self, name: str) -> str:
         return name.lower()
@@ -129,15 +152,54 @@ class Headers(_MultiDict):
     def _join(self, values: list[str]) -> str:
         return ", ".join(values)
 
+    def get_all(self, name: str) -> list[str]:
+        key = name.lower()
+        return [v for k, v in self._fields if k.lower() == key]
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = name.lower()
+        return any(k.lower() == key for k, _ in self._fields)
+
     @classmethod
     def from_raw(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:
         """Build from the (name, value) byte pairs h11 produces."""
         headers = cls()
-        headers.fields = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+        headers._fields = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
         return headers
 
+    @classmethod
+    def from_h11(cls, parsed: Any) -> Headers:
+        """Build from a parsed h11 header object, remembering it while nothing changes."""
+        headers = cls.from_raw(parsed.raw_items())
+        if isinstance(getattr(parsed, "_full_items", None), list):
+            headers._parsed = parsed
+            headers._snapshot = list(headers._fields)
+        return headers
+
+    def without(self, names: Set[str]) -> None:
+        """Remove every field named in ``names`` (lower-case), keeping the parsed form."""
+        parsed = self._parsed
+        self.fields = [(k, v) for k, v in self._fields if k.lower() not in names]
+        if parsed is not None:
+            # Dropping fields cannot make the rest invalid: keep h11's checked form in step.
+            items = [item for item in parsed._full_items if item[1].decode("latin-1") not in names]
+            self._parsed = type(parsed)(items)
+            self._snapshot = list(self._fields)
+
     def to_raw(self) -> list[tuple[bytes, bytes]]:
-        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.fields]
+        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self._fields]
+
+    def to_h11(self) -> Any:
+        """What to give h11 to send: its own checked object if unchanged, else the pairs.
+
+        "Unchanged" is checked against a snapshot, so even in-place edits of ``fields`` are
+        seen and validated by h11 like any other change.
+        """
+        if self._parsed is not None and self._fields == self._snapshot:
+            return self._parsed
+        return self.to_raw()
 
     def copy(self) -> Headers:
         return Headers(self.fields)

@@ -395,12 +395,13 @@ class ClientSession:
             _set_chunked(headers)  # filters may change the size; trailers need chunks
         elif request.raw_content is not None and (request.raw_content or _has_body(headers)):
             _set_length(headers, len(request.raw_content))
-        raw_headers = headers.to_raw()
+        raw_headers = headers.to_h11()
         target = request.path
         if upstream.via is not None:  # chained proxy: absolute form, and its credentials
             target = request.url
             if upstream.via.authorization:
-                raw_headers.append((b"Proxy-Authorization", upstream.via.authorization.encode()))
+                raw_headers = [*headers.to_raw(),
+                               (b"Proxy-Authorization", upstream.via.authorization.encode())]
         head = h11.Request(method=request.method, target=target, headers=raw_headers)
         upstream.requests_sent += 1
         flow.request_body_size = 0
@@ -698,7 +699,7 @@ class ClientSession:
 
     @staticmethod
     def _response_event(response: Response) -> h11.Response:
-        return h11.Response(status_code=response.status_code, headers=response.headers.to_raw(),
+        return h11.Response(status_code=response.status_code, headers=response.headers.to_h11(),
                             reason=response.reason.encode("latin-1", errors="replace"))
 
     async def _send_head(self, response: Response, *, flush: bool = True) -> None:
@@ -793,4 +794,5 @@ def _set_chunked(headers: Headers) -> None:
 def _set_length(headers: Headers, length: int) -> None:
     if "transfer-encoding" in headers:
         del headers["transfer-encoding"]
-    headers["Content-Length"] = str(length)
+    if headers.get("content-length") != str(length):
+        headers["Content-Length"] = str(length)

@@ -43,7 +43,7 @@ def strip_hop_by_hop(headers: Headers) -> None:
     }
     drop = HOP_BY_HOP | (named - {"content-length", "transfer-encoding", "host"})
     if any(k.lower() in drop for k, _ in headers.fields):
-        headers.fields = [(k, v) for k, v in headers.fields if k.lower() not in drop]
+        headers.without(drop)
 
 
 def pause_until_read(stream: anyio.abc.ByteStream) -> None:
@@ -222,7 +222,7 @@ def request_from_event(event: h11.Request, scheme: str, host: str, port: int) ->
         host=host,
         port=port,
         path=event.target.decode("ascii", errors="surrogateescape"),
-        headers=Headers.from_raw(event.headers.raw_items()),
+        headers=Headers.from_h11(event.headers),
         raw_content=None,
         http_version=http_version(event.http_version),
     )
@@ -231,7 +231,7 @@ def request_from_event(event: h11.Request, scheme: str, host: str, port: int) ->
 def response_from_event(event: h11.Response | h11.InformationalResponse) -> Response:
     return Response(
         status_code=event.status_code,
-        headers=Headers.from_raw(event.headers.raw_items()),
+        headers=Headers.from_h11(event.headers),
         raw_content=None,
         http_version=http_version(event.http_version),
         reason=event.reason.decode("latin-1"),
