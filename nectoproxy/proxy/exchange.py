@@ -602,12 +602,16 @@ class ClientSession:
                 raise UpstreamError(f"{upstream.target} closed the connection mid-response") \
                     from None
             raise UpstreamError(f"invalid response from {upstream.target}: {exc}") from None
-        if chunk is not None and self.config.max_body_size:
+        if chunk is not None:
+            self._count_response_bytes(chunk)
+        return chunk
+
+    def _count_response_bytes(self, chunk: bytes | bytearray) -> None:
+        if self.config.max_body_size:
             self._response_body_read += len(chunk)
             if self._response_body_read > self.config.max_body_size:
                 raise UpstreamError(f"response body exceeds proxy.max_body_size "
                                     f"({self.config.max_body_size})")
-        return chunk
 
     def _upstream_buffered_chunk(self) -> bytes | bytearray | None | object:
         upstream = self.upstream
@@ -616,11 +620,8 @@ class ClientSession:
             chunk = upstream.read_buffered_chunk()
         except h11.RemoteProtocolError as exc:
             raise UpstreamError(f"invalid response from {upstream.target}: {exc}") from None
-        if isinstance(chunk, (bytes, bytearray)) and self.config.max_body_size:
-            self._response_body_read += len(chunk)
-            if self._response_body_read > self.config.max_body_size:
-                raise UpstreamError(f"response body exceeds proxy.max_body_size "
-                                    f"({self.config.max_body_size})")
+        if isinstance(chunk, (bytes, bytearray)):
+            self._count_response_bytes(chunk)
         return chunk
 
     async def _upstream_head(self, upstream: Upstream
