@@ -85,3 +85,48 @@ def _alive(pid: str) -> bool:
             return fh.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_second_signal_exits_at_once(tmp_path, origin):
+    """Ctrl-C waits for in-flight requests (up to the grace period); a second one does not."""
+    port = free_port()
+    env = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nectoproxy", "--no-config", "--listen-host", "127.0.0.1",
+         "--listen-port", str(port), "-q"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import threading
+
+    def slow_request() -> None:
+        try:
+            with httpx.Client(proxy=f"http://127.0.0.1:{port}", trust_env=False,
+                              timeout=30) as client:
+                client.get(origin.url + "/slow?delay=20")
+        except httpx.HTTPError:
+            pass  # cut off by the forced exit, as intended
+
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with httpx.Client(proxy=f"http://127.0.0.1:{port}", trust_env=False) as client:
+                    client.get(origin.url + "/")
+                break
+            except httpx.ConnectError:
+                time.sleep(0.1)
+        worker = threading.Thread(target=slow_request)
+        worker.start()
+        time.sleep(0.5)  # the slow request is in flight
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.poll() is None  # still waiting for the in-flight request
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+        assert time.monotonic() - started < 5
+        worker.join(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130
