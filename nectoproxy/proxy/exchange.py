@@ -131,6 +131,17 @@ class ClientSession:
             self.services.sessions.discard(self)
             await self._release_upstream()
 
+    async def _wait_while_idle(self) -> None:
+        """Wait for the next request (TimeoutError after ``idle_timeout``).
+
+        The origin connection goes back to the shared pool meanwhile (the client most likely
+        takes it again with its next request), so idle clients hold none.
+        """
+        if self.upstream is not None and not self.services.stopping:
+            await self._release_upstream()
+        with anyio.fail_after(self.config.idle_timeout):
+            await self.client.wait_for_data()
+
     async def _authorized(self, event: h11.Request) -> bool:
         """Basic proxy authentication (``proxy.proxy_auth``), checked in constant time."""
         expected = self.config.proxy_auth
@@ -157,11 +168,8 @@ class ClientSession:
     async def _read_request_head(self) -> h11.Request | None:
         try:
             if not self.client.has_buffered_data:  # pipelined requests are already here
-                if self.upstream is not None and not self.services.stopping:
-                    await self._release_upstream()  # an idle client holds no origin connection
                 with anyio.CancelScope() as self.idle_scope:
-                    with anyio.fail_after(self.config.idle_timeout):
-                        await self.client.wait_for_data()
+                    await self._wait_while_idle()
                 self.idle_scope = None
             if self.client.eof and not self.client.h11.trailing_data[0]:
                 return None
