@@ -431,8 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-every", type=float, default=15.0,
                         help="seconds between progress lines (default 15)")
     parser.add_argument("--no-resets", dest="resets", action="store_false",
-                        help="clients never close with a TCP reset (to soak the rest while a "
-                             "known reset bug is open)")
+                        help="clients never close with a TCP reset")
     parser.add_argument("--settle", type=float, default=10.0,
                         help="seconds to wait for connections to close before the closing "
                              "figures (default 10)")
