@@ -214,7 +214,7 @@ def config_from_dict(
     unknown = set(data) - set(SECTIONS)
     if unknown:
         raise ConfigError(
-            f"{where}: unknown section {sorted(unknown)[0]!r} "
+            f"{where}: unknown section {min(unknown)!r} "
             f"(known: {', '.join(SECTIONS)})"
         )
     sections: dict[str, Any] = {}

@@ -12,7 +12,8 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -178,7 +179,7 @@ class Headers(_MultiDict):
             headers._snapshot = list(headers._fields)
         return headers
 
-    def without(self, names: Set[str]) -> None:
+    def without(self, names: AbstractSet[str]) -> None:
         """Remove every field named in ``names`` (lower-case), keeping the parsed form."""
         parsed = self._parsed
         self.fields = [(k, v) for k, v in self._fields if k.lower() not in names]

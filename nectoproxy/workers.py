@@ -58,7 +58,7 @@ async def _serve(config: Config, scripts: list[str], primary: bool) -> None:
 
         async with anyio.create_task_group() as tg:
             async with Proxy(config, scripts=scripts) as proxy:
-                host, port = proxy.address
+                port = proxy.address[1]
                 count = worker_count(config)
                 if primary:
                     if count > 1:
