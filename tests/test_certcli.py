@@ -258,18 +258,27 @@ def test_install_after_regenerate_replaces_the_old_ca(
     assert stored == [x509.load_pem_x509_certificate((certs_dir / "ca.pem").read_bytes())]
 
 
-def test_dry_run_changes_nothing(cert: RunCert, tmp_path: Path) -> None:
-    system = truststore.detect_system_store()
-    if system is not None and system.anchor.exists():
-        pytest.skip(f"{system.anchor} already exists on this machine")
+@pytest.fixture
+def temp_system_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> truststore.SystemStore:
+    """A system trust store in a temporary folder, so these tests never depend on (or touch)
+    the machine's own; its refresh command is a harmless ``true``."""
+    anchors = tmp_path / "anchors"
+    anchors.mkdir()
+    store = truststore.SystemStore("Test", anchors / "nectoproxy-ca.crt", ("true",))
+    monkeypatch.setattr(truststore, "detect_system_store", lambda *args: store)
+    return store
+
+
+def test_dry_run_changes_nothing(cert: RunCert, tmp_path: Path,
+                                 temp_system_store: truststore.SystemStore) -> None:
+    system = temp_system_store
     nssdb = tmp_path / "nssdb"
     result = cert("install", "--dry-run", "--nssdb", str(nssdb))
     assert result.code == 0, result.err
     assert "Dry run: nothing was changed." in result.out
-    if system is not None:
-        assert f"would write {system.anchor}" in result.out
-        assert f"would run: {' '.join(system.refresh)}" in result.out
-        assert not system.anchor.exists()
+    assert f"would write {system.anchor}" in result.out
+    assert f"would run: {' '.join(system.refresh)}" in result.out
+    assert not system.anchor.exists()
     if shutil.which("certutil"):
         assert "would run: certutil -N" in result.out and "would run: certutil -A" in result.out
     assert not nssdb.exists()
@@ -285,11 +294,10 @@ def test_dry_run_uninstall_keeps_the_nss_entry(cert: RunCert, tmp_path: Path) ->
 
 
 def test_without_root_the_system_store_is_left_alone(
-    cert: RunCert, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cert: RunCert, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    temp_system_store: truststore.SystemStore,
 ) -> None:
-    system = truststore.detect_system_store()
-    if system is None or system.anchor.exists():
-        pytest.skip("no recognised system trust store, or the anchor already exists")
+    system = temp_system_store
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setattr(shutil, "which", lambda name: None)  # and no certutil: NSS is skipped
     result = cert("install")

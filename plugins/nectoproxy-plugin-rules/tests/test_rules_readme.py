@@ -103,11 +103,19 @@ class _DevServer(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def dev_server() -> Iterator[ThreadingHTTPServer]:
+def dev_server(example: dict[str, Any]) -> Iterator[ThreadingHTTPServer]:
+    """The example's development server on 127.0.0.1:3000, as the README says; when something
+    else holds that port, on a free one, with the example's files pointed at it instead."""
     try:
         server = ThreadingHTTPServer(("127.0.0.1", 3000), _DevServer)
-    except OSError as exc:
-        pytest.skip(f"port 3000 (the example's development server) is taken: {exc}")
+    except OSError:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _DevServer)
+        moved = f"127.0.0.1:{server.server_address[1]}"
+        for name in ("nectoproxy.toml", "rules.toml"):
+            path = Path(name)  # the example fixture made the example's folder the current one
+            path.write_text(path.read_text().replace("127.0.0.1:3000", moved))
+        example.clear()
+        example.update(tomllib.loads(Path("nectoproxy.toml").read_text()))
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
