@@ -41,6 +41,7 @@ from nectoproxy.proxy.http1 import (
     response_from_event,
     strip_hop_by_hop,
 )
+from nectoproxy.proxy.streams import with_prefix
 from nectoproxy.proxy.upstream import Target, Upstream, UpstreamPool, open_upstream
 
 if TYPE_CHECKING:
@@ -526,7 +527,7 @@ class ClientSession:
 
     async def _switch_protocols(self, flow: Flow, response: Response) -> None:
         """101 Switching Protocols: relay raw bytes both ways until either side closes."""
-        from nectoproxy.proxy.tunnel import PrefixedStream, relay
+        from nectoproxy.proxy.tunnel import relay
 
         assert self.upstream is not None
         upgrade = _upgrade_protocol(response.headers)
@@ -542,9 +543,9 @@ class ClientSession:
             raise UpstreamError(f"origin switched protocols unasked: {exc}") from None
         self._response_started = True
         flow.metadata["upgraded"] = upgrade or True
-        client = PrefixedStream(bytes(self.client.h11.trailing_data[0]), self.client.stream)
+        client = with_prefix(self.client.stream, bytes(self.client.h11.trailing_data[0]))
         upstream, self.upstream = self.upstream, None
-        origin = PrefixedStream(bytes(upstream.h11.trailing_data[0]), upstream.stream)
+        origin = with_prefix(upstream.stream, bytes(upstream.h11.trailing_data[0]))
         await relay(client, origin)
         flow.timestamp_end = time.time()
         if self.hooks.has("on_complete"):

@@ -53,6 +53,10 @@ def pause_until_read(stream: anyio.abc.ByteStream) -> None:
     transport starts out reading: a peer that sends faster than we forward would otherwise
     pile its data up in memory (no back-pressure). Pausing once at the start fixes that.
     """
+    from nectoproxy.proxy.streams import TransportStream
+
+    if isinstance(stream, TransportStream):
+        return  # it pauses itself once enough is buffered
     transport = getattr(stream, "_transport", None)
     pause = getattr(transport, "pause_reading", None)
     if pause is not None:

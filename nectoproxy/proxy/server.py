@@ -23,10 +23,16 @@ from nectoproxy.errors import ConfigError
 from nectoproxy.flow import Connection
 from nectoproxy.plugins import PluginHost
 from nectoproxy.proxy.exchange import ClientSession, Services, error_response
+from nectoproxy.proxy import streams
 from nectoproxy.proxy.http1 import pause_until_read
+from nectoproxy.proxy.streams import TransportStream
 from nectoproxy.proxy.upstream import UpstreamPool, client_tls_context
 
 log = logging.getLogger("nectoproxy.server")
+
+#: A refused connection is read (and dropped) for up to this long, or this much, before closing.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -108,11 +114,44 @@ class Proxy:
         async with self._connections:
             try:
                 with anyio.CancelScope() as self._accept_scope:
-                    task_status.started()
-                    await self._listener.serve(self._handle, task_group=self._connections)
+                    if streams.native():
+                        await self._serve_native(task_status)
+                    else:
+                        task_status.started()
+                        await self._listener.serve(self._handle, task_group=self._connections)
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._listener.aclose()  # stop accepting; in-flight connections go on
+
+    async def _serve_native(self, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Accept on the event loop's own servers (see :mod:`nectoproxy.proxy.streams`).
+
+        anyio made the listening sockets (one per address, the same port on each); the loop
+        accepts on duplicates of them, and every connection becomes a task of ours at once.
+        """
+        assert self._listener is not None
+        listeners = getattr(self._listener, "listeners", [self._listener])
+        servers = []
+        try:
+            for listener in listeners:
+                sock = listener.extra(anyio.abc.SocketAttribute.raw_socket).dup()
+                try:
+                    servers.append(await TransportStream.serve(sock, self._accepted))
+                except BaseException:
+                    sock.close()
+                    raise
+            task_status.started()
+            await anyio.sleep_forever()
+        finally:
+            for server in servers:
+                server.close()
+
+    def _accepted(self, stream: TransportStream) -> None:
+        assert self._connections is not None
+        try:
+            self._connections.start_soon(self._handle, stream)
+        except RuntimeError:  # shutting down: the task group takes no more tasks
+            stream.abort()
 
     async def stop(self, *, call_on_stop: bool = True) -> None:
         """Stop accepting, give in-flight requests ``grace`` seconds, then close everything."""
@@ -224,5 +263,13 @@ async def _answer_and_close(stream: anyio.abc.ByteStream, status: int, message: 
         f"{k}: {v}\r\n" for k, v in response.headers.fields) + "\r\n"
     try:
         await stream.send(head.encode("latin-1") + (response.raw_content or b""))
-    except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        await stream.send_eof()
+        # Lingering close: a request still arriving at a closed socket makes the kernel
+        # reset the connection, and the client may never read the answer.
+        with anyio.move_on_after(LINGER_SECONDS):
+            received = 0
+            while received < LINGER_BYTES:
+                received += len(await stream.receive())
+    except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream,
+            NotImplementedError):
         pass

@@ -20,6 +20,7 @@ from anyio.streams.tls import TLSAttribute, TLSStream
 
 from nectoproxy.errors import CertError, NectoProxyError
 from nectoproxy.flow import TLSInfo, split_host_port
+from nectoproxy.proxy.streams import TransportStream, with_prefix
 from nectoproxy.proxy.upstream import open_stream
 
 if TYPE_CHECKING:
@@ -134,20 +135,20 @@ async def handle_connect(session: ClientSession, event: h11.Request) -> None:
         return
     if not prefix:
         return
+    stream = with_prefix(stream, prefix)
     if prefix[0] == 0x16:
         _, sni = client_hello_sni(prefix)
         if connection.intercept and not (sni and host_matches(sni, config.passthrough)):
-            await _intercept(session, PrefixedStream(prefix, stream), host, port, sni)
+            await _intercept(session, stream, host, port, sni)
         else:
-            await _relay_to(session, PrefixedStream(prefix, stream), host, port)
+            await _relay_to(session, stream, host, port)
     elif prefix.startswith(_HTTP_METHOD_START):
         from nectoproxy.proxy.exchange import ClientSession
 
-        inner = ClientSession(session.services, PrefixedStream(prefix, stream), connection,
-                              tunnel_target=(host, port))
+        inner = ClientSession(session.services, stream, connection, tunnel_target=(host, port))
         await inner.run()
     else:
-        await _relay_to(session, PrefixedStream(prefix, stream), host, port)
+        await _relay_to(session, stream, host, port)
 
 
 async def _peek(stream: anyio.abc.ByteStream, prefix: bytes) -> bytes:
@@ -162,7 +163,7 @@ async def _peek(stream: anyio.abc.ByteStream, prefix: bytes) -> bytes:
         data += chunk
 
 
-async def _intercept(session: ClientSession, stream: PrefixedStream, host: str, port: int,
+async def _intercept(session: ClientSession, stream: anyio.abc.ByteStream, host: str, port: int,
                      sni: str | None) -> None:
     from nectoproxy.proxy.exchange import ClientSession
 
@@ -174,8 +175,12 @@ async def _intercept(session: ClientSession, stream: PrefixedStream, host: str, 
         return
     try:
         with anyio.fail_after(session.config.tls_handshake_timeout):
-            tls = await TLSStream.wrap(stream, server_side=True, ssl_context=context,
-                                       standard_compatible=False)
+            if isinstance(stream, TransportStream):
+                await stream.start_tls(context, server_side=True)
+                tls: anyio.abc.ByteStream = stream
+            else:
+                tls = await TLSStream.wrap(stream, server_side=True, ssl_context=context,
+                                           standard_compatible=False)
     except (TimeoutError, ssl.SSLError, anyio.EndOfStream, anyio.BrokenResourceError,
             OSError) as exc:
         # Typically the client does not trust our CA yet; say so once, without a traceback.

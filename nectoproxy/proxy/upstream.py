@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import socket
 import ssl
 import time
@@ -22,7 +23,9 @@ from anyio.streams.tls import TLSStream
 from nectoproxy.config import ProxyConfig
 from nectoproxy.errors import ConfigError, UpstreamError, UpstreamTimeout
 from nectoproxy.flow import format_authority
+from nectoproxy.proxy import streams
 from nectoproxy.proxy.http1 import HTTPConnection, pause_until_read
+from nectoproxy.proxy.streams import TransportStream
 
 log = logging.getLogger("nectoproxy.upstream")
 
@@ -64,20 +67,20 @@ class Upstream(HTTPConnection):
         self.requests_sent = 0
         #: Set when plain HTTP is sent through an upstream proxy (absolute-form targets).
         self.via: UpstreamProxy | None = None
-        sock = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
         self.address: tuple[str, int] | None = None
-        if sock is not None:
-            try:
-                self.address = sock.getpeername()[:2]
-            except OSError:
-                pass
+        try:
+            self.address = stream.extra(anyio.abc.SocketAttribute.remote_address, None)
+        except OSError:
+            pass
 
 
-async def connect_tcp(host: str, port: int, timeout: float) -> anyio.abc.SocketStream:
+async def connect_tcp(host: str, port: int, timeout: float) -> anyio.abc.ByteStream:
     """TCP connection with the failures a user can act on spelled out."""
     where = format_authority(host, port)
     try:
         with anyio.fail_after(timeout):
+            if streams.native():
+                return await TransportStream.connect(host, port)
             stream = await anyio.connect_tcp(host, port)
         pause_until_read(stream)
         return stream
@@ -99,6 +102,8 @@ def _os_reason(exc: OSError) -> str:
         exc = cause
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
+    if exc.errno:  # asyncio's own strerror is "Connect call failed (address)"
+        return os.strerror(exc.errno)
     return exc.strerror or str(exc)
 
 
@@ -168,12 +173,7 @@ async def open_stream(host: str, port: int, config: ProxyConfig) -> anyio.abc.By
         status = getattr(event, "status_code", "?")
         reason = getattr(event, "reason", b"").decode("latin-1")
         raise UpstreamError(f"upstream proxy {via} refused CONNECT {target}: {status} {reason}")
-    leftover = bytes(connection.h11.trailing_data[0])
-    if leftover:
-        from nectoproxy.proxy.tunnel import PrefixedStream
-
-        return PrefixedStream(leftover, stream)
-    return stream
+    return streams.with_prefix(stream, bytes(connection.h11.trailing_data[0]))
 
 
 async def open_upstream(
@@ -195,10 +195,13 @@ async def open_upstream(
 
 async def start_tls(
     stream: anyio.abc.ByteStream, target: Target, timeout: float, context: ssl.SSLContext
-) -> TLSStream:
+) -> anyio.abc.ByteStream:
     name = target.server_name
     try:
         with anyio.fail_after(timeout):
+            if isinstance(stream, TransportStream):
+                await stream.start_tls(context, server_side=False, server_hostname=name)
+                return stream
             return await TLSStream.wrap(
                 stream,
                 server_side=False,

@@ -1,0 +1,501 @@
+"""Byte streams straight on the event loop's transports, with TLS driven in place.
+
+A proxy does little but move bytes, and on anyio's asyncio backend every read that has to wait
+resumes and pauses the socket (two ``epoll_ctl`` calls), and ``TLSStream`` runs OpenSSL one
+record per await through several layers. :class:`TransportStream` is both the transport's
+protocol and an anyio :class:`~anyio.abc.ByteStream`:
+
+* it reads ahead up to :data:`READ_HIGH` bytes and pauses the socket only then, so a peer that
+  sends faster than the other side takes still meets back-pressure, but a request/response
+  cycle costs no extra system calls;
+* TLS runs through an :class:`ssl.SSLObject` inside ``data_received``: everything the socket
+  delivered is decrypted in one go into one buffer, and a send encrypts all its records at once;
+* bytes already read (the peeked ClientHello, what followed a CONNECT answer) can be pushed
+  back with :meth:`TransportStream.unread`, and :meth:`TransportStream.start_tls` takes them as
+  the start of the handshake.
+
+It is used when the proxy runs on asyncio (uvloop included). On any other anyio backend the
+proxy uses anyio's own streams (:func:`native` is False): same interface, slower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import anyio
+import anyio.abc
+import sniffio
+from anyio.streams.tls import TLSAttribute
+
+#: Stop reading the socket once this many received bytes wait unread; resume below READ_LOW.
+READ_HIGH = 256 * 1024
+READ_LOW = 64 * 1024
+#: The transport's write buffer: a send waits while more than WRITE_HIGH bytes are unsent.
+WRITE_HIGH = 256 * 1024
+WRITE_LOW = 64 * 1024
+#: How long a closed stream may go on flushing its unsent bytes before it is aborted.
+CLOSE_FLUSH_TIMEOUT = 10.0
+#: Happy eyeballs: how long one connection attempt runs before the next address is tried too.
+HAPPY_EYEBALLS_DELAY = 0.25
+#: One TLS record carries at most this much plaintext.
+_TLS_RECORD = 16384
+
+#: Switch for tests: False makes the proxy use anyio's streams even on asyncio.
+enabled = True
+
+
+def native() -> bool:
+    """Whether this task runs where :class:`TransportStream` works (an asyncio loop)."""
+    if not enabled:
+        return False
+    try:
+        return sniffio.current_async_library() == "asyncio"
+    except sniffio.AsyncLibraryNotFoundError:
+        return False
+
+
+class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
+    """An anyio byte stream that is its own asyncio protocol (see the module docstring)."""
+
+    __slots__ = ("_loop", "_transport", "_pending", "_size", "_waiter", "_drain", "_eof",
+                 "_lost", "_error", "_closed", "_reading_paused", "_writing_paused",
+                 "_on_connect", "_ssl", "_incoming", "_outgoing", "_handshaking")
+
+    def __init__(self, on_connect: Callable[[TransportStream], None] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._pending: list[bytes | bytearray] = []
+        self._size = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._eof = False
+        self._lost = False
+        self._error: BaseException | None = None
+        self._closed = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self._on_connect = on_connect
+        self._ssl: ssl.SSLObject | None = None
+        self._incoming: ssl.MemoryBIO | None = None
+        self._outgoing: ssl.MemoryBIO | None = None
+        self._handshaking = False
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> TransportStream:
+        """A TCP connection (happy eyeballs between the addresses of ``host``)."""
+        sock = await connect_socket(host, port)
+        stream = cls()
+        try:
+            await stream._loop.create_connection(lambda: stream, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        return stream
+
+    @classmethod
+    async def serve(cls, sock: socket.socket,
+                    on_connect: Callable[[TransportStream], None]) -> asyncio.AbstractServer:
+        """Accept on a listening socket; ``on_connect`` gets each new connection's stream."""
+        loop = asyncio.get_running_loop()
+        return await loop.create_server(lambda: cls(on_connect), sock=sock,
+                                        backlog=socket.SOMAXCONN)
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
+        on_connect, self._on_connect = self._on_connect, None
+        if on_connect is not None:
+            on_connect(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = self._eof = True
+        if exc is not None and self._error is None:
+            self._error = exc
+        self._wake()
+        self._wake_writer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._ssl is None:
+            self._push(data)
+            return
+        assert self._incoming is not None
+        self._incoming.write(data)
+        if self._handshaking:
+            self._handshake_step()
+        else:
+            self._decrypt()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return True  # keep our sending side open (a half-close is the peer's alone)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_writer()
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _push(self, data: bytes | bytearray) -> None:
+        self._pending.append(data)
+        self._size += len(data)
+        if self._size > READ_HIGH and not self._reading_paused and self._transport is not None:
+            self._reading_paused = True
+            self._transport.pause_reading()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_writer(self) -> None:
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    async def _wait(self) -> None:
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        while not self._pending:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._error is not None:
+                raise anyio.BrokenResourceError from self._error
+            if self._eof:
+                raise anyio.EndOfStream
+            await self._wait()
+        pending = self._pending
+        chunk = pending[0]
+        if len(chunk) > max_bytes:
+            pending[0] = chunk[max_bytes:]
+            chunk = chunk[:max_bytes]
+        elif len(pending) == 1:
+            pending.clear()
+        else:
+            taken = len(chunk)
+            count = 1
+            while count < len(pending) and taken + len(pending[count]) <= max_bytes:
+                taken += len(pending[count])
+                count += 1
+            chunk = b"".join(pending[:count]) if count > 1 else chunk
+            del pending[:count]
+        self._size -= len(chunk)
+        if self._reading_paused and self._size <= READ_LOW and self._transport is not None \
+                and not self._lost:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        return chunk  # type: ignore[return-value]  # bytes-like; callers copy or pass it on
+
+    async def wait_readable(self) -> None:
+        """Return once there is something to receive (bytes, end of stream or an error)."""
+        while not self._pending and not self._eof and self._error is None and not self._closed:
+            await self._wait()
+
+    def unread(self, data: bytes | bytearray) -> None:
+        """Put bytes back in front of what :meth:`receive` returns next."""
+        if data:
+            self._pending.insert(0, data)
+            self._size += len(data)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def send(self, item: bytes | bytearray | memoryview) -> None:
+        transport = self._transport
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._lost or transport is None or transport.is_closing():
+            raise anyio.BrokenResourceError from self._error
+        if self._ssl is not None:
+            if not item:
+                return
+            try:
+                self._ssl.write(item)
+            except ssl.SSLError as exc:
+                raise anyio.BrokenResourceError from exc
+            assert self._outgoing is not None
+            item = self._outgoing.read()
+        transport.write(item)
+        while self._writing_paused:
+            self._drain = self._loop.create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._lost:
+                raise anyio.BrokenResourceError from self._error
+
+    async def send_eof(self) -> None:
+        if self._ssl is not None:
+            raise NotImplementedError("TLS does not support half-closing")
+        transport = self._transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except (OSError, RuntimeError):
+                pass
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            if self._ssl is not None and not self._handshaking and not self._lost:
+                self._send_close_notify()
+            if transport.get_write_buffer_size():
+                # Let the last bytes go out, but not forever to a peer that stopped reading.
+                self._loop.call_later(CLOSE_FLUSH_TIMEOUT, transport.abort)
+            transport.close()
+        self._wake()
+        self._wake_writer()
+
+    def abort(self) -> None:
+        """Close at once, dropping unsent bytes."""
+        self._closed = True
+        if self._transport is not None:
+            self._transport.abort()
+        self._wake()
+        self._wake_writer()
+
+    # -- TLS ---------------------------------------------------------------------------------
+
+    async def start_tls(self, context: ssl.SSLContext, *, server_side: bool,
+                        server_hostname: str | None = None) -> None:
+        """Run a TLS handshake over this stream; afterwards it carries the plaintext.
+
+        Bytes already received (or pushed back with :meth:`unread`) are the handshake's start.
+        Raises :class:`ssl.SSLError` (certificate verification included),
+        :class:`anyio.EndOfStream` or :class:`anyio.BrokenResourceError` if it fails; time-outs
+        are the caller's (a cancelled handshake leaves the stream fit only for closing).
+        """
+        if self._ssl is not None:
+            raise RuntimeError("TLS already started on this stream")
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side,
+                                     server_hostname=server_hostname)
+        self._handshaking = True
+        pending, self._pending, self._size = self._pending, [], 0
+        for chunk in pending:
+            self._incoming.write(chunk)
+        if self._reading_paused and self._transport is not None and not self._lost:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        self._handshake_step()
+        while self._handshaking:
+            if self._error is not None:
+                error = self._error
+                if isinstance(error, ssl.SSLError):
+                    raise error
+                raise anyio.BrokenResourceError from error
+            if self._eof or self._closed:
+                raise anyio.EndOfStream
+            await self._wait()
+        if self._error is not None and not self._pending:
+            raise anyio.BrokenResourceError from self._error
+
+    def _handshake_step(self) -> None:
+        assert self._ssl is not None
+        try:
+            self._ssl.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush_tls()
+            return
+        except ssl.SSLError as exc:
+            self._flush_tls()  # the alert that tells the peer why
+            self._error = exc
+            self._wake()
+            return
+        self._handshaking = False
+        self._flush_tls()
+        self._decrypt()  # application data that came with the end of the handshake
+        self._wake()
+
+    def _decrypt(self) -> None:
+        """Decrypt every whole record received so far into one buffer, and queue it."""
+        sslobj, incoming = self._ssl, self._incoming
+        assert sslobj is not None and incoming is not None
+        # Plaintext is never longer than its records; part of one may sit inside OpenSSL.
+        buffer = bytearray(incoming.pending + _TLS_RECORD)
+        filled = 0
+        while True:
+            if len(buffer) - filled < _TLS_RECORD:
+                buffer += bytes(_TLS_RECORD)
+            try:
+                count = sslobj.read(_TLS_RECORD, memoryview(buffer)[filled:])
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:  # close_notify: a clean end of stream
+                self._eof = True
+                break
+            except ssl.SSLError as exc:
+                self._error = exc
+                break
+            if not count:
+                break
+            filled += count
+        if self._outgoing is not None and self._outgoing.pending:
+            self._flush_tls()  # e.g. the answer to a TLS 1.3 KeyUpdate
+        if filled:
+            del buffer[filled:]
+            self._push(buffer)
+        elif self._eof or self._error is not None:
+            self._wake()
+
+    def _flush_tls(self) -> None:
+        outgoing = self._outgoing
+        transport = self._transport
+        if outgoing is not None and outgoing.pending and transport is not None \
+                and not transport.is_closing():
+            transport.write(outgoing.read())
+
+    def _send_close_notify(self) -> None:
+        assert self._ssl is not None
+        try:
+            self._ssl.unwrap()
+        except ssl.SSLError:
+            pass  # SSLWantReadError: ours is sent, the peer's is not awaited
+        self._flush_tls()
+
+    # -- attributes --------------------------------------------------------------------------
+
+    @property
+    def ssl_object(self) -> ssl.SSLObject | None:
+        return self._ssl
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        transport = self._transport
+        if transport is None:
+            return {}
+
+        def remote() -> Any:
+            peer = transport.get_extra_info("peername")
+            return tuple(peer[:2]) if isinstance(peer, tuple) else peer
+
+        def local() -> Any:
+            name = transport.get_extra_info("sockname")
+            return tuple(name[:2]) if isinstance(name, tuple) else name
+
+        attributes: dict[Any, Callable[[], Any]] = {
+            anyio.abc.SocketAttribute.raw_socket: lambda: transport.get_extra_info("socket"),
+            anyio.abc.SocketAttribute.remote_address: remote,
+            anyio.abc.SocketAttribute.local_address: local,
+        }
+        if self._ssl is not None:
+            sslobj = self._ssl
+            attributes[TLSAttribute.ssl_object] = lambda: sslobj
+            attributes[TLSAttribute.server_side] = lambda: sslobj.server_side
+            attributes[TLSAttribute.peer_certificate_binary] = lambda: sslobj.getpeercert(True)
+            attributes[TLSAttribute.alpn_protocol] = sslobj.selected_alpn_protocol
+            attributes[TLSAttribute.cipher] = sslobj.cipher
+            attributes[TLSAttribute.tls_version] = sslobj.version
+        return attributes
+
+
+async def connect_socket(host: str, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket to ``host:port``.
+
+    Addresses are tried in the resolver's order, alternating families (RFC 8305), each
+    :data:`HAPPY_EYEBALLS_DELAY` after the previous one started unless it failed sooner; the
+    first to connect wins. If all fail, the OSError raised has an ExceptionGroup of every
+    attempt's error as its cause. (uvloop's create_connection has no happy eyeballs.)
+    """
+    try:
+        literal = ipaddress.ip_address(host) if "%" not in host else None
+    except ValueError:
+        literal = None
+    if literal is not None:  # no resolver round trip for an address
+        addresses: list[tuple[int, Any]] = [
+            (socket.AF_INET, (host, port)) if literal.version == 4
+            else (socket.AF_INET6, (host, port, 0, 0))]
+    else:
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = _interleave([(info[0], info[4]) for info in infos])
+    loop = asyncio.get_running_loop()
+    errors: list[OSError] = []
+    winner: socket.socket | None = None
+
+    async def attempt(family: int, address: Any, failed: anyio.Event,
+                      scope: anyio.CancelScope) -> None:
+        nonlocal winner
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+            failed.set()
+            return
+        except BaseException:
+            sock.close()
+            raise
+        if winner is None:
+            winner = sock
+            scope.cancel()
+        else:
+            sock.close()
+
+    if len(addresses) == 1:  # the common case: no race to run
+        family, address = addresses[0]
+        await attempt(family, address, anyio.Event(), anyio.CancelScope())
+    else:
+        async with anyio.create_task_group() as group:
+            for family, address in addresses:
+                failed = anyio.Event()
+                group.start_soon(attempt, family, address, failed, group.cancel_scope)
+                with anyio.move_on_after(HAPPY_EYEBALLS_DELAY):
+                    await failed.wait()
+    if winner is None:
+        raise OSError(f"all connection attempts to {host}:{port} failed") from \
+            ExceptionGroup("connection attempts", errors or [OSError("no address")])
+    return winner
+
+
+def _interleave(addresses: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """Distinct addresses, alternating between address families, first family first."""
+    unique = list(dict.fromkeys((family, tuple(address)) for family, address in addresses))
+    by_family: dict[int, list[tuple[int, Any]]] = {}
+    for item in unique:
+        by_family.setdefault(item[0], []).append(item)
+    queues = list(by_family.values())
+    ordered = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                ordered.append(queue.pop(0))
+    return ordered
+
+
+def with_prefix(stream: anyio.abc.ByteStream, prefix: bytes | bytearray) -> anyio.abc.ByteStream:
+    """``stream`` with ``prefix`` (bytes already read from it) to be received first."""
+    if isinstance(stream, TransportStream):
+        stream.unread(prefix)
+        return stream
+    if not prefix:
+        return stream
+    from nectoproxy.proxy.tunnel import PrefixedStream
+
+    return PrefixedStream(bytes(prefix), stream)
