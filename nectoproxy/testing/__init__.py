@@ -50,14 +50,17 @@ class RunningProxy:
     """A proxy running in a background thread; a context manager."""
 
     def __init__(self, config: Config, plugins: Sequence[object] = (),
-                 scripts: Sequence[str] = ()) -> None:
+                 scripts: Sequence[str] = (), *, uvloop: bool = False) -> None:
         self.config = config
         self.proxy = Proxy(config, plugins=plugins, scripts=scripts, grace=1.0)
+        self.uvloop = uvloop
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Self:
         try:
-            portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
+            options = {"use_uvloop": True} if self.uvloop else None
+            portal = self._stack.enter_context(
+                anyio.from_thread.start_blocking_portal(backend_options=options))
             self.portal = portal
             self._stack.enter_context(portal.wrap_async_context_manager(self.proxy))
         except BaseException:
@@ -136,16 +139,19 @@ def shared_certs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def make_proxy(shared_certs_dir: Path, origin_ca_path: str) -> Callable[..., RunningProxy]:
-    """Factory: ``make_proxy(plugins=[obj], scripts=["x.py"], config={"proxy": {...}})``.
+    """Factory: ``make_proxy(plugins=[obj], scripts=["x.py"], config={"proxy": {...}})``;
+    ``uvloop=True`` runs the proxy on uvloop (as the ``nectoproxy`` command does when it is
+    installed) instead of asyncio's own loop.
 
     ``config`` tables are merged into the test configuration (``{"plugins": {"myplugin":
     {...}}}`` configures a plugin). Use the result as a context manager.
     """
 
     def factory(plugins: Sequence[object] = (), scripts: Sequence[str] = (),
-                config: dict[str, dict[str, Any]] | None = None) -> RunningProxy:
+                config: dict[str, dict[str, Any]] | None = None,
+                uvloop: bool = False) -> RunningProxy:
         config_ = proxy_config(shared_certs_dir, origin_ca_path, config)
-        return RunningProxy(config_, plugins=plugins, scripts=scripts)
+        return RunningProxy(config_, plugins=plugins, scripts=scripts, uvloop=uvloop)
 
     return factory
 
