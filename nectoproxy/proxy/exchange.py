@@ -132,16 +132,20 @@ class ClientSession:
             self.services.sessions.discard(self)
             await self._release_upstream()
 
-    async def _wait_while_idle(self) -> None:
-        """Wait for the next request (TimeoutError after ``idle_timeout``).
+    async def _wait_while_idle(self) -> bool:
+        """Wait for the next request; False after ``idle_timeout``, or if the proxy stops.
 
         The origin connection goes back to the shared pool meanwhile (the client most likely
-        takes it again with its next request), so idle clients hold none.
+        takes it again with its next request), so idle clients hold none. One cancel scope
+        with a deadline serves both ends: an idle connection should cost little memory.
         """
-        if self.upstream is not None and not self.services.stopping:
-            await self._release_upstream()
-        with anyio.fail_after(self.config.idle_timeout):
+        deadline = anyio.current_time() + self.config.idle_timeout
+        with anyio.CancelScope(deadline=deadline) as self.idle_scope:
+            if self.upstream is not None and not self.services.stopping:
+                await self._release_upstream()
             await self.client.wait_for_data()
+        scope, self.idle_scope = self.idle_scope, None
+        return not scope.cancelled_caught
 
     async def _authorized(self, event: h11.Request) -> bool:
         """Basic proxy authentication (``proxy.proxy_auth``), checked in constant time."""
@@ -169,9 +173,8 @@ class ClientSession:
     async def _read_request_head(self) -> h11.Request | None:
         try:
             if not self.client.has_buffered_data:  # pipelined requests are already here
-                with anyio.CancelScope() as self.idle_scope:
-                    await self._wait_while_idle()
-                self.idle_scope = None
+                if not await self._wait_while_idle():
+                    return None
             if self.client.eof and not self.client.h11.trailing_data[0]:
                 return None
             event = self.client.next_buffered_event()  # usually the whole head came at once
@@ -189,8 +192,6 @@ class ClientSession:
             await self._send_error(status, f"malformed request: {exc}")
             return None
         if type(event) is h11.ConnectionClosed:
-            return None
-        if self.idle_scope is not None and self.idle_scope.cancel_called:
             return None
         assert type(event) is h11.Request
         # h11 only bounds a head that arrives in pieces; one that arrives whole is measured here.

@@ -7,6 +7,7 @@ within ``grace`` seconds, closes the rest and calls ``on_stop``.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import ssl
@@ -63,6 +64,7 @@ class Proxy:
         self.services: Services | None = None
         self.address: tuple[str, int] = ("", 0)
         self._active = 0
+        self._native_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -113,12 +115,15 @@ class Proxy:
         assert self._listener is not None and self._connections is not None
         async with self._connections:
             try:
+                native = streams.native()
                 with anyio.CancelScope() as self._accept_scope:
-                    if streams.native():
+                    if native:
                         await self._serve_native(task_status)
                     else:
                         task_status.started()
                         await self._listener.serve(self._handle, task_group=self._connections)
+                if native:
+                    await self._end_native_tasks()
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._listener.aclose()  # stop accepting; in-flight connections go on
@@ -147,11 +152,28 @@ class Proxy:
                 server.close()
 
     def _accepted(self, stream: TransportStream) -> None:
-        assert self._connections is not None
+        """A new connection: its own asyncio task.
+
+        A plain task, not one of an anyio task group: anyio gives each such task a handle
+        with its own cancel scope and event (about 2.5 KiB), which an idle keep-alive client
+        would hold for nothing. The proxy tracks the tasks itself and cancels them on stop.
+        """
+        task = asyncio.get_running_loop().create_task(self._handle(stream))
+        self._native_tasks.add(task)
+        task.add_done_callback(self._native_tasks.discard)
+
+    async def _end_native_tasks(self) -> None:
+        """After accepting stopped: wait until stop() cancels us, then cancel the connections
+        still open and wait (boundedly) for them to finish."""
         try:
-            self._connections.start_soon(self._handle, stream)
-        except RuntimeError:  # shutting down: the task group takes no more tasks
-            stream.abort()
+            await anyio.sleep_forever()
+        finally:
+            tasks = list(self._native_tasks)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait(tasks, timeout=max(self.grace, 1.0))
 
     async def stop(self, *, call_on_stop: bool = True) -> None:
         """Stop accepting, give in-flight requests ``grace`` seconds, then close everything."""
