@@ -41,7 +41,7 @@ from nectoproxy.proxy.http1 import (
     response_from_event,
     strip_hop_by_hop,
 )
-from nectoproxy.proxy.streams import with_prefix
+from nectoproxy.proxy.streams import TransportStream, with_prefix
 from nectoproxy.proxy.upstream import Target, Upstream, UpstreamPool, open_upstream
 
 if TYPE_CHECKING:
@@ -96,6 +96,7 @@ class ClientSession:
         self.server_name = server_name
         self.upstream: Upstream | None = None
         self.idle_scope: anyio.CancelScope | None = None
+        self.idle = False
         self._response_started = False
         self._pending_response: bytes | bytearray = b""
         self._head_parts: list[bytes] = []
@@ -139,6 +140,17 @@ class ClientSession:
         takes it again with its next request), so idle clients hold none. One cancel scope
         with a deadline serves both ends: an idle connection should cost little memory.
         """
+        if self.client._native:  # the stream's own timer; stop_idle() closes the stream
+            self.idle = True
+            try:
+                if self.upstream is not None and not self.services.stopping:
+                    await self._release_upstream()
+                await self.client.wait_for_data(self.config.idle_timeout)
+                return True
+            except TimeoutError:
+                return False
+            finally:
+                self.idle = False
         deadline = anyio.current_time() + self.config.idle_timeout
         with anyio.CancelScope(deadline=deadline) as self.idle_scope:
             if self.upstream is not None and not self.services.stopping:
@@ -146,6 +158,15 @@ class ClientSession:
             await self.client.wait_for_data()
         scope, self.idle_scope = self.idle_scope, None
         return not scope.cancelled_caught
+
+    def stop_idle(self) -> None:
+        """The proxy is stopping: end this session if it waits for a next request."""
+        if self.idle_scope is not None:
+            self.idle_scope.cancel()
+        elif self.idle:
+            stream = self.client.stream
+            assert isinstance(stream, TransportStream)
+            stream.abort()
 
     async def _authorized(self, event: h11.Request) -> bool:
         """Basic proxy authentication (``proxy.proxy_auth``), checked in constant time."""

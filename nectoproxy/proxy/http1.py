@@ -74,7 +74,10 @@ class HTTPConnection:
     """An h11 connection bound to an anyio byte stream."""
 
     def __init__(self, stream: anyio.abc.ByteStream, role: Any, max_header_size: int) -> None:
+        from nectoproxy.proxy.streams import TransportStream
+
         self.stream = stream
+        self._native = isinstance(stream, TransportStream)
         self.h11 = h11.Connection(role, max_incomplete_event_size=max_header_size)
         # The peer's state in which its next bytes are a message head.
         self._head_state = h11.IDLE if role is h11.SERVER else h11.SEND_RESPONSE
@@ -89,11 +92,7 @@ class HTTPConnection:
         while True:
             event = self.next_buffered_event()
             if event is h11.NEED_DATA:
-                if timeout is None:
-                    await self._receive()
-                else:
-                    with anyio.fail_after(timeout):
-                        await self._receive()
+                await self._receive(timeout)
                 continue
             return event
 
@@ -139,14 +138,21 @@ class HTTPConnection:
         data, closed = self.h11.trailing_data
         return bool(data) or closed
 
-    async def wait_for_data(self) -> None:
+    async def wait_for_data(self, timeout: float | None = None) -> None:
         """Return once some bytes of the next message are buffered (or the peer closed)."""
         if not self.has_buffered_data:
-            await self._receive()
+            await self._receive(timeout)
 
-    async def _receive(self) -> None:
+    async def _receive(self, timeout: float | None = None) -> None:
+        """Read once into h11; TimeoutError if nothing came within ``timeout`` seconds."""
         try:
-            data = await self.stream.receive(READ_SIZE)
+            if self._native:
+                data = await self.stream.receive(READ_SIZE, timeout=timeout)  # type: ignore[call-arg]
+            elif timeout is None:
+                data = await self.stream.receive(READ_SIZE)
+            else:
+                with anyio.fail_after(timeout):
+                    data = await self.stream.receive(READ_SIZE)
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError,
                 ConnectionError):
             data = b""

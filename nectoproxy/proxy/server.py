@@ -184,8 +184,7 @@ class Proxy:
         if self._accept_scope is not None:
             self._accept_scope.cancel()
         for session in list(services.sessions):
-            if session.idle_scope is not None:
-                session.idle_scope.cancel()
+            session.stop_idle()
         with anyio.move_on_after(self.grace):
             while self._active:
                 await anyio.sleep(0.05)
