@@ -352,6 +352,24 @@ async def test_wait_readable_returns_on_data_and_on_end() -> None:
             await server.receive()
 
 
+async def test_receive_timeout() -> None:
+    async with loopback() as box:
+        client, server = await box.pair()
+        with anyio.fail_after(STEP):
+            with pytest.raises(TimeoutError):
+                await server.receive(timeout=0.05)
+        assert server._waiter is None
+        # The stream goes on working after a time-out, with or without one.
+        await client.send(b"late")
+        with anyio.fail_after(STEP):
+            assert await server.receive(timeout=STEP) == b"late"
+        await client.send(b"later")
+        assert await receive_exactly(server, 5) == b"later"
+        await client.send_eof()
+        with pytest.raises(anyio.EndOfStream):
+            await server.receive(timeout=STEP)
+
+
 async def test_send_eof_half_close() -> None:
     async with loopback() as box:
         client, server = await box.pair()
