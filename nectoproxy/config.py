@@ -63,6 +63,12 @@ class ProxyConfig:
     passthrough: tuple[str, ...] = _opt(
         (), "Hosts whose TLS is relayed untouched, not intercepted (\"*.example.com\" allowed)."
     )
+    connection_strategy: Literal["eager", "lazy"] = _opt(
+        "eager",
+        "\"eager\": on an intercepted CONNECT, connect to the origin while the client's "
+        "certificate is made and its handshake runs (the first request is faster); \"lazy\": "
+        "only when a request needs the origin (nothing contacts a host that plugins answer for).",
+    )
     connect_timeout: float = _opt(10.0, "Seconds to connect to an upstream (TCP).")
     tls_handshake_timeout: float = _opt(10.0, "Seconds for a TLS handshake, either side.")
     read_timeout: float = _opt(60.0, "Seconds to wait for upstream data before answering 504.")

@@ -358,7 +358,7 @@ async def test_concurrent_callers_cause_one_mint(store: CertStore) -> None:
             tg.start_soon(fetch)
     assert recorder.hosts == ["same.test"]
     assert len(contexts) == 20 and len({id(c) for c in contexts}) == 1
-    assert store._locks == {}
+    assert store.cached_count() == 1
 
 
 async def test_sync_and_failing_listeners(store: CertStore) -> None:

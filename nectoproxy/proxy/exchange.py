@@ -42,7 +42,13 @@ from nectoproxy.proxy.http1 import (
     strip_hop_by_hop,
 )
 from nectoproxy.proxy.streams import TransportStream, with_prefix
-from nectoproxy.proxy.upstream import Target, Upstream, UpstreamPool, open_upstream
+from nectoproxy.proxy.upstream import (
+    EarlyUpstream,
+    Target,
+    Upstream,
+    UpstreamPool,
+    open_upstream,
+)
 
 if TYPE_CHECKING:
     from nectoproxy.certs import CertStore
@@ -85,6 +91,7 @@ class ClientSession:
         scheme: str = "http",
         tunnel_target: tuple[str, int] | None = None,
         server_name: str | None = None,
+        early: EarlyUpstream | None = None,
     ) -> None:
         self.services = services
         self.config = services.config.proxy
@@ -95,6 +102,8 @@ class ClientSession:
         self.tunnel_target = tunnel_target
         self.server_name = server_name
         self.upstream: Upstream | None = None
+        #: The origin connection an intercepted CONNECT started eagerly, until first used.
+        self.early = early
         self.idle_scope: anyio.CancelScope | None = None
         self.idle = False
         self._response_started = False
@@ -193,9 +202,9 @@ class ClientSession:
 
     async def _read_request_head(self) -> h11.Request | None:
         try:
-            if not self.client.has_buffered_data:  # pipelined requests are already here
-                if not await self._wait_while_idle():
-                    return None
+            # (Pipelined requests are buffered already: no wait for those.)
+            if not self.client.has_buffered_data and not await self._wait_while_idle():
+                return None
             if self.client.eof and not self.client.h11.trailing_data[0]:
                 return None
             event = self.client.next_buffered_event()  # usually the whole head came at once
@@ -397,6 +406,12 @@ class ClientSession:
         return self.tunnel_target is not None and (request.host, request.port) == self.tunnel_target
 
     async def _upstream_for(self, target: Target) -> Upstream:
+        if self.early is not None:
+            early, self.early = self.early, None
+            if early.target == target:
+                self.upstream = await early.take()
+                return self.upstream
+            await early.discard()  # a plugin sent the request elsewhere
         if self.upstream is not None:
             if self.upstream.target == target and self.upstream.reusable:
                 self.upstream.h11.start_next_cycle()

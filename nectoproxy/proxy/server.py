@@ -23,8 +23,8 @@ from nectoproxy.config import Config, load_config
 from nectoproxy.errors import ConfigError
 from nectoproxy.flow import Connection
 from nectoproxy.plugins import PluginHost
-from nectoproxy.proxy.exchange import ClientSession, Services, error_response
 from nectoproxy.proxy import streams
+from nectoproxy.proxy.exchange import ClientSession, Services, error_response
 from nectoproxy.proxy.http1 import pause_until_read
 from nectoproxy.proxy.streams import TransportStream
 from nectoproxy.proxy.upstream import UpstreamPool, client_tls_context

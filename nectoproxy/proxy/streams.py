@@ -62,9 +62,26 @@ def native() -> bool:
 class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
     """An anyio byte stream that is its own asyncio protocol (see the module docstring)."""
 
-    __slots__ = ("_loop", "_transport", "_pending", "_size", "_waiter", "_drain", "_eof",
-                 "_lost", "_error", "_closed", "_reading_paused", "_writing_paused",
-                 "_on_connect", "_ssl", "_incoming", "_outgoing", "_handshaking")
+    __slots__ = (
+        "_close_timer",
+        "_closed",
+        "_drain",
+        "_eof",
+        "_error",
+        "_handshaking",
+        "_incoming",
+        "_loop",
+        "_lost",
+        "_on_connect",
+        "_outgoing",
+        "_pending",
+        "_reading_paused",
+        "_size",
+        "_ssl",
+        "_transport",
+        "_waiter",
+        "_writing_paused",
+    )
 
     def __init__(self, on_connect: Callable[[TransportStream], None] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -84,6 +101,7 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
         self._incoming: ssl.MemoryBIO | None = None
         self._outgoing: ssl.MemoryBIO | None = None
         self._handshaking = False
+        self._close_timer: asyncio.TimerHandle | None = None
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -119,6 +137,9 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = self._eof = True
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
         if exc is not None and self._error is None:
             self._error = exc
         self._wake()
@@ -276,7 +297,7 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
                 self._send_close_notify()
             if transport.get_write_buffer_size():
                 # Let the last bytes go out, but not forever to a peer that stopped reading.
-                self._loop.call_later(CLOSE_FLUSH_TIMEOUT, transport.abort)
+                self._close_timer = self._loop.call_later(CLOSE_FLUSH_TIMEOUT, self._abort)
             transport.close()
         self._wake()
         self._wake_writer()
@@ -284,10 +305,13 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
     def abort(self) -> None:
         """Close at once, dropping unsent bytes."""
         self._closed = True
-        if self._transport is not None:
-            self._transport.abort()
+        self._abort()
         self._wake()
         self._wake_writer()
+
+    def _abort(self) -> None:
+        if self._transport is not None and not self._lost:
+            self._transport.abort()  # (a transport that finished closing must not be touched)
 
     # -- TLS ---------------------------------------------------------------------------------
 
@@ -363,6 +387,7 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
                 self._error = exc
                 break
             if not count:
+                self._eof = True  # close_notify (read() returns 0 for it)
                 break
             filled += count
         if self._outgoing is not None and self._outgoing.pending:

@@ -21,7 +21,7 @@ from anyio.streams.tls import TLSAttribute, TLSStream
 from nectoproxy.errors import CertError, NectoProxyError
 from nectoproxy.flow import TLSInfo, split_host_port
 from nectoproxy.proxy.streams import TransportStream, with_prefix
-from nectoproxy.proxy.upstream import open_stream
+from nectoproxy.proxy.upstream import EarlyUpstream, Target, open_stream
 
 if TYPE_CHECKING:
     from nectoproxy.proxy.exchange import ClientSession
@@ -165,9 +165,26 @@ async def _peek(stream: anyio.abc.ByteStream, prefix: bytes) -> bytes:
 
 async def _intercept(session: ClientSession, stream: anyio.abc.ByteStream, host: str, port: int,
                      sni: str | None) -> None:
+    name = sni or host
+    early = None
+    async with anyio.create_task_group() as group:
+        if session.config.connection_strategy == "eager":
+            services = session.services
+            early = EarlyUpstream(Target("https", host, port, name))
+            group.start_soon(early.connect, services.pool, session.config, services.upstream_tls)
+        try:
+            await _serve_intercepted(session, stream, host, port, sni, name, early)
+        finally:
+            group.cancel_scope.cancel()  # an eager connect still running is not needed
+    if early is not None:
+        await early.discard()
+
+
+async def _serve_intercepted(session: ClientSession, stream: anyio.abc.ByteStream, host: str,
+                             port: int, sni: str | None, name: str,
+                             early: EarlyUpstream | None) -> None:
     from nectoproxy.proxy.exchange import ClientSession
 
-    name = sni or host
     try:
         context = await session.services.certs.server_context(name)
     except CertError as exc:
@@ -194,7 +211,7 @@ async def _intercept(session: ClientSession, stream: anyio.abc.ByteStream, host:
                                      cipher=cipher[0] if cipher else None,
                                      alpn=ssl_object.selected_alpn_protocol())
     inner = ClientSession(session.services, tls, session.connection, scheme="https",
-                          tunnel_target=(host, port), server_name=name)
+                          tunnel_target=(host, port), server_name=name, early=early)
     try:
         await inner.run()
     finally:

@@ -224,6 +224,58 @@ async def start_tls(
         await stream.aclose()
         raise UpstreamError(f"TLS handshake with {name} failed: connection closed "
                             f"({type(exc).__name__})") from None
+    except BaseException:  # cancelled (an eager connection nobody waits for any more)
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+        raise
+
+
+class EarlyUpstream:
+    """An origin connection opened while the client's TLS handshake runs.
+
+    With ``connection_strategy = "eager"`` an intercepted CONNECT starts connecting to its
+    target (TCP, TLS, verification) at once, in parallel with making the client's certificate
+    and the client handshake; the first request on the tunnel then finds it ready. A failure
+    is kept and raised only when a request needs this origin.
+    """
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.upstream: Upstream | None = None
+        self.error: UpstreamError | None = None
+        self.done = anyio.Event()
+        self.discarded = False
+
+    async def connect(self, pool: UpstreamPool, config: ProxyConfig,
+                      tls_context: ssl.SSLContext) -> None:
+        try:
+            upstream = await pool.take(self.target) or await open_upstream(
+                self.target, config, tls_context)
+        except UpstreamError as exc:
+            self.error = exc
+        else:
+            if self.discarded:  # nobody wants it any more (see discard)
+                await upstream.aclose()
+            else:
+                self.upstream = upstream
+        finally:
+            self.done.set()
+
+    async def take(self) -> Upstream:
+        """The connection (waiting for it if need be), or the error that prevented it."""
+        await self.done.wait()
+        upstream, self.upstream = self.upstream, None
+        if upstream is None:
+            assert self.error is not None
+            raise self.error
+        return upstream
+
+    async def discard(self) -> None:
+        """Close the connection if nobody took it (now, or once it is made)."""
+        self.discarded = True
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            await upstream.aclose()
 
 
 
