@@ -238,7 +238,7 @@ class Proxy:
             address = address.ipv4_mapped
         return any(address in network for network in self._allowed)
 
-    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+    async def _handle(self, stream: anyio.abc.ByteStream) -> None:
         assert self.services is not None
         self._active += 1
         client = ("?", 0)

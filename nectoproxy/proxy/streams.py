@@ -377,7 +377,7 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
             if len(buffer) - filled < _TLS_RECORD:
                 buffer += bytes(_TLS_RECORD)
             try:
-                count = sslobj.read(_TLS_RECORD, memoryview(buffer)[filled:])
+                count = cast(int, sslobj.read(_TLS_RECORD, memoryview(buffer)[filled:]))
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:  # close_notify: a clean end of stream

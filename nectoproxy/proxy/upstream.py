@@ -69,9 +69,11 @@ class Upstream(HTTPConnection):
         self.via: UpstreamProxy | None = None
         self.address: tuple[str, int] | None = None
         try:
-            self.address = stream.extra(anyio.abc.SocketAttribute.remote_address, None)
+            peer = stream.extra(anyio.abc.SocketAttribute.remote_address, None)
         except OSError:
-            pass
+            peer = None
+        if isinstance(peer, tuple):
+            self.address = (str(peer[0]), int(peer[1]))
 
 
 async def connect_tcp(host: str, port: int, timeout: float) -> anyio.abc.ByteStream:
