@@ -242,6 +242,13 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
         while not self._pending and not self._eof and self._error is None and not self._closed:
             await self._wait()
 
+    @property
+    def quiet(self) -> bool:
+        """Open, and nothing received: no bytes, no end of stream, no error (an idle
+        connection the peer has not given up on)."""
+        return not (self._pending or self._eof or self._lost or self._closed
+                    or self._error is not None)
+
     def unread(self, data: bytes | bytearray) -> None:
         """Put bytes back in front of what :meth:`receive` returns next."""
         if data:

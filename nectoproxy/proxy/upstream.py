@@ -306,9 +306,7 @@ class UpstreamPool:
         now = time.monotonic()
         while idle:
             since, upstream = idle.pop()
-            # Checking a connection costs a syscall; one idle for under a second is trusted
-            # (and a request on a connection that died meanwhile is retried anyway).
-            if now - since < self.idle_timeout and (now - since < 1.0 or _still_open(upstream)):
+            if now - since < self.idle_timeout and _still_open(upstream, now - since):
                 upstream.h11.start_next_cycle()
                 return upstream
             await upstream.aclose()
@@ -337,16 +335,24 @@ class UpstreamPool:
         return sum(len(idle) for idle in self._idle.values())
 
 
-def _still_open(upstream: Upstream) -> bool:
+def _still_open(upstream: Upstream, idle_for: float) -> bool:
     """Whether an idle pooled connection is still clean: nothing, not even EOF, is waiting.
 
     Between responses an origin has nothing to say (TLS 1.3 session tickets come with the
     first response and are read then), so pending bytes or an EOF mean the origin closed it or
-    is confused. anyio stops reading a socket while nobody receives, so peek at the socket.
+    is confused. A native stream reads while idle and knows; anyio's stop reading while
+    nobody receives, so their socket is peeked at (a syscall: only after a second idle).
     """
-    raw = upstream.stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+    stream = upstream.stream
+    if isinstance(stream, TransportStream):
+        return stream.quiet  # it reads while idle: an EOF or a reset is known already
+    if idle_for < 1.0:
+        return True  # a syscall per reuse is not worth it; a dead one is retried anyway
+    raw = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
     if raw is None:
         return True
+    if raw.fileno() < 0:
+        return False  # closed already
     sock = socket.socket(fileno=raw.fileno())
     try:
         sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
