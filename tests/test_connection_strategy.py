@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -54,17 +55,28 @@ def counting_origin(origin_ca: Any) -> Iterator[tuple[RawServer, Counting]]:
         server.stop()
 
 
-def tunnel(proxy: Any, port: int, *, trusted: bool = True) -> ssl.SSLSocket:
-    """CONNECT to 127.0.0.1:port through the proxy and finish TLS with it (SNI strategy.test)."""
+def connect_tunnel(proxy: Any, port: int) -> socket.socket:
+    """A socket on which the proxy answered ``CONNECT 127.0.0.1:port`` with 200."""
     sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
-    sock.sendall(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(4096)
-        assert chunk, "proxy closed the connection after CONNECT"
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 200"), head
-    context = ssl.create_default_context(cafile=str(proxy.ca_path) if trusted else None)
+    try:
+        sock.sendall(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+                     .encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, "proxy closed the connection after CONNECT"
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 200"), head
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def tunnel(proxy: Any, port: int) -> ssl.SSLSocket:
+    """CONNECT to 127.0.0.1:port through the proxy and finish TLS with it (SNI strategy.test)."""
+    sock = connect_tunnel(proxy, port)
+    context = ssl.create_default_context(cafile=str(proxy.ca_path))
     try:
         return context.wrap_socket(sock, server_hostname="strategy.test")
     except BaseException:
@@ -140,10 +152,24 @@ def test_eager_connection_is_closed_when_the_client_handshake_fails(make_proxy):
     server = RawServer(silent)
     server.start()
     try:
-        with make_proxy() as proxy:
-            with pytest.raises(ssl.SSLCertVerificationError):
-                tunnel(proxy, server.port, trusted=False)  # the client does not trust our CA
+        with make_proxy() as proxy, connect_tunnel(proxy, server.port) as sock:
+            # The client's handshake, step by step: the eager connection is made while the
+            # proxy waits for the client, then the client rejects the proxy's certificate.
+            client = ssl.create_default_context().wrap_bio(  # does not trust our CA
+                incoming := ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(),
+                server_hostname="strategy.test")
+            with pytest.raises(ssl.SSLWantReadError):
+                client.do_handshake()
+            sock.sendall(outgoing.read())  # ClientHello
             assert wait_until(lambda: server.connections == 1)
+            with pytest.raises(ssl.SSLCertVerificationError):
+                for _ in range(100):
+                    data = sock.recv(65536)
+                    assert data, "proxy closed the connection mid-handshake"
+                    incoming.write(data)
+                    with contextlib.suppress(ssl.SSLWantReadError):
+                        client.do_handshake()
+            sock.sendall(outgoing.read())  # the alert
             assert closed.wait(10)  # not left open in the background
     finally:
         server.stop()
