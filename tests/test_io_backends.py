@@ -520,6 +520,25 @@ def test_https_with_curl(start_proxy, tls_origin, tmp_path):
 # -- 3. a download bigger than the read-ahead, to a slow reader ------------------------------
 
 
+def read_slowly(sock: socket.socket, first: bytes, digest: Any) -> int:
+    """Read to EOF in 8 KiB pieces with a short pause every 4 (bounded to 90 s); hash all of it
+    (``first`` included) into ``digest``; return the byte count."""
+    digest.update(first)
+    length = len(first)
+    deadline = time.monotonic() + 90
+    reads = 0
+    while time.monotonic() < deadline:
+        chunk = sock.recv(8 * KIB)
+        if not chunk:
+            break
+        digest.update(chunk)
+        length += len(chunk)
+        reads += 1
+        if reads % 4 == 0:
+            time.sleep(0.002)
+    return length
+
+
 def test_https_big_download_to_slow_reader(start_proxy, tls_origin):
     size = 8 * MIB + 13  # well above the 256 KiB read-ahead and write buffer
     digest, length = hashlib.sha256(), 0
@@ -530,19 +549,7 @@ def test_https_big_download_to_slow_reader(start_proxy, tls_origin):
         head, rest = read_head(tls)
         assert head.startswith(b"HTTP/1.1 200"), head
         assert int(head_fields(head)["content-length"]) == size
-        digest.update(rest)
-        length = len(rest)
-        deadline = time.monotonic() + 90
-        reads = 0
-        while time.monotonic() < deadline:
-            chunk = tls.recv(8 * KIB)
-            if not chunk:
-                break
-            digest.update(chunk)
-            length += len(chunk)
-            reads += 1
-            if reads % 4 == 0:
-                time.sleep(0.002)
+        length = read_slowly(tls, rest, digest)
         assert length == size, f"{length} of {size} bytes"
     assert digest.hexdigest() == pattern_sha256(size)
 
@@ -555,20 +562,8 @@ def test_plain_big_download_to_slow_reader(start_proxy, origin):
                      "Connection: close\r\n\r\n".encode())
         head, rest = read_head(sock)
         assert head.startswith(b"HTTP/1.1 200"), head
-        digest.update(rest)
-        length = len(rest)
-        deadline = time.monotonic() + 90
-        reads = 0
-        while time.monotonic() < deadline:
-            chunk = sock.recv(8 * KIB)
-            if not chunk:
-                break
-            digest.update(chunk)
-            length += len(chunk)
-            reads += 1
-            if reads % 4 == 0:
-                time.sleep(0.002)
-        assert length == size
+        length = read_slowly(sock, rest, digest)
+        assert length == size, f"{length} of {size} bytes"
     assert digest.hexdigest() == pattern_sha256(size)
 
 

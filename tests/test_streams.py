@@ -80,6 +80,28 @@ class Loopback:
         return client, await self.accept()
 
 
+@asynccontextmanager
+async def raw_peer() -> AsyncIterator[tuple[TransportStream, socket.socket]]:
+    """A TransportStream connected to a plain blocking socket on the other end."""
+    listener = socket.socket()
+    raw: socket.socket | None = None
+    client: TransportStream | None = None
+    try:
+        listener.bind((LOCALHOST, 0))
+        listener.listen()
+        listener.settimeout(STEP)
+        with anyio.fail_after(STEP):
+            client = await TransportStream.connect(LOCALHOST, listener.getsockname()[1])
+        raw, _ = listener.accept()  # already connected: does not block
+        yield client, raw
+    finally:
+        if client is not None:
+            await _tear_down([client])
+        if raw is not None:
+            raw.close()
+        listener.close()
+
+
 async def _tear_down(stream_list: list[TransportStream]) -> None:
     for stream in stream_list:
         if not stream._closed:
@@ -694,16 +716,7 @@ async def test_tls_client_gets_data_with_the_servers_finished(
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_cert.configure_cert(context)
     context.maximum_version = ssl.TLSVersion.TLSv1_2
-    listener = socket.socket()
-    raw: socket.socket | None = None
-    client: TransportStream | None = None
-    try:
-        listener.bind((LOCALHOST, 0))
-        listener.listen()
-        listener.settimeout(STEP)
-        with anyio.fail_after(STEP):
-            client = await TransportStream.connect(LOCALHOST, listener.getsockname()[1])
-        raw, _ = listener.accept()  # already connected: does not block
+    async with raw_peer() as (client, raw):
         raw.setblocking(False)
         stream = client
         await in_parallel(
@@ -712,12 +725,6 @@ async def test_tls_client_gets_data_with_the_servers_finished(
                                      server_hostname="example.test"))
         assert client.extra(TLSAttribute.tls_version) == "TLSv1.2"
         assert await receive_exactly(client, 12) == b"hello client"
-    finally:
-        if client is not None:
-            await _tear_down([client])
-        if raw is not None:
-            raw.close()
-        listener.close()
 
 
 # -- TLS failures ----------------------------------------------------------------------------------
@@ -960,16 +967,7 @@ async def test_aclose_wakes_a_waiting_receiver() -> None:
 
 
 async def test_peer_reset_breaks_send_and_receive() -> None:
-    listener = socket.socket()
-    raw: socket.socket | None = None
-    client: TransportStream | None = None
-    try:
-        listener.bind((LOCALHOST, 0))
-        listener.listen()
-        listener.settimeout(STEP)
-        with anyio.fail_after(STEP):
-            client = await TransportStream.connect(LOCALHOST, listener.getsockname()[1])
-        raw, _ = listener.accept()  # already connected: does not block
+    async with raw_peer() as (client, raw):
         raw.sendall(b"before")
         assert await receive_exactly(client, 6) == b"before"
         hard_close(raw)
@@ -987,12 +985,6 @@ async def test_peer_reset_breaks_send_and_receive() -> None:
             await client.receive()
         with pytest.raises(anyio.BrokenResourceError):
             await client.send(b"again")
-    finally:
-        if client is not None:
-            await _tear_down([client])
-        if raw is not None:
-            raw.close()
-        listener.close()
 
 
 # -- connecting ------------------------------------------------------------------------------------
