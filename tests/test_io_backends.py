@@ -473,18 +473,8 @@ def test_https_big_upload_to_slow_reading_origin(start_proxy, origin_ca):
         sock.settimeout(TIMEOUT)
         head, rest = read_head(sock)
         length = int(head_fields(head)["content-length"])
-        digest, got = hashlib.sha256(rest), len(rest)
-        deadline = time.monotonic() + 90
-        reads = 0
-        while got < length and time.monotonic() < deadline:
-            chunk = sock.recv(min(8 * KIB, length - got))
-            if not chunk:
-                break
-            digest.update(chunk)
-            got += len(chunk)
-            reads += 1
-            if reads % 4 == 0:
-                time.sleep(0.002)
+        digest = hashlib.sha256()
+        got = read_slowly(sock, rest, digest, limit=length)
         seen.append((got, digest.hexdigest()))
         answer = json.dumps({"length": got, "sha256": digest.hexdigest()}).encode()
         sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -520,15 +510,15 @@ def test_https_with_curl(start_proxy, tls_origin, tmp_path):
 # -- 3. a download bigger than the read-ahead, to a slow reader ------------------------------
 
 
-def read_slowly(sock: socket.socket, first: bytes, digest: Any) -> int:
-    """Read to EOF in 8 KiB pieces with a short pause every 4 (bounded to 90 s); hash all of it
-    (``first`` included) into ``digest``; return the byte count."""
+def read_slowly(sock: socket.socket, first: bytes, digest: Any, limit: int | None = None) -> int:
+    """Read to EOF (or ``limit`` bytes in all) in 8 KiB pieces with a short pause every 4,
+    bounded to 90 s; hash all of it (``first`` included) into ``digest``; return the count."""
     digest.update(first)
     length = len(first)
     deadline = time.monotonic() + 90
     reads = 0
-    while time.monotonic() < deadline:
-        chunk = sock.recv(8 * KIB)
+    while (limit is None or length < limit) and time.monotonic() < deadline:
+        chunk = sock.recv(8 * KIB if limit is None else min(8 * KIB, limit - length))
         if not chunk:
             break
         digest.update(chunk)
