@@ -37,6 +37,7 @@ from nectoproxy.plugins import PluginHost
 from nectoproxy.proxy.http1 import (
     NOT_YET,
     HTTPConnection,
+    header_pairs,
     request_from_event,
     response_from_event,
     strip_hop_by_hop,
@@ -183,7 +184,7 @@ class ClientSession:
         if not expected or self.tunnel_target is not None:
             return True  # requests inside an authorized tunnel were authorized by its CONNECT
         given = b""
-        for name, value in event.headers:
+        for name, value in header_pairs(event.headers):
             if name == b"proxy-authorization":
                 scheme, _, token = value.partition(b" ")
                 if scheme.lower() == b"basic":
@@ -225,11 +226,12 @@ class ClientSession:
             return None
         assert type(event) is h11.Request
         # h11 only bounds a head that arrives in pieces; one that arrives whole is measured here.
-        if len(event.headers) > self.config.max_header_count:
-            await self._send_error(431, f"{len(event.headers)} header fields exceed "
+        pairs = header_pairs(event.headers)
+        if len(pairs) > self.config.max_header_count:
+            await self._send_error(431, f"{len(pairs)} header fields exceed "
                                         f"proxy.max_header_count ({self.config.max_header_count})")
             return None
-        size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+        size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in pairs)
         if size > self.config.max_header_size:
             await self._send_error(431, f"request head of {size} bytes exceeds "
                                         f"proxy.max_header_size ({self.config.max_header_size})")
@@ -272,7 +274,7 @@ class ClientSession:
             if self.tunnel_target is not None:
                 host, port = self.tunnel_target
                 return request_from_event(event, self.scheme, host, port)
-            host_header = dict(event.headers).get(b"host", b"").decode("latin-1")
+            host_header = dict(header_pairs(event.headers)).get(b"host", b"").decode("latin-1")
             try:
                 host, port = split_host_port(host_header, 80)
             except ValueError:
