@@ -510,7 +510,7 @@ class TLSInfo:
 _connection_ids = itertools.count(1)
 
 
-@dataclass
+@dataclass(slots=True)
 class Connection:
     """A client connection; handed to ``on_connect`` once when it opens and once per CONNECT.
 

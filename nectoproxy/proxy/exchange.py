@@ -83,6 +83,12 @@ def error_response(status: int, message: str) -> Response:
 class ClientSession:
     """Serves HTTP requests arriving on one client stream until it closes or must close."""
 
+    # One per client connection, kept while it idles: no per-instance dict.
+    __slots__ = ("_head_parts", "_pending_response", "_request_body_read",
+                 "_response_body_read", "_response_started", "client", "config", "connection",
+                 "early", "hooks", "idle", "idle_scope", "scheme", "server_name", "services",
+                 "tunnel_target", "upstream")
+
     def __init__(
         self,
         services: Services,
@@ -150,17 +156,20 @@ class ClientSession:
         takes it again with its next request), so idle clients hold none. One cancel scope
         with a deadline serves both ends: an idle connection should cost little memory.
         """
-        if self.client._native:  # the stream's own timer; stop_idle() closes the stream
+        stream = self.client.stream
+        if isinstance(stream, TransportStream):  # its own timer; stop_idle() closes it
             self.idle = True
             try:
                 if self.upstream is not None and not self.services.stopping:
                     await self._release_upstream()
-                await self.client.wait_for_data(self.config.idle_timeout)
-                return True
+                # Waiting right on the stream keeps an idle connection's stack short.
+                await stream.wait_readable(self.config.idle_timeout)
             except TimeoutError:
                 return False
             finally:
                 self.idle = False
+            await self.client.wait_for_data()  # returns at once: bytes or EOF are there
+            return True
         deadline = anyio.current_time() + self.config.idle_timeout
         with anyio.CancelScope(deadline=deadline) as self.idle_scope:
             if self.upstream is not None and not self.services.stopping:

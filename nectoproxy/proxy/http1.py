@@ -85,6 +85,8 @@ def http_version(raw: bytes) -> str:
 class HTTPConnection:
     """An h11 connection bound to an anyio byte stream."""
 
+    __slots__ = ("_head_state", "_native", "eof", "h11", "stream", "trailers")
+
     def __init__(self, stream: anyio.abc.ByteStream, role: Any, max_header_size: int) -> None:
         from nectoproxy.proxy.streams import TransportStream
 

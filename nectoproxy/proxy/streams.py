@@ -237,10 +237,11 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
             self._transport.resume_reading()
         return chunk  # type: ignore[return-value]  # bytes-like; callers copy or pass it on
 
-    async def wait_readable(self) -> None:
-        """Return once there is something to receive (bytes, end of stream or an error)."""
+    async def wait_readable(self, timeout: float | None = None) -> None:
+        """Return once there is something to receive (bytes, end of stream or an error);
+        TimeoutError if nothing came within ``timeout`` seconds."""
         while not self._pending and not self._eof and self._error is None and not self._closed:
-            await self._wait()
+            await self._wait(timeout)
 
     @property
     def quiet(self) -> bool:

@@ -61,6 +61,8 @@ class Target:
 class Upstream(HTTPConnection):
     """An HTTP/1.1 client connection to one origin."""
 
+    __slots__ = ("address", "requests_sent", "target", "via")
+
     def __init__(self, stream: anyio.abc.ByteStream, target: Target, max_header_size: int) -> None:
         super().__init__(stream, h11.CLIENT, max_header_size)
         self.target = target
