@@ -428,8 +428,9 @@ class ClientSession:
                 self.upstream.h11.start_next_cycle()
                 return self.upstream
             await self._release_upstream()
-        self.upstream = await self.services.pool.take(target) or await open_upstream(
-            target, self.config, self.services.upstream_tls)
+        pool = self.services.pool
+        self.upstream = await pool.take(target) or await open_upstream(
+            target, self.config, self.services.upstream_tls, pool)
         return self.upstream
 
     async def _release_upstream(self) -> None:
@@ -441,6 +442,7 @@ class ClientSession:
     async def _drop_upstream(self) -> None:
         if self.upstream is not None:
             upstream, self.upstream = self.upstream, None
+            self.services.pool.remember_session(upstream)
             await upstream.aclose()
 
     async def _send_request(self, upstream: Upstream, flow: Flow,

@@ -12,6 +12,7 @@ import os
 import socket
 import ssl
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -181,8 +182,10 @@ async def open_stream(host: str, port: int, config: ProxyConfig) -> anyio.abc.By
 
 
 async def open_upstream(
-    target: Target, config: ProxyConfig, tls_context: ssl.SSLContext
+    target: Target, config: ProxyConfig, tls_context: ssl.SSLContext,
+    pool: UpstreamPool | None = None,
 ) -> Upstream:
+    """A new connection to ``target``; TLS resumes a session ``pool`` kept for it, if any."""
     via = upstream_proxy_for(target.host, config)
     if via is not None and target.scheme == "http":
         # Plain HTTP goes to the upstream proxy in absolute form, with its credentials.
@@ -193,18 +196,22 @@ async def open_upstream(
         return upstream
     stream = await open_stream(target.host, target.port, config)
     if target.scheme == "https":
-        stream = await start_tls(stream, target, config.tls_handshake_timeout, tls_context)
+        session = pool.tls_session(target) if pool is not None else None
+        stream = await start_tls(stream, target, config.tls_handshake_timeout, tls_context,
+                                 session)
     return Upstream(stream, target, config.max_header_size)
 
 
 async def start_tls(
-    stream: anyio.abc.ByteStream, target: Target, timeout: float, context: ssl.SSLContext
+    stream: anyio.abc.ByteStream, target: Target, timeout: float, context: ssl.SSLContext,
+    session: ssl.SSLSession | None = None,
 ) -> anyio.abc.ByteStream:
     name = target.server_name
     try:
         with anyio.fail_after(timeout):
             if isinstance(stream, TransportStream):
-                await stream.start_tls(context, server_side=False, server_hostname=name)
+                await stream.start_tls(context, server_side=False, server_hostname=name,
+                                       session=session)
                 return stream
             return await TLSStream.wrap(
                 stream,
@@ -254,7 +261,7 @@ class EarlyUpstream:
                       tls_context: ssl.SSLContext) -> None:
         try:
             upstream = await pool.take(self.target) or await open_upstream(
-                self.target, config, tls_context)
+                self.target, config, tls_context, pool)
         except UpstreamError as exc:
             self.error = exc
         else:
@@ -284,6 +291,10 @@ class EarlyUpstream:
 
 
 
+#: Origins whose latest TLS session is kept for resumption.
+MAX_TLS_SESSIONS = 1024
+
+
 class UpstreamPool:
     """Idle origin connections shared by all clients, so a client that comes back, or a new
     one, skips the TCP (and TLS) handshake; and idle clients do not each hold an origin
@@ -295,8 +306,28 @@ class UpstreamPool:
         self.per_target = per_target
         self.idle_timeout = idle_timeout
         self._idle: dict[Target, list[tuple[float, Upstream]]] = {}
+        #: The latest TLS session of each origin, offered when a new connection is made to
+        #: it (an abbreviated handshake: no certificate chain to send and verify again).
+        self._tls_sessions: OrderedDict[Target, ssl.SSLSession] = OrderedDict()
+
+    def tls_session(self, target: Target) -> ssl.SSLSession | None:
+        return self._tls_sessions.get(target)
+
+    def remember_session(self, upstream: Upstream) -> None:
+        """Keep ``upstream``'s TLS session for the next new connection to its origin."""
+        stream = upstream.stream
+        sslobj = stream.ssl_object if isinstance(stream, TransportStream) else None
+        session = sslobj.session if sslobj is not None else None
+        if session is None or not session.has_ticket and not session.id:
+            return
+        sessions = self._tls_sessions
+        sessions[upstream.target] = session
+        sessions.move_to_end(upstream.target)
+        while len(sessions) > MAX_TLS_SESSIONS:
+            sessions.popitem(last=False)
 
     async def put(self, upstream: Upstream) -> None:
+        self.remember_session(upstream)
         idle = self._idle.setdefault(upstream.target, [])
         if not upstream.reusable or len(idle) >= self.per_target:
             await upstream.aclose()
