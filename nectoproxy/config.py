@@ -95,7 +95,8 @@ class ProxyConfig:
     )
     max_connections: int = _opt(1024, "Most client connections served at once (per worker).")
     workers: int = _opt(
-        1, "Processes sharing the listening port (SO_REUSEPORT, Linux); 0 = one per CPU core."
+        1, "Processes sharing the listening port (SO_REUSEPORT, Linux); 0 or \"auto\" = one per "
+        "CPU core."
     )
     onboarding_host: str = _opt(
         "necto.setup", "Host name whose plain-HTTP pages serve the CA certificate and setup steps."
@@ -200,6 +201,8 @@ def _from_env_text(text: str, tp: Any, where: str) -> Any:
             return False
         raise ConfigError(f"{where}: expected true or false, got {text!r}")
     if tp in (int, float):
+        if where.endswith("NECTOPROXY_PROXY_WORKERS") and text.strip() == "auto":
+            return 0
         try:
             return tp(text)
         except ValueError:
@@ -239,6 +242,11 @@ def config_from_dict(
                 raise ConfigError(
                     f"{where}: unknown key {name}.{key} (known: {', '.join(types_)})"
                 )
+            if (name, key) == ("proxy", "workers") and isinstance(value, str):
+                if value != "auto":
+                    raise ConfigError(f"{where}: proxy.workers: expected an integer or "
+                                      f"\"auto\", got {value!r}")
+                value = 0  # one per CPU core
             values[key] = _check(value, types_[key], f"{where}: {name}.{key}")
         sections[name] = cls(**values)
     config = Config(**sections, plugin_options=plugin_options, source=source, home=home)
@@ -271,7 +279,7 @@ def _validate_values(config: Config, where: str) -> None:
     if p.proxy_auth and ":" not in p.proxy_auth:
         raise ConfigError(f"{where}: proxy.proxy_auth: expected \"user:password\"")
     if p.workers < 0:
-        raise ConfigError(f"{where}: proxy.workers must be 0 (one per core) or more")
+        raise ConfigError(f"{where}: proxy.workers must be \"auto\" or 0 (one per core), or more")
     if p.max_body_size < 0:
         raise ConfigError(f"{where}: proxy.max_body_size must not be negative")
     for key in ("max_header_size", "max_header_count", "max_connections"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nectoproxy.config import load_config
+from nectoproxy.config import config_from_dict, load_config
 from nectoproxy.errors import ConfigError
 
 
@@ -99,3 +99,11 @@ def test_startup_error_is_a_message_not_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "oops.py (line 1): ModuleNotFoundError" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_workers_auto_means_one_per_core(monkeypatch):
+    assert config_from_dict({"proxy": {"workers": "auto"}}).proxy.workers == 0
+    monkeypatch.setenv("NECTOPROXY_PROXY_WORKERS", "auto")
+    assert load_config(use_file=False).proxy.workers == 0
+    with pytest.raises(ConfigError, match='proxy.workers: expected an integer or "auto"'):
+        config_from_dict({"proxy": {"workers": "many"}})
