@@ -62,12 +62,14 @@ class Target:
 class Upstream(HTTPConnection):
     """An HTTP/1.1 client connection to one origin."""
 
-    __slots__ = ("address", "requests_sent", "target", "via")
+    __slots__ = ("address", "requests_sent", "session_saved", "target", "via")
 
     def __init__(self, stream: anyio.abc.ByteStream, target: Target, max_header_size: int) -> None:
         super().__init__(stream, h11.CLIENT, max_header_size)
         self.target = target
         self.requests_sent = 0
+        #: Whether the pool has taken this connection's TLS session already.
+        self.session_saved = False
         #: Set when plain HTTP is sent through an upstream proxy (absolute-form targets).
         self.via: UpstreamProxy | None = None
         self.address: tuple[str, int] | None = None
@@ -314,7 +316,15 @@ class UpstreamPool:
         return self._tls_sessions.get(target)
 
     def remember_session(self, upstream: Upstream) -> None:
-        """Keep ``upstream``'s TLS session for the next new connection to its origin."""
+        """Keep ``upstream``'s TLS session for the next new connection to its origin.
+
+        Once per connection (after its first response, which brought the TLS 1.3 tickets):
+        Python's ``SSLObject.session`` copies the session by encoding and decoding it, peer
+        certificate and all, which costs more than a whole request.
+        """
+        if upstream.session_saved:
+            return
+        upstream.session_saved = True
         stream = upstream.stream
         sslobj = stream.ssl_object if isinstance(stream, TransportStream) else None
         session = sslobj.session if sslobj is not None else None
