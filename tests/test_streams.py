@@ -295,6 +295,16 @@ async def tls_pair(box: Loopback, client_context: ssl.SSLContext, server_context
 # -- plain streams ---------------------------------------------------------------------------------
 
 
+async def test_both_ends_send_without_nagle() -> None:
+    """TCP_NODELAY on accepted and connected sockets (asyncio does not set it on accepted ones):
+    a small write must not wait for the peer's delayed ACK."""
+    async with loopback() as box:
+        client, server = await box.pair()
+        for stream in (client, server):
+            raw = stream.extra(SocketAttribute.raw_socket)
+            assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
 async def test_echo_random_sizes() -> None:
     data = payload(6 * MiB + 12345, seed=1)
     async with loopback() as box:

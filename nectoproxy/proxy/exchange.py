@@ -153,8 +153,9 @@ class ClientSession:
         """Wait for the next request; False after ``idle_timeout``, or if the proxy stops.
 
         The origin connection goes back to the shared pool meanwhile (the client most likely
-        takes it again with its next request), so idle clients hold none. One cancel scope
-        with a deadline serves both ends: an idle connection should cost little memory.
+        takes it again with its next request), so idle clients hold none. An idle connection
+        should cost little memory: a native stream waits with the loop's own timer, and
+        anyio's streams with one cancel scope (its deadline, or stop_idle()).
         """
         stream = self.client.stream
         if isinstance(stream, TransportStream):  # its own timer; stop_idle() closes it

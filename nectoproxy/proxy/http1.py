@@ -147,10 +147,10 @@ class HTTPConnection:
         data, closed = self.h11.trailing_data
         return bool(data) or closed
 
-    async def wait_for_data(self, timeout: float | None = None) -> None:
+    async def wait_for_data(self) -> None:
         """Return once some bytes of the next message are buffered (or the peer closed)."""
         if not self.has_buffered_data:
-            await self._receive(timeout)
+            await self._receive()
 
     async def _receive(self, timeout: float | None = None) -> None:
         """Read once into h11; TimeoutError if nothing came within ``timeout`` seconds."""

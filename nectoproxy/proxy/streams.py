@@ -131,6 +131,14 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self._transport = transport
         transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
+        # No Nagle: a small write (a response head, a chunk) must not wait for an ACK.
+        # uvloop sets this on every TCP socket, asyncio not on accepted ones.
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass  # already closed by the peer: nothing will be sent anyway
         on_connect, self._on_connect = self._on_connect, None
         if on_connect is not None:
             on_connect(self)
