@@ -29,7 +29,6 @@ from typing import Any, cast
 
 import anyio
 import anyio.abc
-import sniffio
 from anyio.streams.tls import TLSAttribute
 
 #: Stop reading the socket once this many received bytes wait unread; resume below READ_LOW.
@@ -54,9 +53,10 @@ def native() -> bool:
     if not enabled:
         return False
     try:
-        return sniffio.current_async_library() == "asyncio"
-    except sniffio.AsyncLibraryNotFoundError:
+        asyncio.get_running_loop()  # (on trio there is none)
+    except RuntimeError:
         return False
+    return True
 
 
 class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
