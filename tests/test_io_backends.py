@@ -25,6 +25,7 @@ from typing import Any
 import anyio.abc
 import pytest
 from anyio.streams.tls import TLSStream
+from wire import UPGRADE_REQUEST, read_head, recv_exactly, upgrade_echo
 
 from nectoproxy.proxy import streams
 from nectoproxy.proxy.streams import TransportStream
@@ -78,31 +79,10 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_head(sock: socket.socket, initial: bytes = b"") -> tuple[bytes, bytes]:
-    data = initial
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, data
-        data += chunk
-        assert len(data) < 1 * MIB, data[:200]
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return head, rest
-
-
 def head_fields(head: bytes) -> dict[str, str]:
     lines = head.decode("latin-1").split("\r\n")[1:]
     return {name.strip().lower(): value.strip()
             for name, _, value in (line.partition(":") for line in lines)}
-
-
-def recv_exactly(sock: socket.socket, n: int, initial: bytes = b"") -> bytes:
-    data = bytearray(initial)
-    while len(data) < n:
-        chunk = sock.recv(min(65536, n - len(data)))
-        assert chunk, f"connection closed after {len(data)} of {n} bytes"
-        data += chunk
-    assert len(data) == n, f"{len(data) - n} bytes too many"
-    return bytes(data)
 
 
 def read_response(sock: socket.socket, initial: bytes = b"") -> tuple[bytes, bytes, bytes]:
@@ -641,25 +621,6 @@ def test_opaque_tunnel_passes_half_close(start_proxy):
 
 
 # -- 5. Upgrade relay -------------------------------------------------------------------------
-
-
-UPGRADE_REQUEST = ("GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                   "Sec-WebSocket-Version: 13\r\n\r\n")
-
-
-def upgrade_echo(sock: socket.socket) -> None:
-    """Accepts an Upgrade, says "hello", then echoes every byte upper-cased until EOF."""
-    sock.settimeout(TIMEOUT)
-    head, rest = read_head(sock)
-    assert b"upgrade: websocket" in head.lower() and b"connection: upgrade" in head.lower()
-    sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: dummy\r\n\r\nhello")
-    if rest:
-        sock.sendall(rest.upper())
-    while chunk := sock.recv(65536):
-        sock.sendall(chunk.upper())
-    sock.sendall(b"BYE")
 
 
 def exchange_upgraded(sock: socket.socket) -> None:

@@ -9,46 +9,10 @@ import threading
 import time
 
 import pytest
+from wire import UPGRADE_REQUEST, read_head, recv_exactly, upgrade_echo
 
 from nectoproxy.testing import RunningProxy, proxy_config
 from nectoproxy.testing.origin import RawServer, free_port
-
-
-def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        assert chunk, data
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return head, rest
-
-
-def recv_exactly(sock: socket.socket, n: int, initial: bytes = b"") -> bytes:
-    data = initial
-    while len(data) < n:
-        chunk = sock.recv(65536)
-        assert chunk, data
-        data += chunk
-    return data
-
-
-def upgrade_echo(sock: socket.socket) -> None:
-    """An origin that accepts an Upgrade and then echoes every byte back (upper-cased)."""
-    sock.settimeout(10)
-    head, rest = read_head(sock)
-    assert b"upgrade: websocket" in head.lower() and b"connection: upgrade" in head.lower()
-    sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: dummy\r\n\r\nhello")
-    if rest:
-        sock.sendall(rest.upper())
-    while chunk := sock.recv(65536):
-        sock.sendall(chunk.upper())
-
-
-UPGRADE_REQUEST = (b"GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-                   b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                   b"Sec-WebSocket-Version: 13\r\n\r\n")
 
 
 def test_websocket_upgrade_relays_both_ways(make_proxy):
@@ -61,8 +25,8 @@ def test_websocket_upgrade_relays_both_ways(make_proxy):
     with RawServer(upgrade_echo) as origin, make_proxy(plugins=[Watch()]) as proxy:
         url = f"http://127.0.0.1:{origin.port}/chat"
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-            sock.sendall(UPGRADE_REQUEST.replace(b"{target}", url.encode())
-                         .replace(b"{host}", f"127.0.0.1:{origin.port}".encode()))
+            sock.sendall(UPGRADE_REQUEST.format(target=url, host=f"127.0.0.1:{origin.port}")
+                         .encode())
             head, rest = read_head(sock)
             assert head.startswith(b"HTTP/1.1 101")
             assert b"sec-websocket-accept: dummy" in head.lower()
@@ -86,8 +50,7 @@ def test_websocket_upgrade_inside_intercepted_tls(make_proxy, origin_ca):
         assert head.startswith(b"HTTP/1.1 200")
         client_context = ssl.create_default_context(cafile=str(proxy.ca_path))
         with client_context.wrap_socket(sock, server_hostname="localhost") as tls:
-            tls.sendall(UPGRADE_REQUEST.replace(b"{target}", b"/chat")
-                        .replace(b"{host}", b"localhost"))
+            tls.sendall(UPGRADE_REQUEST.format(target="/chat", host="localhost").encode())
             head, rest = read_head(tls)
             assert head.startswith(b"HTTP/1.1 101")
             assert recv_exactly(tls, 5, rest) == b"hello"
@@ -97,8 +60,7 @@ def test_websocket_upgrade_inside_intercepted_tls(make_proxy, origin_ca):
 
 def test_upgrade_refused_by_origin_is_a_normal_response(proxy, origin):
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-        sock.sendall(UPGRADE_REQUEST.replace(b"{target}", f"{origin.url}/json".encode())
-                     .replace(b"{host}", b"x"))
+        sock.sendall(UPGRADE_REQUEST.format(target=f"{origin.url}/json", host="x").encode())
         head, rest = read_head(sock)
         assert head.startswith(b"HTTP/1.1 200")
         assert recv_exactly(sock, 26, rest) == b'{"hello": "world", "n": 1}'
