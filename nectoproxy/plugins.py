@@ -365,7 +365,7 @@ class _Timed:
             self._report(time.perf_counter() - started)
             try:
                 send, error = (yield yielded), None
-            except BaseException as exc:  # cancellation must reach the coroutine
+            except BaseException as exc:  # noqa: BLE001 - cancellation must reach the coroutine
                 send, error = None, exc
 
 

@@ -37,6 +37,7 @@ def test_cli_serves_logs_and_shuts_down(tmp_path, origin):
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, stderr
+    assert stderr.count("listening on") == 1, stderr
     assert f"NectoProxy listening on 127.0.0.1:{port}" in stderr
     assert f"GET {origin.url}/json -> 200" in stderr
     assert (tmp_path / "certs" / "ca.pem").is_file()

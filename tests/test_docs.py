@@ -7,7 +7,7 @@ import inspect
 from pathlib import Path
 
 from nectoproxy import hookspecs
-from nectoproxy.config import SECTIONS, default_config_text, config_from_dict
+from nectoproxy.config import SECTIONS, config_from_dict, default_config_text
 from nectoproxy.plugins import PluginHost, hook_names
 from nectoproxy.testing import proxy_config
 

@@ -95,9 +95,9 @@ def test_https_download_and_upload_byte_exact(proxy, tls_origin, chunked):
 def test_untrusted_upstream_is_502_naming_the_reason(make_proxy):
     import trustme
 
-    with Origin(tls=True, ca=trustme.CA()) as stranger, make_proxy() as proxy:
-        with proxy.client() as client:
-            response = client.get(f"https://localhost:{stranger.port}/")
+    with (Origin(tls=True, ca=trustme.CA()) as stranger, make_proxy() as proxy,
+          proxy.client() as client):
+        response = client.get(f"https://localhost:{stranger.port}/")
     assert response.status_code == 502
     assert "certificate verification failed for localhost" in response.text
     assert "self-signed" in response.text or "unable to get local issuer" in response.text

@@ -8,6 +8,7 @@ import socket
 import time
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 
@@ -162,10 +163,10 @@ def test_kill_drops_the_connection(make_proxy, origin):
         def on_error(self, flow, error):
             errors.append(error)
 
-    with make_proxy(plugins=[Killer()]) as proxy:
-        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-            sock.sendall(f"GET {origin.url}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            assert sock.recv(4096) == b""
+    with (make_proxy(plugins=[Killer()]) as proxy,
+          socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock):
+        sock.sendall(f"GET {origin.url}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert sock.recv(4096) == b""
     assert errors == ["killed by a plugin"]
     assert origin.requests == []
 
@@ -259,8 +260,8 @@ def test_blocking_plugin_is_reported(make_proxy, origin, caplog):
         name = "slowpoke"
 
         async def on_request(self, flow):
-            await anyio.sleep(0)
-            time.sleep(0.3)  # blocks the event loop
+            await anyio.lowlevel.checkpoint()
+            time.sleep(0.3)  # noqa: ASYNC251 - blocks the event loop on purpose
 
     config = {"plugins": {"slow_hook_ms": 100}}
     with make_proxy(plugins=[Slow()], config=config) as proxy, proxy.client() as client:
@@ -295,9 +296,8 @@ def test_script_import_error_names_file_and_line(tmp_path):
 
 def test_plugin_table_for_unknown_plugin_is_an_error(tmp_path):
     config = proxy_config(tmp_path, "", {"plugins": {"nosuch": {"a": 1}}})
-    with pytest.raises(ConfigError, match=r"\[plugins.nosuch\]"):
-        with RunningProxy(config):
-            pass
+    with pytest.raises(ConfigError, match=r"\[plugins.nosuch\]"), RunningProxy(config):
+        pass
 
 
 def test_on_configure_rejects_bad_option(tmp_path):
@@ -309,9 +309,9 @@ def test_on_configure_rejects_bad_option(tmp_path):
                 raise ConfigError("[plugins.strict] limit: expected an integer")
 
     config = proxy_config(tmp_path, "", {"plugins": {"strict": {"limit": "ten"}}})
-    with pytest.raises(ConfigError, match="limit: expected an integer"):
-        with RunningProxy(config, plugins=[Strict()]):
-            pass
+    with (pytest.raises(ConfigError, match="limit: expected an integer"),
+          RunningProxy(config, plugins=[Strict()])):
+        pass
 
 
 def test_script_via_config_and_hot_reload(make_proxy, origin, tmp_path):
@@ -449,7 +449,7 @@ def test_on_response_headers_sets_async_chunk_filters_without_buffering(make_pro
 
             async def pace(chunk: bytes) -> bytes:
                 seen.append(len(chunk))
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
                 return chunk
 
             flow.response.chunk_filters.append(pace)
@@ -476,7 +476,7 @@ def test_chunk_filter_may_yield_slices_and_keep_the_length(make_proxy, origin):
             async def pace(chunk: bytes):
                 for start in range(0, len(chunk), 10_000):
                     slices.append(len(chunk[start:start + 10_000]))
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
                     yield chunk[start:start + 10_000]
 
             flow.response.chunk_filters.append(pace)

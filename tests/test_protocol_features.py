@@ -155,18 +155,18 @@ def test_too_many_headers_is_431(make_proxy, origin):
 
 
 def test_max_body_size(make_proxy, origin):
-    with make_proxy(config={"proxy": {"max_body_size": 100_000}}) as proxy:
-        with proxy.client() as client:
-            too_big = client.post(origin.url + "/upload", content=b"x" * 200_000)
-            assert too_big.status_code == 413
-            chunked = client.post(origin.url + "/upload",
-                                  content=iter([b"y" * 60_000, b"y" * 60_000]))
-            assert chunked.status_code == 413
-            fits = client.post(origin.url + "/upload", content=b"z" * 1000)
-            assert fits.json()["length"] == 1000
-            big_response = client.get(origin.url + "/bytes/200000")
-            assert big_response.status_code == 502
-            assert "max_body_size" in big_response.text
+    with (make_proxy(config={"proxy": {"max_body_size": 100_000}}) as proxy,
+          proxy.client() as client):
+        too_big = client.post(origin.url + "/upload", content=b"x" * 200_000)
+        assert too_big.status_code == 413
+        chunked = client.post(origin.url + "/upload",
+                              content=iter([b"y" * 60_000, b"y" * 60_000]))
+        assert chunked.status_code == 413
+        fits = client.post(origin.url + "/upload", content=b"z" * 1000)
+        assert fits.json()["length"] == 1000
+        big_response = client.get(origin.url + "/bytes/200000")
+        assert big_response.status_code == 502
+        assert "max_body_size" in big_response.text
 
 
 def test_options_asterisk_in_absolute_form(proxy, origin):

@@ -13,7 +13,7 @@ import logging
 import ssl
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import anyio.abc
@@ -68,7 +68,7 @@ class Proxy:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Proxy:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -109,7 +109,8 @@ class Proxy:
         except BaseException:
             await self.stop(call_on_stop=False)
             raise
-        log.info("NectoProxy listening on %s:%s (CA: %s)", *self.address, certs.ca_path)
+        # The CLI prints the banner; a library user can log at debug level to see this.
+        log.debug("listening on %s:%s (CA: %s)", *self.address, certs.ca_path)
 
     async def _serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         assert self._listener is not None and self._connections is not None
