@@ -17,11 +17,11 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def quick_start(text: str) -> tuple[str, str]:
     """The (start, test) commands: the first two shell blocks under ``## Quick start``."""
-    section = re.search(r"^## Quick start\n(.*?)(?=^## )", text, re.S | re.M)
+    section = re.search(r"^## Quick start\n(.*?)(?=^## )", text, re.DOTALL | re.MULTILINE)
     if section is None:
         raise SystemExit("README.md has no '## Quick start' section")
     blocks = [block.strip() for block in
-              re.findall(r"^```(?:sh|bash|shell)\n(.*?)^```", section.group(1), re.S | re.M)]
+              re.findall(r"^```(?:sh|bash|shell)\n(.*?)^```", section.group(1), re.DOTALL | re.MULTILINE)]
     if len(blocks) < 2 or any("\n" in block for block in blocks[:2]):
         raise SystemExit("README.md's quick start must have two one-line sh blocks")
     start, test = blocks[:2]
