@@ -62,13 +62,15 @@ class Target:
 class Upstream(HTTPConnection):
     """An HTTP/1.1 client connection to one origin."""
 
-    __slots__ = ("address", "requests_sent", "session_saved", "target", "via")
+    __slots__ = ("address", "requests_sent", "session_offered", "session_saved", "target", "via")
 
     def __init__(self, stream: anyio.abc.ByteStream, target: Target, max_header_size: int) -> None:
         super().__init__(stream, h11.CLIENT, max_header_size)
         self.target = target
         self.requests_sent = 0
-        #: Whether the pool has taken this connection's TLS session already.
+        #: Whether a kept TLS session was offered in its handshake; whether the pool has
+        #: learnt from that handshake already.
+        self.session_offered = False
         self.session_saved = False
         #: Set when plain HTTP is sent through an upstream proxy (absolute-form targets).
         self.via: UpstreamProxy | None = None
@@ -197,11 +199,14 @@ async def open_upstream(
         upstream.via = via
         return upstream
     stream = await open_stream(target.host, target.port, config)
+    session = None
     if target.scheme == "https":
         session = pool.tls_session(target) if pool is not None else None
         stream = await start_tls(stream, target, config.tls_handshake_timeout, tls_context,
                                  session)
-    return Upstream(stream, target, config.max_header_size)
+    upstream = Upstream(stream, target, config.max_header_size)
+    upstream.session_offered = session is not None
+    return upstream
 
 
 async def start_tls(
@@ -293,8 +298,79 @@ class EarlyUpstream:
 
 
 
-#: Origins whose latest TLS session is kept for resumption.
-MAX_TLS_SESSIONS = 1024
+class TLSSessions:
+    """The TLS session offered to each origin when a new connection to it is made.
+
+    A session is read from a connection only after a full handshake, and then offered for as
+    long as the origin accepts it and it has not expired (a TLS 1.2 session or a TLS 1.3 ticket
+    may be resumed many times). Reading ``SSLObject.session`` is costly: CPython copies the
+    session through DER, peer certificate and all, and CPython 3.10 to 3.13.0 leak that copy
+    (about 6.5 KiB) on every read (CPython gh-116810). Reading it once per connection made the
+    proxy grow by that much every time an origin closed a connection. So an origin that offers
+    nothing resumable, or refuses twice in a row what it issued, is not asked again for
+    :data:`BACKOFF` seconds, and every table here is bounded.
+    """
+
+    #: Origins whose session is kept (least recently stored dropped first).
+    CAPACITY = 1024
+    #: How long an origin that does not resume is left alone.
+    BACKOFF = 3600.0
+
+    def __init__(self) -> None:
+        self._sessions: OrderedDict[Target, ssl.SSLSession] = OrderedDict()
+        self._refusals: dict[Target, int] = {}
+        self._quiet_until: OrderedDict[Target, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def offer(self, target: Target) -> ssl.SSLSession | None:
+        """The session to offer on a new connection to ``target``, if a valid one is kept."""
+        session = self._sessions.get(target)
+        if session is not None and _expired(session):
+            del self._sessions[target]
+            return None
+        return session
+
+    def learn(self, target: Target, sslobj: ssl.SSLObject, offered: bool) -> None:
+        """After a connection's first response (TLS 1.3 tickets come with it): keep its session
+        if the handshake was a full one, ``offered`` telling whether one was offered."""
+        if sslobj.session_reused:
+            self._refusals.pop(target, None)
+            return
+        now = time.time()
+        if self._quiet_until.get(target, 0.0) > now:
+            return
+        session = sslobj.session
+        if session is None or not (session.has_ticket or session.id):
+            self._sessions.pop(target, None)
+            self._back_off(target, now)
+            return
+        if offered:
+            refusals = self._refusals[target] = self._refusals.get(target, 0) + 1
+            if refusals >= 2:  # it refuses what it issues (servers with different keys)
+                self._sessions.pop(target, None)
+                self._back_off(target, now)
+                return
+        self._sessions[target] = session
+        self._sessions.move_to_end(target)
+        while len(self._sessions) > self.CAPACITY:
+            dropped, _ = self._sessions.popitem(last=False)
+            self._refusals.pop(dropped, None)
+
+    def _back_off(self, target: Target, now: float) -> None:
+        self._refusals.pop(target, None)
+        self._quiet_until[target] = now + self.BACKOFF
+        self._quiet_until.move_to_end(target)
+        while len(self._quiet_until) > self.CAPACITY:
+            self._quiet_until.popitem(last=False)
+
+
+def _expired(session: ssl.SSLSession) -> bool:
+    lifetime = session.timeout
+    if session.has_ticket and session.ticket_lifetime_hint:
+        lifetime = min(lifetime, session.ticket_lifetime_hint)
+    return time.time() >= session.time + lifetime - 5  # (not one that expires in flight)
 
 
 class UpstreamPool:
@@ -308,33 +384,23 @@ class UpstreamPool:
         self.per_target = per_target
         self.idle_timeout = idle_timeout
         self._idle: dict[Target, list[tuple[float, Upstream]]] = {}
-        #: The latest TLS session of each origin, offered when a new connection is made to
-        #: it (an abbreviated handshake: no certificate chain to send and verify again).
-        self._tls_sessions: OrderedDict[Target, ssl.SSLSession] = OrderedDict()
+        #: Sessions offered when a new connection is made to an origin seen before (an
+        #: abbreviated handshake: no certificate chain to send and verify again).
+        self.tls_sessions = TLSSessions()
 
     def tls_session(self, target: Target) -> ssl.SSLSession | None:
-        return self._tls_sessions.get(target)
+        return self.tls_sessions.offer(target)
 
     def remember_session(self, upstream: Upstream) -> None:
-        """Keep ``upstream``'s TLS session for the next new connection to its origin.
-
-        Once per connection (after its first response, which brought the TLS 1.3 tickets):
-        Python's ``SSLObject.session`` copies the session by encoding and decoding it, peer
-        certificate and all, which costs more than a whole request.
-        """
+        """Learn from ``upstream``'s TLS handshake, once per connection (after its first
+        response, which brought the TLS 1.3 tickets)."""
         if upstream.session_saved:
             return
         upstream.session_saved = True
         stream = upstream.stream
         sslobj = stream.ssl_object if isinstance(stream, TransportStream) else None
-        session = sslobj.session if sslobj is not None else None
-        if session is None or not session.has_ticket and not session.id:
-            return
-        sessions = self._tls_sessions
-        sessions[upstream.target] = session
-        sessions.move_to_end(upstream.target)
-        while len(sessions) > MAX_TLS_SESSIONS:
-            sessions.popitem(last=False)
+        if sslobj is not None:
+            self.tls_sessions.learn(upstream.target, sslobj, upstream.session_offered)
 
     async def put(self, upstream: Upstream) -> None:
         self.remember_session(upstream)
