@@ -12,6 +12,7 @@ import base64
 import hmac
 import inspect
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -84,10 +85,10 @@ class ClientSession:
     """Serves HTTP requests arriving on one client stream until it closes or must close."""
 
     # One per client connection, kept while it idles: no per-instance dict.
-    __slots__ = ("_head_parts", "_pending_response", "_request_body_read",
-                 "_response_body_read", "_response_started", "client", "config", "connection",
-                 "early", "hooks", "idle", "idle_scope", "scheme", "server_name", "services",
-                 "tunnel_target", "upstream")
+    __slots__ = ("_client_gone", "_flow_scope", "_head_parts", "_pending_response",
+                 "_request_body_read", "_response_body_read", "_response_started", "client",
+                 "config", "connection", "early", "hooks", "idle", "idle_scope", "scheme",
+                 "server_name", "services", "tunnel_target", "upstream")
 
     def __init__(
         self,
@@ -118,6 +119,12 @@ class ClientSession:
         self._head_parts: list[bytes] = []
         self._request_body_read = 0
         self._response_body_read = 0
+        #: The running flow's cancel scope: cancelled when the client goes away meanwhile.
+        self._flow_scope: anyio.CancelScope | None = None
+        #: Why the client went away during the running flow (see _client_ended), if it did.
+        self._client_gone: str | None = None
+        if isinstance(stream, TransportStream):
+            stream.on_peer_end = self._client_ended
 
     # -- the request loop --------------------------------------------------------------------
 
@@ -257,26 +264,101 @@ class ClientSession:
             await self._send_error(exc.status, str(exc))
             return False
         flow = Flow(self.connection, request)
+        scope = self._flow_scope = anyio.CancelScope()
         try:
-            await self._handle(flow)
-            return True
+            if isinstance(self.client.stream, TransportStream):
+                with scope:  # (cancelled by _client_ended)
+                    await self._handle(flow)
+            else:
+                failure: Exception | None = None
+                async with anyio.create_task_group() as watch:
+                    watch.start_soon(self._poll_client, scope)
+                    try:
+                        with scope:
+                            await self._handle(flow)
+                    except Exception as exc:  # noqa: BLE001 - raised below, not in a group
+                        failure = exc
+                    finally:
+                        watch.cancel_scope.cancel()
+                if failure is not None:
+                    raise failure
+            if self._client_gone is None:
+                return True
+            raise ClientDisconnected(self._client_gone)
         except FlowKilled:
             flow.error = flow.kill_reason
         except NectoProxyError as exc:
-            flow.error = str(exc)
-            if not self._response_started and not isinstance(exc, ClientDisconnected):
-                flow.response = error_response(exc.status, str(exc))
+            # What failed after the client went away is a consequence, not the cause.
+            error = exc if self._client_gone is None else ClientDisconnected(self._client_gone)
+            flow.error = str(error)
+            if not self._response_started and not isinstance(error, ClientDisconnected):
+                flow.response = error_response(error.status, str(error))
                 await self._send_response(flow.response)
         except h11.ProtocolError as exc:  # a peer broke HTTP in a way not caught earlier
             flow.error = f"protocol error: {exc}"
             if not self._response_started:
                 flow.response = error_response(502, f"cannot forward the request: {exc}")
                 await self._send_response(flow.response)
+        finally:
+            self._flow_scope = None
         flow.timestamp_end = time.time()
         log.debug("flow %s failed: %s", flow.request.url, flow.error)
         if self.hooks.has("on_error"):
             await self.hooks.call("on_error", flow=flow, error=flow.error)
         return False
+
+    def _client_ended(self, reset: bool) -> None:
+        """The client's stream says it reset, or ended its side (see TransportStream).
+
+        While a flow runs (connecting to the origin, waiting for it, in a plugin, streaming a
+        body) that flow is cancelled at once, and its origin connection closed with it; but a
+        client that half-closes after a whole request still gets its answer. Between requests
+        the idle wait sees the end by itself.
+        """
+        scope = self._flow_scope
+        if scope is None or self._client_gone is not None or \
+                (not reset and self._request_complete()):
+            return
+        self._client_gone = "client reset the connection" if reset else \
+            "client closed the connection mid-body"
+        scope.cancel()
+
+    def _request_complete(self) -> bool:
+        """Whether the request's body has been, or could still be, read whole from what the
+        client sent (bytes received but not read yet included)."""
+        connection = self.client.h11
+        if connection.their_state is not h11.SEND_BODY:
+            return True
+        stream = self.client.stream
+        assert isinstance(stream, TransportStream)
+        buffered = len(connection._receive_buffer) + stream.buffered
+        remaining = getattr(connection._reader, "_remaining", None)
+        if isinstance(remaining, int):  # Content-Length
+            return buffered >= remaining
+        tail = bytes(connection._receive_buffer)[-5:] + stream.buffered_tail(5)
+        return tail.endswith(b"\r\n\r\n")  # chunked: the last chunk and trailers came
+
+    async def _poll_client(self, scope: anyio.CancelScope) -> None:
+        """For anyio's streams, which report nothing by themselves: a reset of the client's
+        socket cancels the flow, found by peeking at it four times a second."""
+        raw = self.client.stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        if raw is None:
+            return
+        while True:
+            await anyio.sleep(0.25)
+            if raw.fileno() < 0:
+                return
+            sock = socket.socket(fileno=raw.fileno())
+            try:
+                sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            except OSError:
+                self._client_gone = "client reset the connection"
+                scope.cancel()
+                return
+            finally:
+                sock.detach()
 
     def _make_request(self, event: h11.Request) -> Request:
         target = event.target

@@ -247,6 +247,8 @@ class Proxy:
             try:
                 peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
             except (OSError, anyio.TypedAttributeLookupError):
+                peer = None
+            if not peer:
                 return  # the client reset before we looked: nothing to serve
             client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else (str(peer), 0)
             pause_until_read(stream)

@@ -81,6 +81,7 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
         "_transport",
         "_waiter",
         "_writing_paused",
+        "on_peer_end",
     )
 
     def __init__(self, on_connect: Callable[[TransportStream], None] | None = None) -> None:
@@ -102,6 +103,10 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
         self._outgoing: ssl.MemoryBIO | None = None
         self._handshaking = False
         self._close_timer: asyncio.TimerHandle | None = None
+        #: Called (from the event loop) when the peer ends the connection while we still use
+        #: it: ``reset=True`` for a reset or any other error, False for an orderly end (a FIN,
+        #: a TLS close_notify), after which bytes already received can still be read.
+        self.on_peer_end: Callable[[bool], None] | None = None
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -152,6 +157,15 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
             self._error = exc
         self._wake()
         self._wake_writer()
+        if not self._closed:
+            self._peer_ended(reset=True)
+
+    def _peer_ended(self, reset: bool) -> None:
+        callback = self.on_peer_end
+        if callback is not None:
+            if reset:
+                self.on_peer_end = None  # (a reset is final; an orderly end may be followed by one)
+            callback(reset)
 
     def data_received(self, data: bytes) -> None:
         if self._ssl is None:
@@ -167,6 +181,7 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake()
+        self._peer_ended(reset=False)
         return True  # keep our sending side open (a half-close is the peer's alone)
 
     def pause_writing(self) -> None:
@@ -250,6 +265,20 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
         TimeoutError if nothing came within ``timeout`` seconds."""
         while not self._pending and not self._eof and self._error is None and not self._closed:
             await self._wait(timeout)
+
+    @property
+    def buffered(self) -> int:
+        """How many received bytes wait unread."""
+        return self._size
+
+    def buffered_tail(self, length: int) -> bytes:
+        """The last ``length`` (or fewer) received bytes that wait unread."""
+        tail = b""
+        for chunk in reversed(self._pending):
+            tail = bytes(chunk[-(length - len(tail)):]) + tail
+            if len(tail) >= length:
+                break
+        return tail
 
     @property
     def quiet(self) -> bool:
@@ -388,6 +417,7 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
         """Decrypt every whole record received so far into one buffer, and queue it."""
         sslobj, incoming = self._ssl, self._incoming
         assert sslobj is not None and incoming is not None
+        ended_before = self._eof or self._error is not None
         # Plaintext is never longer than its records; part of one may sit inside OpenSSL.
         buffer = bytearray(incoming.pending + _TLS_RECORD)
         filled = 0
@@ -408,6 +438,7 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
                 self._eof = True  # close_notify (read() returns 0 for it)
                 break
             filled += count
+        ended = not ended_before and (self._eof or self._error is not None)
         if self._outgoing is not None and self._outgoing.pending:
             self._flush_tls()  # e.g. the answer to a TLS 1.3 KeyUpdate
         if filled:
@@ -415,6 +446,8 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
             self._push(buffer)
         elif self._eof or self._error is not None:
             self._wake()
+        if ended and not self._closed:
+            self._peer_ended(reset=self._error is not None)
 
     def _flush_tls(self) -> None:
         outgoing = self._outgoing
