@@ -27,37 +27,13 @@ import pytest
 from anyio.streams.tls import TLSStream
 from wire import UPGRADE_REQUEST, read_head, recv_exactly, upgrade_echo
 
-from nectoproxy.proxy import streams
 from nectoproxy.proxy.streams import TransportStream
 from nectoproxy.testing import RunningProxy
 from nectoproxy.testing.origin import RawServer, free_port, pattern_sha256
 
 KIB = 1024
 MIB = 1024 * KIB
-MODES = ["asyncio", "uvloop", "anyio-streams"]
 TIMEOUT = 30.0  # per socket operation
-
-
-# -- the modes -------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "anyio-streams":
-        monkeypatch.setattr(streams, "enabled", False)
-    return str(request.param)
-
-
-@pytest.fixture
-def start_proxy(make_proxy: Callable[..., RunningProxy],
-                mode: str) -> Iterator[Callable[..., RunningProxy]]:
-    """``start_proxy(plugins=..., config=...)``: make_proxy in this test's I/O mode."""
-
-    def factory(plugins: Any = (), config: dict[str, dict[str, Any]] | None = None
-                ) -> RunningProxy:
-        return make_proxy(plugins=plugins, config=config, uvloop=mode == "uvloop")
-
-    yield factory
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import logging
 import ssl
+import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -34,6 +35,8 @@ log = logging.getLogger("nectoproxy.server")
 #: A refused connection is read (and dropped) for up to this long, or this much, before closing.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1 << 20
+#: Refused clients are logged at most once per this many seconds (with a count).
+REFUSAL_LOG_INTERVAL = 10.0
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -64,6 +67,8 @@ class Proxy:
         self.services: Services | None = None
         self.address: tuple[str, int] = ("", 0)
         self._active = 0
+        self._refusing = 0
+        self._refusals = _RefusalLog()
         self._native_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -81,12 +86,14 @@ class Proxy:
         self.hooks.load(scripts=self._scripts, objects=self._plugins)
         self._check_plugin_tables()
         await self.hooks.configure()
+        _raise_open_file_limit(self.fds_needed)
         certs = CertStore(config.certs_dir)
         await anyio.to_thread.run_sync(certs.load_or_create)
         if self.hooks.has("on_cert_generated"):
             certs.on_cert_generated = self._cert_generated
         self.services = Services(config, self.hooks, certs, client_tls_context(config.proxy),
-                                 UpstreamPool(idle_timeout=min(config.proxy.idle_timeout, 30.0)))
+                                 UpstreamPool(idle_timeout=min(config.proxy.idle_timeout, 30.0),
+                                              max_idle=config.proxy.max_connections))
         try:
             self._listener = await anyio.create_tcp_listener(
                 local_host=config.proxy.listen_host, local_port=config.proxy.listen_port,
@@ -241,8 +248,8 @@ class Proxy:
 
     async def _handle(self, stream: anyio.abc.ByteStream) -> None:
         assert self.services is not None
-        self._active += 1
         client = ("?", 0)
+        served = False
         try:
             try:
                 peer = stream.extra(anyio.abc.SocketAttribute.remote_address)
@@ -253,15 +260,17 @@ class Proxy:
             client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else (str(peer), 0)
             pause_until_read(stream)
             if not self.client_allowed(client[0]):
-                log.warning("refused client %s: not in proxy.allow_clients", client[0])
-                await _answer_and_close(stream, 403, f"NectoProxy does not serve clients from "
-                                        f"{client[0]} (see proxy.allow_clients)")
+                await self._refuse(stream, client[0], 403, "not in proxy.allow_clients",
+                                   f"NectoProxy does not serve clients from {client[0]} "
+                                   "(see proxy.allow_clients)")
                 return
-            if self._active > self.config.proxy.max_connections:
-                log.warning("refused client %s: %d connections open (proxy.max_connections)",
-                            client[0], self._active - 1)
-                await _answer_and_close(stream, 503, "NectoProxy has too many connections open")
+            if self._active >= self.config.proxy.max_connections:
+                await self._refuse(stream, client[0], 503,
+                                   f"{self._active} connections open (proxy.max_connections)",
+                                   "NectoProxy has too many connections open")
                 return
+            self._active += 1
+            served = True
             connection = Connection(client_address=client)
             if self.hooks.has("on_connect"):
                 await self.hooks.call("on_connect", connection=connection)
@@ -273,12 +282,60 @@ class Proxy:
         except Exception:
             log.exception("unexpected error serving %s:%s", *client)
         finally:
-            self._active -= 1
+            if served:
+                self._active -= 1
             with anyio.CancelScope(shield=True):
                 try:
                     await stream.aclose()
                 except (OSError, anyio.BrokenResourceError, ssl.SSLError):
                     pass
+
+    async def _refuse(self, stream: anyio.abc.ByteStream, client: str, status: int, why: str,
+                      message: str) -> None:
+        """Answer a refused client, unless too many refusals are being answered already (a
+        storm): then it is closed at once, so refusing never holds more than
+        :meth:`max_refusing` sockets. Logged at most once per :data:`REFUSAL_LOG_INTERVAL`."""
+        self._refusals.note(client, why)
+        if self._refusing >= self.max_refusing:
+            return  # (closed by the caller)
+        self._refusing += 1
+        try:
+            await _answer_and_close(stream, status, message)
+        finally:
+            self._refusing -= 1
+
+    @property
+    def fds_needed(self) -> int:
+        """The most file descriptors clients can make this proxy hold: per client connection
+        its socket and one origin connection, as many idle origin connections in the pool,
+        the refusals being answered, and a margin for listeners, the CA and logs."""
+        return 3 * self.config.proxy.max_connections + self.max_refusing + 64
+
+    @property
+    def max_refusing(self) -> int:
+        """How many refused connections may be answered (and lingered on) at once."""
+        return max(8, self.config.proxy.max_connections // 8)
+
+
+class _RefusalLog:
+    """Logs refused clients without flooding: the first at once, then a count per interval."""
+
+    def __init__(self) -> None:
+        self._since = -REFUSAL_LOG_INTERVAL
+        self._count = 0
+        self._last = ""
+
+    def note(self, client: str, why: str) -> None:
+        now = time.monotonic()
+        self._count += 1
+        self._last = f"{client}: {why}"
+        if now - self._since >= REFUSAL_LOG_INTERVAL:
+            if self._count == 1:
+                log.warning("refused client %s", self._last)
+            else:
+                log.warning("refused %d clients in the last %.0f s (the latest %s)",
+                            self._count, now - self._since, self._last)
+            self._since, self._count = now, 0
 
 
 async def _answer_and_close(stream: anyio.abc.ByteStream, status: int, message: str) -> None:
@@ -297,3 +354,24 @@ async def _answer_and_close(stream: anyio.abc.ByteStream, status: int, message: 
     except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream,
             NotImplementedError):
         pass
+
+
+def _raise_open_file_limit(needed: int) -> None:
+    """Raise the soft limit of open files to the hard limit (where the system allows), and
+    warn if ``needed`` does not fit even so: every connection the proxy would accept beyond
+    the limit fails to be accepted, and so does every origin connection."""
+    try:
+        import resource
+    except ImportError:  # (Windows: no such limit)
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:  # (macOS refuses more than its kern.maxfilesperproc)
+            log.debug("cannot raise the open-file limit to %s: %s", wanted, exc)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning("proxy.max_connections needs up to %d open files, but the limit is %d "
+                    "(ulimit -n): lower max_connections, or raise the limit", needed, soft)

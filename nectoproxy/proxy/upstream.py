@@ -378,12 +378,16 @@ class UpstreamPool:
     one, skips the TCP (and TLS) handshake; and idle clients do not each hold an origin
     connection open."""
 
-    #: Enough for every keep-alive client of a busy origin to find its connection again
-    #: (the load tests use 50), few enough that 1,000 idle clients do not keep 1,000 open.
-    def __init__(self, per_target: int = 64, idle_timeout: float = 30.0) -> None:
+    #: ``per_target``: enough for every keep-alive client of a busy origin to find its
+    #: connection again (the load tests use 50), few enough that 1,000 idle clients do not
+    #: keep 1,000 open. ``max_idle`` bounds them all (the proxy passes max_connections).
+    def __init__(self, per_target: int = 64, idle_timeout: float = 30.0,
+                 max_idle: int = 1024) -> None:
         self.per_target = per_target
         self.idle_timeout = idle_timeout
+        self.max_idle = max_idle
         self._idle: dict[Target, list[tuple[float, Upstream]]] = {}
+        self._count = 0
         #: Sessions offered when a new connection is made to an origin seen before (an
         #: abbreviated handshake: no certificate chain to send and verify again).
         self.tls_sessions = TLSSessions()
@@ -405,16 +409,19 @@ class UpstreamPool:
     async def put(self, upstream: Upstream) -> None:
         self.remember_session(upstream)
         idle = self._idle.setdefault(upstream.target, [])
-        if not upstream.reusable or len(idle) >= self.per_target:
+        if not upstream.reusable or len(idle) >= self.per_target \
+                or self._count >= self.max_idle:
             await upstream.aclose()
             return
         idle.append((time.monotonic(), upstream))
+        self._count += 1
 
     async def take(self, target: Target) -> Upstream | None:
         idle = self._idle.get(target)
         now = time.monotonic()
         while idle:
             since, upstream = idle.pop()
+            self._count -= 1
             if now - since < self.idle_timeout and _still_open(upstream, now - since):
                 upstream.h11.start_next_cycle()
                 return upstream
@@ -424,24 +431,27 @@ class UpstreamPool:
     async def sweep(self) -> None:
         """Close connections idle for longer than ``idle_timeout``."""
         deadline = time.monotonic() - self.idle_timeout
+        expired: list[Upstream] = []
+        # Taken out of the pool before the first await: a put() meanwhile must not be lost.
         for target, idle in list(self._idle.items()):
             keep = [(since, upstream) for since, upstream in idle if since >= deadline]
-            for since, upstream in idle:
-                if since < deadline:
-                    await upstream.aclose()
+            expired += [upstream for since, upstream in idle if since < deadline]
             if keep:
                 self._idle[target] = keep
             else:
                 del self._idle[target]
+        self._count -= len(expired)
+        for upstream in expired:
+            await upstream.aclose()
 
     async def close(self) -> None:
-        idle, self._idle = self._idle, {}
+        idle, self._idle, self._count = self._idle, {}, 0
         for connections in idle.values():
             for _, upstream in connections:
                 await upstream.aclose()
 
     def __len__(self) -> int:
-        return sum(len(idle) for idle in self._idle.values())
+        return self._count
 
 
 def _still_open(upstream: Upstream, idle_for: float) -> bool:
