@@ -114,9 +114,19 @@ class OriginHandler(BaseHTTPRequestHandler):
     server_version = "NectoProxyTestOrigin/1.0"
     sys_version = ""
     timeout = IDLE_TIMEOUT
+    _headers_buffer: list[bytes]  # (BaseHTTPRequestHandler's, which typeshed does not declare)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        # No Nagle: a response's last small write must not wait for the client's delayed ACK
+        # (40 ms a request on a keep-alive connection).
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # (the client is gone already)
 
     def send_response(self, code: int, message: str | None = None) -> None:
         super().send_response(code, message)
@@ -186,13 +196,16 @@ class OriginHandler(BaseHTTPRequestHandler):
         return bytes(head), length, digest.hexdigest()
 
     # -- response side ---------------------------------------------------------------------
-    def _start(self, status: int, headers: Iterable[tuple[str, str]] = ()) -> None:
+    def _start(self, status: int, headers: Iterable[tuple[str, str]] = (),
+               body: bytes = b"") -> None:
+        """Send the head, and ``body`` with it in the same write."""
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
+        self._headers_buffer.append(b"\r\n" + body)  # what end_headers() appends, and more
+        self.flush_headers()
 
     def _send(
         self,
@@ -204,9 +217,8 @@ class OriginHandler(BaseHTTPRequestHandler):
         hdrs = ([("Content-Type", ctype)] if ctype else []) + list(headers)
         if status not in (204, 304):
             hdrs.append(("Content-Length", str(len(body))))
-        self._start(status, hdrs)
-        if body and self.command != "HEAD" and status not in (204, 304):
-            self.wfile.write(body)
+        with_body = self.command != "HEAD" and status not in (204, 304)
+        self._start(status, hdrs, body if with_body else b"")
 
     def _stream(
         self,
