@@ -339,3 +339,14 @@ def test_max_connections_beyond_the_open_file_limit_warns(tmp_path):
     stderr = stop(process)
     assert "proxy.max_connections needs up to" in stderr and "the limit is 512" in stderr
 
+
+
+def test_memory_is_handed_back_once_a_crowd_has_gone():
+    from nectoproxy.proxy.memory import RELEASE_AFTER_DROP, PeakTracker, release_free_memory
+
+    peaks = PeakTracker()
+    assert not peaks.should_release(10)
+    assert not peaks.should_release(10 + RELEASE_AFTER_DROP)
+    assert peaks.should_release(9)  # fell by RELEASE_AFTER_DROP + 1 from the peak
+    assert not peaks.should_release(9)  # once per fall
+    release_free_memory()  # (glibc's malloc_trim here; nothing where there is none)

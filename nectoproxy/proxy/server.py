@@ -27,6 +27,7 @@ from nectoproxy.plugins import PluginHost
 from nectoproxy.proxy import streams
 from nectoproxy.proxy.exchange import ClientSession, Services, error_response
 from nectoproxy.proxy.http1 import pause_until_read
+from nectoproxy.proxy.memory import PeakTracker, release_free_memory
 from nectoproxy.proxy.streams import TransportStream
 from nectoproxy.proxy.upstream import UpstreamPool, client_tls_context
 
@@ -69,6 +70,7 @@ class Proxy:
         self._active = 0
         self._refusing = 0
         self._refusals = _RefusalLog()
+        self._peaks = PeakTracker()
         self._native_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -212,6 +214,8 @@ class Proxy:
             while True:
                 await anyio.sleep(min(5.0, pool.idle_timeout))
                 await pool.sweep()
+                if self._peaks.should_release(self._active + self._refusing):
+                    release_free_memory()
         finally:
             with anyio.CancelScope(shield=True):
                 await pool.close()
@@ -271,6 +275,7 @@ class Proxy:
                 return
             self._active += 1
             served = True
+            self._peaks.peak = max(self._peaks.peak, self._active)
             connection = Connection(client_address=client)
             if self.hooks.has("on_connect"):
                 await self.hooks.call("on_connect", connection=connection)
