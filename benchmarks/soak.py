@@ -1,14 +1,19 @@
 """A bounded soak test (issue 4): minutes of mixed traffic through NectoProxy on loopback.
 
     python benchmarks/soak.py [--duration 300] [--workers 8] [--report-every 15]
+                              [--only SCENARIO[,SCENARIO...]]
 
 Starts the fake origins of ``nectoproxy.testing.origin`` (plain and TLS) in this process and
 NectoProxy as a separate process (``python -m nectoproxy``), then runs worker threads that mix
 plain and HTTPS requests, uploads, downloads, expected errors (500, refused, origin closing),
-malformed requests, clients that vanish mid-request, keep-alive and new connections. Every
-answer is checked (status, sha256 of bodies). At the end it prints requests served, failures
-by kind, and the proxy's RSS and open file descriptors at start and end (from /proc/PID).
-Exit status 1 if anything unexpected happened. Not a test: CI does not run it.
+malformed requests, clients that vanish mid-request, storms of clients that vanish at once,
+keep-alive and new connections. Every answer is checked (status, sha256 of bodies).
+
+It judges what it prints (exit status 1 if any fails): no failed request, no traceback in the
+proxy's log; the RSS slope after the first two minutes under 1 MiB per 10 minutes (judged on
+runs of 5 minutes or more); and, after settling, no more open fds than at the start once
+the origin connections the proxy keeps idle in its pool (for reuse) are told apart. Not a
+test: CI does not run it.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ import trustme
 from nectoproxy.testing.origin import Origin, free_port, pattern_bytes, pattern_sha256
 
 MIB = 1024 * 1024
+#: RSS is sampled this often (seconds); the slope is fitted to the samples after WARM_UP.
+SAMPLE_EVERY = 5.0
+WARM_UP = 120.0
+#: The goal: RSS grows by less than this many MiB per 10 minutes once warmed up.
+SLOPE_GOAL = 1.0
 
 
 # -- /proc -----------------------------------------------------------------------------------
@@ -52,6 +62,45 @@ def status_kib(pid: int, field: str) -> int:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def connections_to(pid: int, ports: set[int]) -> int:
+    """How many of the process's sockets are TCP connections to one of ``ports`` (the
+    origins): the idle connections its pool keeps, when no request is running."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if fields[9] in inodes and remote_port in ports and fields[3] == "01":  # ESTABLISHED
+                count += 1
+    return count
+
+
+def slope_mib_per_10min(samples: list[tuple[float, int]]) -> float | None:
+    """Least-squares slope of (seconds, RSS KiB) samples, in MiB per 10 minutes."""
+    if len(samples) < 3:
+        return None
+    n = len(samples)
+    mean_t = sum(t for t, _ in samples) / n
+    mean_r = sum(r for _, r in samples) / n
+    var = sum((t - mean_t) ** 2 for t, _ in samples)
+    if var == 0:
+        return None
+    cov = sum((t - mean_t) * (r - mean_r) for t, r in samples)
+    return cov / var * 600 / 1024
 
 
 class Figures:
@@ -228,6 +277,25 @@ class Worker:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         return len(data), 0
 
+    def storm(self) -> tuple[int, int]:
+        """A crowd that vanishes at once: 100 connections, each a POST that stops mid-body,
+        all reset together (RSS must come back, and every socket be released)."""
+        origin = self.soak.origin.url
+        request = (f"POST {origin}/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000"
+                   "\r\n\r\n").encode() + b"x" * 5000
+        socks = []
+        try:
+            for _ in range(100):
+                sock = socket.create_connection(("127.0.0.1", self.soak.port), timeout=10)
+                socks.append(sock)
+                sock.sendall(request)
+            time.sleep(self.random.random() * 0.2)
+        finally:
+            for sock in socks:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+        return len(request) * len(socks), 0
+
     def pipelined(self) -> tuple[int, int]:
         origin = self.soak.origin.url
         request = f"GET {origin}/json HTTP/1.1\r\nHost: x\r\n\r\n".encode()
@@ -243,12 +311,14 @@ class Worker:
 
     SCENARIOS: ClassVar[list[tuple[str, int]]] = [
         ("get_small", 30), ("download", 12), ("upload", 12), ("expected_error", 10),
-        ("bad_request", 10), ("vanish", 6), ("pipelined", 5),
+        ("bad_request", 10), ("vanish", 6), ("pipelined", 5), ("storm", 1),
     ]
 
     def run(self, deadline: float, stats: Stats) -> None:
-        names = [name for name, _ in self.SCENARIOS]
-        weights = [weight for _, weight in self.SCENARIOS]
+        only = self.soak.args.only
+        scenarios = [(n, w) for n, w in self.SCENARIOS if not only or n in only]
+        names = [name for name, _ in scenarios]
+        weights = [weight for _, weight in scenarios]
         while time.monotonic() < deadline and not self.soak.stopping.is_set():
             name = self.random.choices(names, weights)[0]
             scenario: Callable[[], tuple[int, int]] = getattr(self, name)
@@ -282,6 +352,9 @@ class Soak:
             unused.bind(("127.0.0.1", 0))
             self.closed_port = unused.getsockname()[1]
         self.process: subprocess.Popen[bytes] | None = None
+        self.origin_ports: set[int] = set()
+        self.rss_samples: list[tuple[float, int]] = []
+        self.start_pooled = self.end_pooled = 0
         self.log_path = workdir / "proxy.log"
         self.context: ssl.SSLContext | None = None
 
@@ -298,6 +371,7 @@ class Soak:
     def start(self) -> None:
         self.origin.start()
         self.tls_origin.start()
+        self.origin_ports = {self.origin.port, self.tls_origin.port}
         ca_file = self.workdir / "origin-ca.pem"
         self.ca.cert_pem.write_to_path(str(ca_file))
         certs = self.workdir / "certs"
@@ -348,9 +422,11 @@ class Soak:
         figures = Figures(pid)
         self.warm_up()
         start_rss, start_fds, start_threads = figures.sample()
+        self.start_pooled = connections_to(pid, self.origin_ports)
         print(f"proxy pid {pid} on 127.0.0.1:{self.port}; start: RSS {start_rss / 1024:.1f} "
-              f"MiB, {start_fds} fds, {start_threads} threads; {args.workers} workers for "
-              f"{args.duration:g}s", flush=True)
+              f"MiB, {start_fds} fds ({self.start_pooled} pooled origin connections), "
+              f"{start_threads} threads; {args.workers} workers for {args.duration:g}s"
+              + (f"; only {', '.join(sorted(args.only))}" if args.only else ""), flush=True)
         stats = Stats()
         started = time.monotonic()
         deadline = started + args.duration
@@ -361,8 +437,13 @@ class Soak:
             thread.start()
         try:
             next_report = started + args.report_every
+            next_sample = started + SAMPLE_EVERY
             while any(thread.is_alive() for thread in threads):
                 time.sleep(0.1)
+                now = time.monotonic()
+                if now >= next_sample and self.process.poll() is None:
+                    next_sample += SAMPLE_EVERY
+                    self.rss_samples.append((now - started, figures.sample()[0]))
                 if self.process.poll() is None and time.monotonic() < next_report:
                     continue
                 next_report += args.report_every
@@ -387,11 +468,14 @@ class Soak:
         settle_deadline = time.monotonic() + args.settle
         alive = self.process.poll() is None
         end_rss = end_fds = end_threads = 0
+        end_pooled = 0
         while alive and time.monotonic() < settle_deadline:
             end_rss, end_fds, end_threads = figures.sample()
-            if end_fds <= start_fds:
+            end_pooled = connections_to(pid, self.origin_ports)
+            if end_fds - end_pooled <= start_fds - self.start_pooled:
                 break
             time.sleep(0.5)
+        self.end_pooled = end_pooled
         return self.report(stats, elapsed, figures, alive, (start_rss, start_fds, start_threads),
                            (end_rss, end_fds, end_threads))
 
@@ -414,13 +498,26 @@ class Soak:
         print(f"proxy alive         {alive}")
         print(f"RSS                 start {start[0] / 1024:.1f} MiB, end {end[0] / 1024:.1f} MiB, "
               f"peak {figures.peak_rss_kib / 1024:.1f} MiB")
-        print(f"open fds            start {start[1]}, end {end[1]}, peak {figures.peak_fds}")
+        print(f"open fds            start {start[1]}, end {end[1]}, peak {figures.peak_fds}; "
+              f"pooled origin connections start {self.start_pooled}, end {self.end_pooled}")
+        extra_fds = (end[1] - self.end_pooled) - (start[1] - self.start_pooled)
+        print(f"fds beyond the pool {extra_fds:+d} after settling "
+              f"({'ok' if extra_fds <= 0 else 'LEAK?'})")
+        steady = [(t, r) for t, r in self.rss_samples if t >= WARM_UP]
+        slope = slope_mib_per_10min(steady)
+        judged = elapsed >= WARM_UP + 180 and slope is not None
+        verdict = ("not judged: run 5 minutes or more" if not judged
+                   else "ok" if slope is not None and slope < SLOPE_GOAL else "TOO STEEP")
+        slope_text = "n/a" if slope is None else f"{slope:+.2f} MiB per 10 min"
+        print(f"RSS slope           {slope_text} after the first {WARM_UP:.0f} s, from "
+              f"{len(steady)} samples (goal < {SLOPE_GOAL:g}): {verdict}")
         print(f"threads             start {start[2]}, end {end[2]}")
         print(f"proxy log           {tracebacks} tracebacks, {unexpected} 'unexpected error'")
         if tracebacks or unexpected or not alive:
             print("--- end of the proxy log ---")
             print("\n".join(log.splitlines()[-40:]))
-        bad = failed or not alive or tracebacks or unexpected or end[1] > start[1] + 2
+        too_steep = judged and slope is not None and slope >= SLOPE_GOAL
+        bad = failed or not alive or tracebacks or unexpected or extra_fds > 0 or too_steep
         return 1 if bad else 0
 
 
@@ -430,12 +527,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=8, help="client threads (default 8)")
     parser.add_argument("--report-every", type=float, default=15.0,
                         help="seconds between progress lines (default 15)")
+    parser.add_argument("--only", metavar="SCENARIO", type=lambda v: set(v.split(",")),
+                        default=set(), help="run only these scenarios (comma-separated): "
+                        + ", ".join(name for name, _ in Worker.SCENARIOS))
     parser.add_argument("--no-resets", dest="resets", action="store_false",
                         help="clients never close with a TCP reset")
     parser.add_argument("--settle", type=float, default=10.0,
                         help="seconds to wait for connections to close before the closing "
                              "figures (default 10)")
     args = parser.parse_args(argv)
+    unknown = args.only - {name for name, _ in Worker.SCENARIOS}
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     with tempfile.TemporaryDirectory(prefix="nectoproxy-soak-") as tmp:
         soak = Soak(args, Path(tmp))
         try:
