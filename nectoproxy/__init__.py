@@ -24,6 +24,7 @@ from nectoproxy.errors import (
 )
 from nectoproxy.flow import Connection, Flow, Headers, Request, Response, TLSInfo
 from nectoproxy.hookspecs import hookimpl
+from nectoproxy.hosts import host_matches
 from nectoproxy.proxy.server import Proxy
 
 __version__ = "0.1.0"
@@ -46,5 +47,6 @@ __all__ = [
     "UpstreamTimeout",
     "__version__",
     "hookimpl",
+    "host_matches",
     "load_config",
 ]

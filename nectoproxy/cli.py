@@ -14,6 +14,8 @@ import tomli_w
 
 from nectoproxy.config import Config, config_to_dict, default_config_text, load_config
 from nectoproxy.errors import NectoProxyError
+from nectoproxy.logs import setup_logging
+from nectoproxy.workers import serve
 
 log = logging.getLogger("nectoproxy.cli")
 
@@ -103,25 +105,6 @@ def config_from_args(args: argparse.Namespace, path: str | None = None) -> Confi
     return config
 
 
-def setup_logging(config: Config) -> None:
-    level = getattr(logging, config.log.level.upper())
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
-    root = logging.getLogger("nectoproxy")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-    logging.getLogger("nectoproxy.flows").setLevel(logging.INFO)
-
-
-class _Formatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        message = super().format(record)
-        if record.name == "nectoproxy.flows":
-            return message
-        return f"[{record.levelname.lower()}] {message}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -174,15 +157,9 @@ def _config_command(args: argparse.Namespace) -> int:
     from nectoproxy.proxy.server import Proxy
 
     proxy = Proxy(config, scripts=getattr(args, "script", []))
-    anyio.run(_configure_plugins, proxy)
+    anyio.run(proxy.check)
     print(f"OK: {config.source or 'defaults (no configuration file found)'}")
     return 0
-
-
-async def _configure_plugins(proxy: Any) -> None:
-    proxy.hooks.load(scripts=proxy._scripts)
-    proxy._check_plugin_tables()
-    await proxy.hooks.configure()
 
 
 def _plugins_command(args: argparse.Namespace) -> int:
@@ -204,6 +181,4 @@ def _plugins_command(args: argparse.Namespace) -> int:
 def run_proxy(config: Config, scripts: list[str] | None = None) -> int:
     """Run the proxy (and its worker processes) until SIGINT/SIGTERM; a second signal exits
     at once."""
-    from nectoproxy.workers import serve
-
     return serve(config, scripts or [])

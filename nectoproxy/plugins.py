@@ -153,6 +153,13 @@ class PluginHost:
         if info.name in self.infos:
             info.name = f"{info.name}@{info.location}"
         info.plugin = plugin
+        for name in dir(plugin):
+            opts = self.pm.parse_hookimpl_opts(plugin, name) if name.startswith("on_") else None
+            if opts and (opts.get("hookwrapper") or opts.get("wrapper")):
+                raise PluginError(
+                    f"plugin {info.name!r} ({info.location}): {name} is a pluggy hook wrapper; "
+                    "NectoProxy calls and awaits every hook itself, so wrappers are not "
+                    "supported (use tryfirst/trylast to run before or after the others)")
         try:
             self.pm.register(plugin, name=info.name)
         except pluggy.PluginValidationError as exc:

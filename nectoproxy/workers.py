@@ -17,6 +17,8 @@ from typing import Any
 import anyio
 
 from nectoproxy.config import Config
+from nectoproxy.logs import setup_logging
+from nectoproxy.proxy.server import Proxy
 
 
 def worker_count(config: Config) -> int:
@@ -38,15 +40,11 @@ def serve(config: Config, scripts: list[str]) -> int:
 
 
 def _worker_main(config: Config, scripts: list[str]) -> None:  # pragma: no cover - subprocess
-    from nectoproxy.cli import setup_logging
-
     setup_logging(config)
     anyio.run(_serve, config, scripts, False, backend_options=_backend_options())
 
 
 async def _serve(config: Config, scripts: list[str], primary: bool) -> None:
-    from nectoproxy.proxy.server import Proxy
-
     children: list[multiprocessing.process.BaseProcess] = []
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
 
@@ -90,10 +88,10 @@ def _join(children: list[multiprocessing.process.BaseProcess]) -> None:
             child.kill()
 
 
-def _banner(proxy: Any, count: int) -> None:
+def _banner(proxy: Proxy, count: int) -> None:
     host, port = proxy.address
     workers = f" ({count} worker processes)" if count > 1 else ""
     print(f"NectoProxy listening on {host}:{port}{workers}", file=sys.stderr)
-    print(f"CA certificate: {proxy.services.certs.ca_path}  (trust it: "
+    print(f"CA certificate: {proxy.ca_path}  (trust it: "
           f"`nectoproxy cert install`, or open http://{proxy.config.proxy.onboarding_host}/ "
           "through the proxy)", file=sys.stderr)

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from nectoproxy.proxy import streams
 from nectoproxy.testing import RunningProxy
 
 #: The proxy's I/O set-ups (see test_io_backends.py).
@@ -15,9 +14,7 @@ MODES = ["asyncio", "uvloop", "anyio-streams"]
 
 
 @pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "anyio-streams":
-        monkeypatch.setattr(streams, "enabled", False)
+def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
@@ -28,6 +25,7 @@ def start_proxy(make_proxy: Callable[..., RunningProxy],
 
     def factory(plugins: Any = (), config: dict[str, dict[str, Any]] | None = None
                 ) -> RunningProxy:
-        return make_proxy(plugins=plugins, config=config, uvloop=mode == "uvloop")
+        return make_proxy(plugins=plugins, config=config, uvloop=mode == "uvloop",
+                          anyio_streams=mode == "anyio-streams")
 
     yield factory

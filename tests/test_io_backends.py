@@ -1,10 +1,11 @@
 """The proxy's three I/O set-ups, each through the paths where the stream layer matters.
 
 * ``asyncio``: asyncio's own event loop with NectoProxy's native streams
-  (:class:`nectoproxy.proxy.streams.TransportStream`), the default elsewhere in the tests;
+  (:class:`nectoproxy.proxy.transport.TransportStream`), the default elsewhere in the tests;
 * ``uvloop``: the same native streams on uvloop (what the ``nectoproxy`` command runs);
-* ``anyio-streams``: anyio's SocketStream / TLSStream / PrefixedStream, the fallback on
-  non-asyncio backends, forced with ``streams.enabled = False``.
+* ``anyio-streams``: anyio's SocketStream / TLSStream behind
+  :class:`nectoproxy.proxy.streams.AnyioStream`, the fallback on non-asyncio backends, forced
+  with ``Proxy(anyio_streams=True)``.
 
 Every test runs once per mode, against real sockets on 127.0.0.1.
 """
@@ -27,7 +28,8 @@ import pytest
 from anyio.streams.tls import TLSStream
 from wire import UPGRADE_REQUEST, read_head, recv_exactly, upgrade_echo
 
-from nectoproxy.proxy.streams import TransportStream
+from nectoproxy.proxy.streams import AnyioStream
+from nectoproxy.proxy.transport import TransportStream
 from nectoproxy.testing import RunningProxy
 from nectoproxy.testing.origin import RawServer, free_port, pattern_sha256
 
@@ -228,7 +230,7 @@ def test_mode_is_in_effect(start_proxy, mode, origin):
             sessions = proxy.portal.call(lambda: list(proxy.proxy.services.sessions))
             assert len(sessions) == 1  # the kept-alive client connection
             client_stream = sessions[0].client.stream
-            upstreams = [sessions[0].upstream] if sessions[0].upstream is not None else [
+            upstreams = [sessions[0].origin.upstream] if sessions[0].origin.upstream else [
                 upstream for entries in proxy.proxy.services.pool._idle.values()
                 for _, upstream in entries]  # (an idle client's origin connection is pooled)
             assert len(upstreams) == 1
@@ -236,6 +238,8 @@ def test_mode_is_in_effect(start_proxy, mode, origin):
     native = mode != "anyio-streams"
     assert isinstance(client_stream, TransportStream) == native
     assert isinstance(upstream_stream, TransportStream) == native
+    assert isinstance(client_stream, AnyioStream) != native
+    assert isinstance(upstream_stream, AnyioStream) != native
     assert isinstance(client_stream, anyio.abc.ByteStream)
 
 
@@ -248,14 +252,16 @@ def test_mode_is_in_effect_for_tls(start_proxy, mode, tls_origin):
         inner = [session for session in sessions if session.scheme == "https"]
         assert len(inner) == 1
         client_stream = inner[0].client.stream
-        upstreams = [inner[0].upstream] if inner[0].upstream is not None else [
+        upstreams = [inner[0].origin.upstream] if inner[0].origin.upstream else [
             upstream for entries in proxy.proxy.services.pool._idle.values()
             for _, upstream in entries]
         assert len(upstreams) == 1
         upstream_stream = upstreams[0].stream
     if mode == "anyio-streams":
-        assert isinstance(client_stream, TLSStream)
-        assert isinstance(upstream_stream, TLSStream)
+        assert isinstance(client_stream, AnyioStream)
+        assert isinstance(client_stream.wrapped, TLSStream)
+        assert isinstance(upstream_stream, AnyioStream)
+        assert isinstance(upstream_stream.wrapped, TLSStream)
     else:
         assert isinstance(client_stream, TransportStream) and client_stream.ssl_object
         assert isinstance(upstream_stream, TransportStream) and upstream_stream.ssl_object

@@ -522,3 +522,20 @@ def test_on_configure_may_keep_a_subset_of_hooks(make_proxy, origin):
     names = [k for k, _ in echo["headers"]]
     assert "X-Light" in names and "X-Heavy" not in names
     assert "Transfer-Encoding" in names  # streamed untouched
+
+
+@pytest.mark.parametrize("marker", [{"hookwrapper": True}, {"wrapper": True}])
+def test_pluggy_wrappers_are_refused_with_a_clear_error(tmp_path, marker):
+    """pluggy would run a wrapper around the others; NectoProxy calls and awaits every hook
+    itself, so a wrapper would silently be called as a plain function. Refused instead."""
+
+    class Wrapping:
+        name = "wrapping"
+
+        @hookimpl(**marker)
+        def on_request(self, flow):
+            yield
+
+    config = proxy_config(tmp_path, "")
+    with pytest.raises(PluginError, match="on_request is a pluggy hook wrapper"):
+        PluginHost(config).load(objects=[Wrapping()])

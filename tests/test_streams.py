@@ -1,5 +1,6 @@
-"""Tests for nectoproxy.proxy.streams: TransportStream on real loopback sockets (plain asyncio and
-uvloop), TLS through trustme certificates, back-pressure, closing, happy eyeballs, with_prefix.
+"""Tests for the engine's streams: TransportStream on real loopback sockets (plain asyncio and
+uvloop), TLS through trustme certificates, back-pressure, closing, happy eyeballs, unread (on
+TransportStream and on AnyioStream).
 
 Every socket is on 127.0.0.1 (the happy-eyeballs tests also use ::1); nothing leaves the machine.
 """
@@ -24,15 +25,10 @@ from anyio import aclose_forcefully
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSAttribute, TLSStream
 
-from nectoproxy.proxy import streams
-from nectoproxy.proxy.streams import (
-    READ_HIGH,
-    TransportStream,
-    _interleave,
-    connect_socket,
-    with_prefix,
-)
-from nectoproxy.proxy.tunnel import PrefixedStream
+from nectoproxy.proxy import sockets, transport
+from nectoproxy.proxy.sockets import _interleave, connect, connect_socket
+from nectoproxy.proxy.streams import AnyioStream
+from nectoproxy.proxy.transport import READ_HIGH, TransportStream
 
 pytestmark = pytest.mark.anyio
 
@@ -72,7 +68,7 @@ class Loopback:
 
     async def connect(self) -> TransportStream:
         with anyio.fail_after(STEP):
-            return self.track(await TransportStream.connect(LOCALHOST, self.port))
+            return self.track(await connect(LOCALHOST, self.port))
 
     async def pair(self) -> tuple[TransportStream, TransportStream]:
         """(a client stream, the server side of the same connection)."""
@@ -91,7 +87,7 @@ async def raw_peer() -> AsyncIterator[tuple[TransportStream, socket.socket]]:
         listener.listen()
         listener.settimeout(STEP)
         with anyio.fail_after(STEP):
-            client = await TransportStream.connect(LOCALHOST, listener.getsockname()[1])
+            client = await connect(LOCALHOST, listener.getsockname()[1])
         raw, _ = listener.accept()  # already connected: does not block
         yield client, raw
     finally:
@@ -902,7 +898,7 @@ async def test_aclose_flush_timer_does_not_fire_on_a_finished_close(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """aclose() with unsent bytes schedules transport.abort() for CLOSE_FLUSH_TIMEOUT later;
     once the flush has finished and the transport is gone, that must not blow up in the loop."""
-    monkeypatch.setattr(streams, "CLOSE_FLUSH_TIMEOUT", 1.0)
+    monkeypatch.setattr(transport, "CLOSE_FLUSH_TIMEOUT", 1.0)
     loop = asyncio.get_running_loop()
     errors: list[dict[str, Any]] = []
     previous = loop.get_exception_handler()
@@ -1013,7 +1009,7 @@ async def test_connect_socket_refused() -> None:
         assert f"{LOCALHOST}:{port}" in str(caught.value)
         with pytest.raises(OSError):
             with anyio.fail_after(STEP):
-                await TransportStream.connect(LOCALHOST, port)
+                await connect(LOCALHOST, port)
     finally:
         closed.close()
 
@@ -1022,7 +1018,7 @@ async def test_connect_socket_literal_needs_no_resolver(monkeypatch: pytest.Monk
     async def no_resolver(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("an address literal must not be resolved")
 
-    monkeypatch.setattr(streams.anyio, "getaddrinfo", no_resolver)
+    monkeypatch.setattr(sockets.anyio, "getaddrinfo", no_resolver)
     async with loopback() as box:
         with anyio.fail_after(STEP):
             sock = await connect_socket(LOCALHOST, box.port)
@@ -1044,14 +1040,14 @@ def fake_resolver(monkeypatch: pytest.MonkeyPatch,
         return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address)
                 for family, address in entries]
 
-    monkeypatch.setattr(streams.anyio, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(sockets.anyio, "getaddrinfo", getaddrinfo)
     return calls
 
 
 async def test_happy_eyeballs_falls_back_past_a_refused_address(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # A refused attempt starts the next one at once (the delay would exceed the time limit).
-    monkeypatch.setattr(streams, "HAPPY_EYEBALLS_DELAY", STEP * 4)
+    monkeypatch.setattr(sockets, "HAPPY_EYEBALLS_DELAY", STEP * 4)
     closed6 = bound_refused_port(socket.AF_INET6, "::1")
     try:
         async with loopback() as box:
@@ -1159,30 +1155,29 @@ def test_interleave_takes_lists_as_addresses() -> None:
     assert _interleave([(socket.AF_INET, ["192.0.2.1", 80]), v4]) == [v4]
 
 
-# -- with_prefix -----------------------------------------------------------------------------------
+# -- unread --------------------------------------------------------------------------------------
 
 
-async def test_with_prefix_on_a_transport_stream() -> None:
+async def test_unread_on_a_transport_stream() -> None:
     async with loopback() as box:
         client, server = await box.pair()
         await client.send(b"def")
-        assert with_prefix(server, b"abc") is server
-        assert with_prefix(server, b"") is server
+        server.unread(b"abc")
+        server.unread(b"")
         assert await receive_exactly(server, 6) == b"abcdef"
 
 
-async def test_with_prefix_on_another_byte_stream() -> None:
+async def test_unread_on_an_anyio_stream() -> None:
     async with loopback() as box:
         with anyio.fail_after(STEP):
-            async with await anyio.connect_tcp(LOCALHOST, box.port) as plain:
+            async with AnyioStream(await anyio.connect_tcp(LOCALHOST, box.port)) as plain:
                 server = await box.accept()
-                assert with_prefix(plain, b"") is plain
-                prefixed = with_prefix(plain, bytearray(b"prefix"))
-                assert isinstance(prefixed, PrefixedStream)
+                plain.unread(b"")
+                plain.unread(bytearray(b"prefix"))
                 await server.send(b"-then-the-socket")
-                assert await prefixed.receive(2) == b"pr"
-                assert await prefixed.receive() == b"efix"
-                assert await receive_exactly(prefixed, 16) == b"-then-the-socket"
-                await prefixed.send(b"back")
+                assert await plain.receive(2) == b"pr"
+                assert await plain.receive() == b"efix"
+                assert await receive_exactly(plain, 16) == b"-then-the-socket"
+                await plain.send(b"back")
                 assert await receive_exactly(server, 4) == b"back"
-                assert prefixed.extra(SocketAttribute.remote_address) == (LOCALHOST, box.port)
+                assert plain.extra(SocketAttribute.remote_address) == (LOCALHOST, box.port)

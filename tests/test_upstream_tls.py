@@ -10,14 +10,9 @@ import h11
 import pytest
 
 from nectoproxy.config import config_from_dict
-from nectoproxy.proxy.streams import TransportStream
-from nectoproxy.proxy.upstream import (
-    Target,
-    TLSSessions,
-    UpstreamPool,
-    client_tls_context,
-    open_upstream,
-)
+from nectoproxy.proxy.pool import Origins, TLSSessions
+from nectoproxy.proxy.transport import TransportStream
+from nectoproxy.proxy.upstream import Target, client_tls_context
 
 
 @pytest.fixture
@@ -42,10 +37,11 @@ async def fetch(upstream: Any, path: str) -> bytes:
 async def test_a_new_origin_connection_resumes_the_last_session(tls_origin, origin_ca_path):
     config = config_from_dict({"proxy": {"upstream_ca": origin_ca_path}}).proxy
     context = client_tls_context(config)
-    pool = UpstreamPool()
+    origins = Origins(config, context)
+    pool = origins.pool
     target = Target("https", "127.0.0.1", tls_origin.port, "localhost")
 
-    first = await open_upstream(target, config, context, pool)
+    first = await origins.open(target)
     try:
         assert isinstance(first.stream, TransportStream)
         assert first.stream.ssl_object is not None
@@ -57,7 +53,7 @@ async def test_a_new_origin_connection_resumes_the_last_session(tls_origin, orig
     finally:
         await first.aclose()
 
-    second = await open_upstream(target, config, context, pool)
+    second = await origins.open(target)
     try:
         assert isinstance(second.stream, TransportStream) and second.stream.ssl_object
         assert second.stream.ssl_object.session_reused  # abbreviated handshake
@@ -66,7 +62,7 @@ async def test_a_new_origin_connection_resumes_the_last_session(tls_origin, orig
         await second.aclose()
 
     other = Target("https", "127.0.0.1", tls_origin.port, "127.0.0.1")  # another name: no reuse
-    third = await open_upstream(other, config, context, pool)
+    third = await origins.open(other)
     try:
         assert isinstance(third.stream, TransportStream) and third.stream.ssl_object
         assert not third.stream.ssl_object.session_reused

@@ -1,7 +1,7 @@
 """HTTP/1.1 on top of h11: one small wrapper used for both the client and the upstream side.
 
 h11 does the parsing and framing without I/O; this module only moves bytes between it and an
-anyio stream, and turns h11's events into the objects of :mod:`nectoproxy.flow` and back.
+engine stream, and turns h11's events into the objects of :mod:`nectoproxy.flow` and back.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import re
 from typing import Any
 
 import anyio
-import anyio.abc
 import h11
 
 from nectoproxy.flow import Headers, Request, Response
+from nectoproxy.proxy.streams import STREAM_ERRORS, EngineStream, close_quietly
 
 READ_SIZE = 256 * 1024
 #: "No body bytes are buffered right now" (as opposed to None: the body ended).
@@ -46,26 +46,6 @@ def strip_hop_by_hop(headers: Headers) -> None:
         headers.without(drop)
 
 
-def pause_until_read(stream: anyio.abc.ByteStream) -> None:
-    """Make the event loop read a socket only while someone waits for its data.
-
-    anyio's asyncio streams pause reading after a receive that had to wait, but a new
-    transport starts out reading: a peer that sends faster than we forward would otherwise
-    pile its data up in memory (no back-pressure). Pausing once at the start fixes that.
-    """
-    from nectoproxy.proxy.streams import TransportStream
-
-    if isinstance(stream, TransportStream):
-        return  # it pauses itself once enough is buffered
-    transport = getattr(stream, "_transport", None)
-    pause = getattr(transport, "pause_reading", None)
-    if pause is not None:
-        try:
-            pause()
-        except (RuntimeError, AttributeError, OSError):  # closing, or not pausable
-            pass
-
-
 def header_pairs(headers: Any) -> list[tuple[bytes, bytes]]:
     """The (lower-case name, value) pairs of an h11 header list.
 
@@ -85,13 +65,10 @@ def http_version(raw: bytes) -> str:
 class HTTPConnection:
     """An h11 connection bound to an anyio byte stream."""
 
-    __slots__ = ("_head_state", "_native", "eof", "h11", "stream", "trailers")
+    __slots__ = ("_head_state", "eof", "h11", "stream", "trailers")
 
-    def __init__(self, stream: anyio.abc.ByteStream, role: Any, max_header_size: int) -> None:
-        from nectoproxy.proxy.streams import TransportStream
-
+    def __init__(self, stream: EngineStream, role: Any, max_header_size: int) -> None:
         self.stream = stream
-        self._native = isinstance(stream, TransportStream)
         self.h11 = h11.Connection(role, max_incomplete_event_size=max_header_size)
         # The peer's state in which its next bytes are a message head.
         self._head_state = h11.IDLE if role is h11.SERVER else h11.SEND_RESPONSE
@@ -155,13 +132,7 @@ class HTTPConnection:
     async def _receive(self, timeout: float | None = None) -> None:
         """Read once into h11; TimeoutError if nothing came within ``timeout`` seconds."""
         try:
-            if self._native:
-                data = await self.stream.receive(READ_SIZE, timeout=timeout)  # type: ignore[call-arg]
-            elif timeout is None:
-                data = await self.stream.receive(READ_SIZE)
-            else:
-                with anyio.fail_after(timeout):
-                    data = await self.stream.receive(READ_SIZE)
+            data = await self.stream.receive(READ_SIZE, timeout=timeout)
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError,
                 ConnectionError):
             data = b""
@@ -217,20 +188,12 @@ class HTTPConnection:
     async def send_bytes(self, data: bytes) -> None:
         await self.stream.send(data)
 
-    async def end_message(self, trailers: Headers | None = None) -> None:
-        raw = trailers.to_raw() if trailers and self.h11.their_http_version != b"1.0" else []
-        await self.send(h11.EndOfMessage(headers=raw))
-
     @property
     def reusable(self) -> bool:
         return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
 
     async def aclose(self) -> None:
-        with anyio.CancelScope(shield=True):
-            try:
-                await self.stream.aclose()
-            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass
+        await close_quietly(self.stream)
 
 
 def request_from_event(event: h11.Request, scheme: str, host: str, port: int) -> Request:
@@ -255,3 +218,64 @@ def response_from_event(event: h11.Response | h11.InformationalResponse) -> Resp
         http_version=http_version(event.http_version),
         reason=event.reason.decode("latin-1"),
     )
+
+
+def error_response(status: int, message: str) -> Response:
+    """The plain-text answer the proxy itself gives when a flow fails (or a client is
+    refused); it closes the connection."""
+    response = Response.make(status, message.rstrip("\n") + "\n")
+    response.headers["Connection"] = "close"
+    return response
+
+
+def response_bytes(response: Response) -> bytes:
+    """A whole HTTP/1.1 response as bytes (head and body), for answers sent without h11."""
+    head = f"HTTP/1.1 {response.status_code} {response.reason}\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in response.headers.fields) + "\r\n"
+    return head.encode("latin-1") + (response.raw_content or b"")
+
+
+async def send_error(connection: HTTPConnection, status: int, message: str) -> None:
+    """Answer with :func:`error_response` if the connection can still take an answer; a
+    client that is gone or past answering is told nothing."""
+    if connection.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    response = error_response(status, message)
+    try:
+        await connection.send(h11.Response(status_code=status, headers=response.headers.to_raw(),
+                                           reason=response.reason.encode("latin-1")))
+        await connection.send_data(response.raw_content or b"")
+        await connection.send(h11.EndOfMessage())
+    except (h11.LocalProtocolError, *STREAM_ERRORS):
+        pass
+
+
+def has_body(headers: Headers) -> bool:
+    length = headers.get("content-length")
+    if length is not None:
+        return length.strip() != "0"
+    return "transfer-encoding" in headers
+
+
+def upgrade_protocol(headers: Headers) -> str | None:
+    """The Upgrade header's value when Connection names "upgrade" (a protocol switch)."""
+    tokens = {t.strip().lower() for v in headers.get_all("connection") for t in v.split(",")}
+    return headers.get("upgrade") if "upgrade" in tokens else None
+
+
+def declared_length(headers: Headers) -> int:
+    value = headers.get("content-length", "")
+    return int(value) if value.isdigit() else 0
+
+
+def set_chunked(headers: Headers) -> None:
+    if "content-length" in headers:
+        del headers["content-length"]
+    headers["Transfer-Encoding"] = "chunked"
+
+
+def set_length(headers: Headers, length: int) -> None:
+    if "transfer-encoding" in headers:
+        del headers["transfer-encoding"]
+    if headers.get("content-length") != str(length):
+        headers["Content-Length"] = str(length)

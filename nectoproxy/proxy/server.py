@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import ssl
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -24,12 +24,19 @@ from nectoproxy.config import Config, load_config
 from nectoproxy.errors import ConfigError
 from nectoproxy.flow import Connection
 from nectoproxy.plugins import PluginHost
-from nectoproxy.proxy import streams
-from nectoproxy.proxy.exchange import ClientSession, Services, error_response
-from nectoproxy.proxy.http1 import pause_until_read
+from nectoproxy.proxy.context import Services
+from nectoproxy.proxy.http1 import error_response, response_bytes
 from nectoproxy.proxy.memory import PeakTracker, release_free_memory
-from nectoproxy.proxy.streams import TransportStream
-from nectoproxy.proxy.upstream import UpstreamPool, client_tls_context
+from nectoproxy.proxy.pool import Origins
+from nectoproxy.proxy.session import ClientSession
+from nectoproxy.proxy.streams import (
+    AnyioStream,
+    EngineStream,
+    close_quietly,
+    loop_transports_available,
+)
+from nectoproxy.proxy.transport import TransportStream
+from nectoproxy.proxy.upstream import client_tls_context
 
 log = logging.getLogger("nectoproxy.server")
 
@@ -52,12 +59,16 @@ class Proxy:
         plugins: Sequence[object] = (),
         scripts: Sequence[str] = (),
         grace: float = 5.0,
+        anyio_streams: bool = False,
     ) -> None:
+        """``anyio_streams=True`` serves through anyio's streams even on asyncio (they are
+        what any other anyio backend gets): slower, for tests of that path."""
         self.config = config if config is not None else load_config(use_file=False)
         self.hooks = PluginHost(self.config)
         self._plugins = plugins
         self._scripts = scripts
         self.grace = grace
+        self._anyio_streams = anyio_streams
         self._allowed: list[Network] = [
             ipaddress.ip_network(net, strict=False) for net in self.config.proxy.allow_clients
         ]
@@ -83,19 +94,29 @@ class Proxy:
                         tb: TracebackType | None) -> None:
         await self.stop()
 
-    async def start(self) -> None:
-        config = self.config
+    async def check(self) -> None:
+        """Load and configure the plugins as :meth:`start` would, without listening
+        (``nectoproxy config check``); raises what start-up would."""
         self.hooks.load(scripts=self._scripts, objects=self._plugins)
         self._check_plugin_tables()
         await self.hooks.configure()
+
+    @property
+    def ca_path(self) -> Path:
+        """The CA certificate clients must trust."""
+        return self.config.certs_dir / "ca.pem"
+
+    async def start(self) -> None:
+        config = self.config
+        await self.check()
         _raise_open_file_limit(self.fds_needed)
         certs = CertStore(config.certs_dir)
         await anyio.to_thread.run_sync(certs.load_or_create)
         if self.hooks.has("on_cert_generated"):
             certs.on_cert_generated = self._cert_generated
-        self.services = Services(config, self.hooks, certs, client_tls_context(config.proxy),
-                                 UpstreamPool(idle_timeout=min(config.proxy.idle_timeout, 30.0),
-                                              max_idle=config.proxy.max_connections))
+        loop_transports = not self._anyio_streams and loop_transports_available()
+        self.services = Services(config, self.hooks, certs, Origins(
+            config.proxy, client_tls_context(config.proxy), loop_transports))
         try:
             self._listener = await anyio.create_tcp_listener(
                 local_host=config.proxy.listen_host, local_port=config.proxy.listen_port,
@@ -125,13 +146,14 @@ class Proxy:
         assert self._listener is not None and self._connections is not None
         async with self._connections:
             try:
-                native = streams.native()
+                native = self.services is not None and self.services.loop_transports
                 with anyio.CancelScope() as self._accept_scope:
                     if native:
                         await self._serve_native(task_status)
                     else:
                         task_status.started()
-                        await self._listener.serve(self._handle, task_group=self._connections)
+                        await self._listener.serve(self._handle_anyio,
+                                                   task_group=self._connections)
                 if native:
                     await self._end_native_tasks()
             finally:
@@ -250,7 +272,10 @@ class Proxy:
             address = address.ipv4_mapped
         return any(address in network for network in self._allowed)
 
-    async def _handle(self, stream: anyio.abc.ByteStream) -> None:
+    async def _handle_anyio(self, stream: anyio.abc.ByteStream) -> None:
+        await self._handle(AnyioStream(stream))
+
+    async def _handle(self, stream: EngineStream) -> None:
         assert self.services is not None
         client = ("?", 0)
         served = False
@@ -262,7 +287,6 @@ class Proxy:
             if not peer:
                 return  # the client reset before we looked: nothing to serve
             client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else (str(peer), 0)
-            pause_until_read(stream)
             if not self.client_allowed(client[0]):
                 await self._refuse(stream, client[0], 403, "not in proxy.allow_clients",
                                    f"NectoProxy does not serve clients from {client[0]} "
@@ -289,13 +313,9 @@ class Proxy:
         finally:
             if served:
                 self._active -= 1
-            with anyio.CancelScope(shield=True):
-                try:
-                    await stream.aclose()
-                except (OSError, anyio.BrokenResourceError, ssl.SSLError):
-                    pass
+            await close_quietly(stream)
 
-    async def _refuse(self, stream: anyio.abc.ByteStream, client: str, status: int, why: str,
+    async def _refuse(self, stream: EngineStream, client: str, status: int, why: str,
                       message: str) -> None:
         """Answer a refused client, unless too many refusals are being answered already (a
         storm): then it is closed at once, so refusing never holds more than
@@ -343,12 +363,9 @@ class _RefusalLog:
             self._since, self._count = now, 0
 
 
-async def _answer_and_close(stream: anyio.abc.ByteStream, status: int, message: str) -> None:
-    response = error_response(status, message)
-    head = f"HTTP/1.1 {status} {response.reason}\r\n" + "".join(
-        f"{k}: {v}\r\n" for k, v in response.headers.fields) + "\r\n"
+async def _answer_and_close(stream: EngineStream, status: int, message: str) -> None:
     try:
-        await stream.send(head.encode("latin-1") + (response.raw_content or b""))
+        await stream.send(response_bytes(error_response(status, message)))
         await stream.send_eof()
         # Lingering close: a request still arriving at a closed socket makes the kernel
         # reset the connection, and the client may never read the answer.

@@ -1,57 +1,41 @@
-"""Byte streams straight on the event loop's transports, with TLS driven in place.
+"""Byte streams: the one stream interface the engine reads and writes through.
 
-A proxy does little but move bytes, and on anyio's asyncio backend every read that has to wait
-resumes and pauses the socket (two ``epoll_ctl`` calls), and ``TLSStream`` runs OpenSSL one
-record per await through several layers. :class:`TransportStream` is both the transport's
-protocol and an anyio :class:`~anyio.abc.ByteStream`:
+The engine never asks what kind of stream it has. Where a connection is accepted or opened,
+one of two implementations of :class:`EngineStream` is chosen, once:
 
-* it reads ahead up to :data:`READ_HIGH` bytes and pauses the socket only then, so a peer that
-  sends faster than the other side takes still meets back-pressure, but a request/response
-  cycle costs no extra system calls;
-* TLS runs through an :class:`ssl.SSLObject` inside ``data_received``: everything the socket
-  delivered is decrypted in one go into one buffer, and a send encrypts all its records at once;
-* bytes already read (the peeked ClientHello, what followed a CONNECT answer) can be pushed
-  back with :meth:`TransportStream.unread`, and :meth:`TransportStream.start_tls` takes them as
-  the start of the handshake.
+* :class:`TransportStream`, straight on the asyncio (or uvloop) transport, with TLS driven in
+  place: it is the transport's protocol, reads ahead up to :data:`READ_HIGH` bytes and only then
+  pauses the socket (back-pressure without extra system calls per request/response cycle), runs
+  TLS through an :class:`ssl.SSLObject` inside ``data_received`` (everything the socket brought
+  decrypted in one go), and reports a peer's reset or end the moment the loop sees it;
+* :class:`AnyioStream`, an adapter that gives any anyio byte stream (a SocketStream, a
+  TLSStream) the same interface: used on anyio backends other than asyncio (trio), or when
+  :func:`connect`/the server is asked for anyio's streams.
 
-It is used when the proxy runs on asyncio (uvloop included). On any other anyio backend the
-proxy uses anyio's own streams (:func:`native` is False): same interface, slower.
+Also here: :func:`relay` (copy both ways, half-closes passed on), :func:`close_quietly`,
+:func:`connect` (happy eyeballs) and :func:`connect_socket`. Nothing here knows about HTTP.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
-import ipaddress
 import socket
 import ssl
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import anyio.abc
-from anyio.streams.tls import TLSAttribute
+from anyio.streams.tls import TLSAttribute, TLSStream
 
-#: Stop reading the socket once this many received bytes wait unread; resume below READ_LOW.
-READ_HIGH = 256 * 1024
-READ_LOW = 64 * 1024
-#: The transport's write buffer: a send waits while more than WRITE_HIGH bytes are unsent.
-WRITE_HIGH = 256 * 1024
-WRITE_LOW = 64 * 1024
-#: How long a closed stream may go on flushing its unsent bytes before it is aborted.
-CLOSE_FLUSH_TIMEOUT = 10.0
-#: Happy eyeballs: how long one connection attempt runs before the next address is tried too.
-HAPPY_EYEBALLS_DELAY = 0.25
-#: One TLS record carries at most this much plaintext.
-_TLS_RECORD = 16384
-
-#: Switch for tests: False makes the proxy use anyio's streams even on asyncio.
-enabled = True
+#: Errors a stream operation may raise when the peer or the network fails.
+STREAM_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream,
+                 ConnectionError, ssl.SSLError, OSError)
 
 
-def native() -> bool:
+def loop_transports_available() -> bool:
     """Whether this task runs where :class:`TransportStream` works (an asyncio loop)."""
-    if not enabled:
-        return False
     try:
         asyncio.get_running_loop()  # (on trio there is none)
     except RuntimeError:
@@ -59,307 +43,46 @@ def native() -> bool:
     return True
 
 
-class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
-    """An anyio byte stream that is its own asyncio protocol (see the module docstring)."""
+class EngineStream(anyio.abc.ByteStream):
+    """The interface of every stream the engine uses (see the module docstring)."""
 
-    __slots__ = (
-        "_close_timer",
-        "_closed",
-        "_drain",
-        "_eof",
-        "_error",
-        "_handshaking",
-        "_incoming",
-        "_loop",
-        "_lost",
-        "_on_connect",
-        "_outgoing",
-        "_pending",
-        "_reading_paused",
-        "_size",
-        "_ssl",
-        "_transport",
-        "_waiter",
-        "_writing_paused",
-        "on_peer_end",
-    )
+    #: Called when the peer ends the connection while it is in use: ``reset=True`` for a reset
+    #: or any other error, False for an orderly end; streams that cannot tell by themselves
+    #: (:attr:`reports_peer_end` False) never call it.
+    on_peer_end: Callable[[bool], None] | None
+    reports_peer_end: bool = True
 
-    def __init__(self, on_connect: Callable[[TransportStream], None] | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._transport: asyncio.Transport | None = None
-        self._pending: list[bytes | bytearray] = []
-        self._size = 0
-        self._waiter: asyncio.Future[Any] | None = None
-        self._drain: asyncio.Future[None] | None = None
-        self._eof = False
-        self._lost = False
-        self._error: BaseException | None = None
-        self._closed = False
-        self._reading_paused = False
-        self._writing_paused = False
-        self._on_connect = on_connect
-        self._ssl: ssl.SSLObject | None = None
-        self._incoming: ssl.MemoryBIO | None = None
-        self._outgoing: ssl.MemoryBIO | None = None
-        self._handshaking = False
-        self._close_timer: asyncio.TimerHandle | None = None
-        #: Called (from the event loop) when the peer ends the connection while we still use
-        #: it: ``reset=True`` for a reset or any other error, False for an orderly end (a FIN,
-        #: a TLS close_notify), after which bytes already received can still be read.
-        self.on_peer_end: Callable[[bool], None] | None = None
-
-    # -- opening -----------------------------------------------------------------------------
-
-    @classmethod
-    async def connect(cls, host: str, port: int) -> TransportStream:
-        """A TCP connection (happy eyeballs between the addresses of ``host``)."""
-        sock = await connect_socket(host, port)
-        stream = cls()
-        try:
-            await stream._loop.create_connection(lambda: stream, sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-        return stream
-
-    @classmethod
-    async def serve(cls, sock: socket.socket,
-                    on_connect: Callable[[TransportStream], None]) -> asyncio.AbstractServer:
-        """Accept on a listening socket; ``on_connect`` gets each new connection's stream."""
-        loop = asyncio.get_running_loop()
-        return await loop.create_server(lambda: cls(on_connect), sock=sock,
-                                        backlog=socket.SOMAXCONN)
-
-    # -- asyncio.Protocol --------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        self._transport = transport
-        transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
-        # No Nagle: a small write (a response head, a chunk) must not wait for an ACK.
-        # uvloop sets this on every TCP socket, asyncio not on accepted ones.
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass  # already closed by the peer: nothing will be sent anyway
-        on_connect, self._on_connect = self._on_connect, None
-        if on_connect is not None:
-            on_connect(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = self._eof = True
-        if self._close_timer is not None:
-            self._close_timer.cancel()
-            self._close_timer = None
-        if exc is not None and self._error is None:
-            self._error = exc
-        self._wake()
-        self._wake_writer()
-        if not self._closed:
-            self._peer_ended(reset=True)
-
-    def _peer_ended(self, reset: bool) -> None:
-        callback = self.on_peer_end
-        if callback is not None:
-            if reset:
-                self.on_peer_end = None  # (a reset is final; an orderly end may be followed by one)
-            callback(reset)
-
-    def data_received(self, data: bytes) -> None:
-        if self._ssl is None:
-            self._push(data)
-            return
-        assert self._incoming is not None
-        self._incoming.write(data)
-        if self._handshaking:
-            self._handshake_step()
-        else:
-            self._decrypt()
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        self._wake()
-        self._peer_ended(reset=False)
-        return True  # keep our sending side open (a half-close is the peer's alone)
-
-    def pause_writing(self) -> None:
-        self._writing_paused = True
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        self._wake_writer()
-
-    # -- receiving ---------------------------------------------------------------------------
-
-    def _push(self, data: bytes | bytearray) -> None:
-        self._pending.append(data)
-        self._size += len(data)
-        if self._size > READ_HIGH and not self._reading_paused and self._transport is not None:
-            self._reading_paused = True
-            self._transport.pause_reading()
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _wake_writer(self) -> None:
-        drain = self._drain
-        if drain is not None and not drain.done():
-            drain.set_result(None)
-
-    async def _wait(self, timeout: float | None = None) -> None:
-        """Wait for data_received & co; TimeoutError after ``timeout`` seconds.
-
-        A timer of the loop's own costs less than half of an anyio cancel scope with a
-        deadline, and a proxy waits with a timeout on almost every read.
-        """
-        waiter = self._waiter = self._loop.create_future()
-        timer = None if timeout is None else self._loop.call_later(timeout, _expire, waiter)
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-            if timer is not None:
-                timer.cancel()
-        if waiter.result() is _TIMED_OUT:
-            raise TimeoutError
-
+    @abc.abstractmethod
     async def receive(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes:
         """Up to ``max_bytes``; TimeoutError if nothing arrives within ``timeout`` seconds."""
-        while not self._pending:
-            if self._closed:
-                raise anyio.ClosedResourceError
-            if self._error is not None:
-                raise anyio.BrokenResourceError from self._error
-            if self._eof:
-                raise anyio.EndOfStream
-            await self._wait(timeout)
-        pending = self._pending
-        chunk = pending[0]
-        if len(chunk) > max_bytes:
-            pending[0] = chunk[max_bytes:]
-            chunk = chunk[:max_bytes]
-        elif len(pending) == 1:
-            pending.clear()
-        else:
-            taken = len(chunk)
-            count = 1
-            while count < len(pending) and taken + len(pending[count]) <= max_bytes:
-                taken += len(pending[count])
-                count += 1
-            chunk = b"".join(pending[:count]) if count > 1 else chunk
-            del pending[:count]
-        self._size -= len(chunk)
-        if self._reading_paused and self._size <= READ_LOW and self._transport is not None \
-                and not self._lost:
-            self._reading_paused = False
-            self._transport.resume_reading()
-        return chunk  # type: ignore[return-value]  # bytes-like; callers copy or pass it on
 
+    @abc.abstractmethod
     async def wait_readable(self, timeout: float | None = None) -> None:
-        """Return once there is something to receive (bytes, end of stream or an error);
-        TimeoutError if nothing came within ``timeout`` seconds."""
-        while not self._pending and not self._eof and self._error is None and not self._closed:
-            await self._wait(timeout)
+        """Return once there is something to receive (bytes, the end, an error)."""
 
-    @property
-    def buffered(self) -> int:
-        """How many received bytes wait unread."""
-        return self._size
-
-    def buffered_tail(self, length: int) -> bytes:
-        """The last ``length`` (or fewer) received bytes that wait unread."""
-        tail = b""
-        for chunk in reversed(self._pending):
-            tail = bytes(chunk[-(length - len(tail)):]) + tail
-            if len(tail) >= length:
-                break
-        return tail
-
-    @property
-    def quiet(self) -> bool:
-        """Open, and nothing received: no bytes, no end of stream, no error (an idle
-        connection the peer has not given up on)."""
-        return not (self._pending or self._eof or self._lost or self._closed
-                    or self._error is not None)
-
+    @abc.abstractmethod
     def unread(self, data: bytes | bytearray) -> None:
         """Put bytes back in front of what :meth:`receive` returns next."""
-        if data:
-            self._pending.insert(0, data)
-            self._size += len(data)
 
-    # -- sending -----------------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def buffered(self) -> int:
+        """How many received bytes wait unread (as far as this stream knows)."""
 
-    async def send(self, item: bytes | bytearray | memoryview) -> None:
-        transport = self._transport
-        if self._closed:
-            raise anyio.ClosedResourceError
-        if self._lost or transport is None or transport.is_closing():
-            raise anyio.BrokenResourceError from self._error
-        if self._ssl is not None:
-            if not item:
-                return
-            try:
-                self._ssl.write(item)
-            except ssl.SSLError as exc:
-                raise anyio.BrokenResourceError from exc
-            assert self._outgoing is not None
-            item = self._outgoing.read()
-        transport.write(item)
-        while self._writing_paused:
-            self._drain = self._loop.create_future()
-            try:
-                await self._drain
-            finally:
-                self._drain = None
-            if self._closed:
-                raise anyio.ClosedResourceError
-            if self._lost:
-                raise anyio.BrokenResourceError from self._error
+    @abc.abstractmethod
+    def buffered_tail(self, length: int) -> bytes:
+        """The last ``length`` (or fewer) received bytes that wait unread."""
 
-    async def send_eof(self) -> None:
-        if self._ssl is not None:
-            raise NotImplementedError("TLS does not support half-closing")
-        transport = self._transport
-        if transport is not None and not transport.is_closing() and transport.can_write_eof():
-            try:
-                transport.write_eof()
-            except (OSError, RuntimeError):
-                pass
+    @property
+    @abc.abstractmethod
+    def quiet(self) -> bool:
+        """Open, and nothing received: an idle connection the peer has not given up on."""
 
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            if self._ssl is not None and not self._handshaking and not self._lost:
-                self._send_close_notify()
-            if transport.get_write_buffer_size():
-                # Let the last bytes go out, but not forever to a peer that stopped reading.
-                self._close_timer = self._loop.call_later(CLOSE_FLUSH_TIMEOUT, self._abort)
-            transport.close()
-        self._wake()
-        self._wake_writer()
-
+    @abc.abstractmethod
     def abort(self) -> None:
-        """Close at once, dropping unsent bytes."""
-        self._closed = True
-        self._abort()
-        self._wake()
-        self._wake_writer()
+        """Close at once, dropping unsent bytes; a receive in progress ends."""
 
-    def _abort(self) -> None:
-        if self._transport is not None and not self._lost:
-            self._transport.abort()  # (a transport that finished closing must not be touched)
-
-    # -- TLS ---------------------------------------------------------------------------------
-
+    @abc.abstractmethod
     async def start_tls(self, context: ssl.SSLContext, *, server_side: bool,
                         server_hostname: str | None = None,
                         session: ssl.SSLSession | None = None) -> None:
@@ -368,229 +91,214 @@ class TransportStream(anyio.abc.ByteStream, asyncio.Protocol):
         Bytes already received (or pushed back with :meth:`unread`) are the handshake's start.
         Raises :class:`ssl.SSLError` (certificate verification included),
         :class:`anyio.EndOfStream` or :class:`anyio.BrokenResourceError` if it fails; time-outs
-        are the caller's (a cancelled handshake leaves the stream fit only for closing).
-        ``session`` (client side) offers a session from an earlier connection for resumption.
+        are the caller's. ``session`` (client side) offers an earlier session for resumption.
         """
-        if self._ssl is not None:
-            raise RuntimeError("TLS already started on this stream")
-        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side,
-                                     server_hostname=server_hostname, session=session)
-        self._handshaking = True
-        pending, self._pending, self._size = self._pending, [], 0
-        for chunk in pending:
-            self._incoming.write(chunk)
-        if self._reading_paused and self._transport is not None and not self._lost:
-            self._reading_paused = False
-            self._transport.resume_reading()
-        self._handshake_step()
-        while self._handshaking:
-            if self._error is not None:
-                error = self._error
-                if isinstance(error, ssl.SSLError):
-                    raise error
-                raise anyio.BrokenResourceError from error
-            if self._eof or self._closed:
-                raise anyio.EndOfStream
-            await self._wait()
-        if self._error is not None and not self._pending:
-            raise anyio.BrokenResourceError from self._error
 
-    def _handshake_step(self) -> None:
-        assert self._ssl is not None
-        try:
-            self._ssl.do_handshake()
-        except ssl.SSLWantReadError:
-            self._flush_tls()
-            return
-        except ssl.SSLError as exc:
-            self._flush_tls()  # the alert that tells the peer why
-            self._error = exc
-            self._wake()
-            return
-        self._handshaking = False
-        self._flush_tls()
-        self._decrypt()  # application data that came with the end of the handshake
-        self._wake()
+    @property
+    @abc.abstractmethod
+    def ssl_object(self) -> ssl.SSLObject | None:
+        """The TLS state once :meth:`start_tls` succeeded."""
 
-    def _decrypt(self) -> None:
-        """Decrypt every whole record received so far into one buffer, and queue it."""
-        sslobj, incoming = self._ssl, self._incoming
-        assert sslobj is not None and incoming is not None
-        ended_before = self._eof or self._error is not None
-        # Plaintext is never longer than its records; part of one may sit inside OpenSSL.
-        buffer = bytearray(incoming.pending + _TLS_RECORD)
-        filled = 0
-        while True:
-            if len(buffer) - filled < _TLS_RECORD:
-                buffer += bytes(_TLS_RECORD)
+    def peer_reset(self) -> bool:
+        """For streams that do not report their peer's end: whether the peer reset now."""
+        return False
+
+
+class AnyioStream(EngineStream):
+    """Any anyio byte stream behind the :class:`EngineStream` interface.
+
+    It knows only what it has read, so it cannot report a peer's end by itself
+    (:attr:`reports_peer_end` is False: a session polls the socket instead), and it reads only
+    while someone waits for data: anyio's asyncio streams pause the socket after a receive
+    that had to wait, and a new one is paused here too, so a peer that sends faster than the
+    other side takes meets back-pressure.
+    """
+
+    reports_peer_end = False
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self.wrapped = stream
+        self.on_peer_end = None
+        self._prefix = bytearray()
+        self._ended: BaseException | None = None  # EndOfStream or the error a read raised
+        self._pause_reading()
+
+    def _pause_reading(self) -> None:
+        transport = getattr(self.wrapped, "_transport", None)
+        pause = getattr(transport, "pause_reading", None)
+        if pause is not None:
             try:
-                count = cast(int, sslobj.read(_TLS_RECORD, memoryview(buffer)[filled:]))
-            except ssl.SSLWantReadError:
-                break
-            except ssl.SSLZeroReturnError:  # close_notify: a clean end of stream
-                self._eof = True
-                break
-            except ssl.SSLError as exc:
-                self._error = exc
-                break
-            if not count:
-                self._eof = True  # close_notify (read() returns 0 for it)
-                break
-            filled += count
-        ended = not ended_before and (self._eof or self._error is not None)
-        if self._outgoing is not None and self._outgoing.pending:
-            self._flush_tls()  # e.g. the answer to a TLS 1.3 KeyUpdate
-        if filled:
-            del buffer[filled:]
-            self._push(buffer)
-        elif self._eof or self._error is not None:
-            self._wake()
-        if ended and not self._closed:
-            self._peer_ended(reset=self._error is not None)
+                pause()
+            except (RuntimeError, AttributeError, OSError):  # closing, or not pausable
+                pass
 
-    def _flush_tls(self) -> None:
-        outgoing = self._outgoing
-        transport = self._transport
-        if outgoing is not None and outgoing.pending and transport is not None \
-                and not transport.is_closing():
-            transport.write(outgoing.read())
+    async def receive(self, max_bytes: int = 65536, *, timeout: float | None = None) -> bytes:
+        if self._prefix:
+            data = bytes(self._prefix[:max_bytes])
+            del self._prefix[:max_bytes]
+            return data
+        if self._ended is not None:
+            raise self._ended
+        if timeout is None:
+            return await self.wrapped.receive(max_bytes)
+        with anyio.fail_after(timeout):
+            return await self.wrapped.receive(max_bytes)
 
-    def _send_close_notify(self) -> None:
-        assert self._ssl is not None
+    async def wait_readable(self, timeout: float | None = None) -> None:
+        if self._prefix or self._ended is not None:
+            return
         try:
-            self._ssl.unwrap()
-        except ssl.SSLError:
-            pass  # SSLWantReadError: ours is sent, the peer's is not awaited
-        self._flush_tls()
+            data = await self.receive(timeout=timeout)
+        except TimeoutError:
+            raise
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
+                OSError, ssl.SSLError) as exc:
+            self._ended = exc
+            return
+        self._prefix += data
 
-    # -- attributes --------------------------------------------------------------------------
+    def unread(self, data: bytes | bytearray) -> None:
+        self._prefix[:0] = data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._prefix)
+
+    def buffered_tail(self, length: int) -> bytes:
+        return bytes(self._prefix[-length:])
+
+    @property
+    def quiet(self) -> bool:
+        """Open and idle: nothing unread here, and (a syscall) nothing waiting in the socket:
+        between responses an origin has nothing to say, so bytes or an EOF mean it closed."""
+        if self._prefix or self._ended is not None:
+            return False
+        raw = self.raw_socket
+        if raw is None:
+            return True
+        if raw.fileno() < 0:
+            return False
+        sock = socket.socket(fileno=raw.fileno())
+        try:
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            sock.detach()  # the fd still belongs to the event loop's transport
+        return False
+
+    @property
+    def raw_socket(self) -> socket.socket | None:
+        return self.wrapped.extra(anyio.abc.SocketAttribute.raw_socket, None)
+
+    def peer_reset(self) -> bool:
+        """Whether the socket reports a reset (or another error) right now (a syscall)."""
+        raw = self.raw_socket
+        if raw is None or raw.fileno() < 0:
+            return False
+        sock = socket.socket(fileno=raw.fileno())
+        try:
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        finally:
+            sock.detach()
+        return False
+
+    async def send(self, item: bytes | bytearray | memoryview) -> None:
+        await self.wrapped.send(bytes(item) if not isinstance(item, bytes) else item)
+
+    async def send_eof(self) -> None:
+        await self.wrapped.send_eof()
+
+    async def aclose(self) -> None:
+        await self.wrapped.aclose()
+
+    def abort(self) -> None:
+        raw = self.raw_socket
+        if raw is not None and raw.fileno() >= 0:
+            try:
+                raw.shutdown(socket.SHUT_RDWR)  # a receive in progress sees the end
+            except OSError:
+                pass
+
+    async def start_tls(self, context: ssl.SSLContext, *, server_side: bool,
+                        server_hostname: str | None = None,
+                        session: ssl.SSLSession | None = None) -> None:
+        prefix, self._prefix = bytes(self._prefix), bytearray()
+        inner = _Prefixed(prefix, self.wrapped) if prefix else self.wrapped
+        self.wrapped = await TLSStream.wrap(inner, server_side=server_side,
+                                            hostname=server_hostname, ssl_context=context,
+                                            standard_compatible=False)
 
     @property
     def ssl_object(self) -> ssl.SSLObject | None:
-        return self._ssl
+        return self.wrapped.extra(TLSAttribute.ssl_object, None)
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        transport = self._transport
-        if transport is None:
-            return {}
-
-        def remote() -> Any:
-            peer = transport.get_extra_info("peername")
-            return tuple(peer[:2]) if isinstance(peer, tuple) else peer
-
-        def local() -> Any:
-            name = transport.get_extra_info("sockname")
-            return tuple(name[:2]) if isinstance(name, tuple) else name
-
-        attributes: dict[Any, Callable[[], Any]] = {
-            anyio.abc.SocketAttribute.raw_socket: lambda: transport.get_extra_info("socket"),
-            anyio.abc.SocketAttribute.remote_address: remote,
-            anyio.abc.SocketAttribute.local_address: local,
-        }
-        if self._ssl is not None:
-            sslobj = self._ssl
-            attributes[TLSAttribute.ssl_object] = lambda: sslobj
-            attributes[TLSAttribute.server_side] = lambda: sslobj.server_side
-            attributes[TLSAttribute.peer_certificate_binary] = lambda: sslobj.getpeercert(True)
-            attributes[TLSAttribute.alpn_protocol] = sslobj.selected_alpn_protocol
-            attributes[TLSAttribute.cipher] = sslobj.cipher
-            attributes[TLSAttribute.tls_version] = sslobj.version
-        return attributes
+        return self.wrapped.extra_attributes
 
 
-async def connect_socket(host: str, port: int) -> socket.socket:
-    """A connected non-blocking TCP socket to ``host:port``.
+class _Prefixed(anyio.abc.ByteStream):
+    """An anyio stream that first returns bytes already read from it (for TLSStream.wrap)."""
 
-    Addresses are tried in the resolver's order, alternating families (RFC 8305), each
-    :data:`HAPPY_EYEBALLS_DELAY` after the previous one started unless it failed sooner; the
-    first to connect wins. If all fail, the OSError raised has an ExceptionGroup of every
-    attempt's error as its cause. (uvloop's create_connection has no happy eyeballs.)
-    """
-    try:
-        literal = ipaddress.ip_address(host) if "%" not in host else None
-    except ValueError:
-        literal = None
-    if literal is not None:  # no resolver round trip for an address
-        addresses: list[tuple[int, Any]] = [
-            (socket.AF_INET, (host, port)) if literal.version == 4
-            else (socket.AF_INET6, (host, port, 0, 0))]
-    else:
-        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = _interleave([(info[0], info[4]) for info in infos])
-    loop = asyncio.get_running_loop()
-    errors: list[OSError] = []
-    winner: socket.socket | None = None
+    def __init__(self, prefix: bytes, stream: anyio.abc.ByteStream) -> None:
+        self._prefix = prefix
+        self._stream = stream
 
-    async def attempt(family: int, address: Any, failed: anyio.Event,
-                      scope: anyio.CancelScope) -> None:
-        nonlocal winner
-        sock = socket.socket(family, socket.SOCK_STREAM)
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if self._prefix:
+            data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
+            return data
+        return await self._stream.receive(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        await self._stream.send(item)
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Any:
+        return self._stream.extra_attributes
+
+
+async def close_quietly(stream: anyio.abc.AsyncResource) -> None:
+    """Close, even inside a cancelled scope, and ignore what a broken peer makes it raise."""
+    with anyio.CancelScope(shield=True):
         try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await loop.sock_connect(sock, address)
-        except OSError as exc:
-            sock.close()
-            errors.append(exc)
-            failed.set()
-            return
-        except BaseException:
-            sock.close()
-            raise
-        if winner is None:
-            winner = sock
-            scope.cancel()
-        else:
-            sock.close()
-
-    if len(addresses) == 1:  # the common case: no race to run
-        family, address = addresses[0]
-        await attempt(family, address, anyio.Event(), anyio.CancelScope())
-    else:
-        async with anyio.create_task_group() as group:
-            for family, address in addresses:
-                failed = anyio.Event()
-                group.start_soon(attempt, family, address, failed, group.cancel_scope)
-                with anyio.move_on_after(HAPPY_EYEBALLS_DELAY):
-                    await failed.wait()
-    if winner is None:
-        raise OSError(f"all connection attempts to {host}:{port} failed") from \
-            ExceptionGroup("connection attempts", errors or [OSError("no address")])
-    return winner
+            await stream.aclose()
+        except STREAM_ERRORS:
+            pass
 
 
-def _interleave(addresses: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
-    """Distinct addresses, alternating between address families, first family first."""
-    unique = list(dict.fromkeys((family, tuple(address)) for family, address in addresses))
-    by_family: dict[int, list[tuple[int, Any]]] = {}
-    for item in unique:
-        by_family.setdefault(item[0], []).append(item)
-    queues = list(by_family.values())
-    ordered = []
-    while any(queues):
-        for queue in queues:
-            if queue:
-                ordered.append(queue.pop(0))
-    return ordered
+async def relay(a: EngineStream, b: EngineStream) -> None:
+    """Copy bytes both ways until both directions have ended; half-closes are passed on."""
 
+    async def copy(source: EngineStream, sink: EngineStream) -> None:
+        try:
+            while True:
+                data = await source.receive(256 * 1024)
+                await sink.send(data)
+        except STREAM_ERRORS:
+            pass
+        try:
+            await sink.send_eof()
+        except (*STREAM_ERRORS, NotImplementedError):
+            tg.cancel_scope.cancel()
 
-_TIMED_OUT = object()
-
-
-def _expire(waiter: asyncio.Future[Any]) -> None:
-    if not waiter.done():
-        waiter.set_result(_TIMED_OUT)
-
-
-def with_prefix(stream: anyio.abc.ByteStream, prefix: bytes | bytearray) -> anyio.abc.ByteStream:
-    """``stream`` with ``prefix`` (bytes already read from it) to be received first."""
-    if isinstance(stream, TransportStream):
-        stream.unread(prefix)
-        return stream
-    if not prefix:
-        return stream
-    from nectoproxy.proxy.tunnel import PrefixedStream
-
-    return PrefixedStream(bytes(prefix), stream)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(copy, a, b)
+            tg.start_soon(copy, b, a)
+    finally:
+        await close_quietly(a)
+        await close_quietly(b)

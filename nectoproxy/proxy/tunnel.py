@@ -3,28 +3,28 @@
 The first bytes after the 200 decide: a TLS ClientHello is peeked at for its SNI, a leaf for
 that name is fetched from the CA service, and the client's TLS is terminated with it; anything
 that parses as HTTP is served as plain HTTP; everything else is relayed as opaque bytes.
+:func:`tunnel` hands the inner stream back to the session, which serves the requests in it.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import ssl
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import anyio
-import anyio.abc
 import h11
-from anyio.streams.tls import TLSAttribute, TLSStream
 
 from nectoproxy.errors import CertError, NectoProxyError
-from nectoproxy.flow import TLSInfo, split_host_port
-from nectoproxy.proxy.streams import TransportStream, with_prefix
-from nectoproxy.proxy.upstream import EarlyUpstream, Target, open_stream
-
-if TYPE_CHECKING:
-    from nectoproxy.proxy.exchange import ClientSession
+from nectoproxy.flow import Connection, TLSInfo, split_host_port
+from nectoproxy.hosts import host_matches
+from nectoproxy.proxy.context import Services
+from nectoproxy.proxy.http1 import HTTPConnection, send_error
+from nectoproxy.proxy.pool import EarlyUpstream
+from nectoproxy.proxy.streams import EngineStream, relay
+from nectoproxy.proxy.upstream import Target
 
 log = logging.getLogger("nectoproxy.tunnel")
 _MAX_CLIENT_HELLO = 16384 + 5
@@ -32,37 +32,16 @@ _HTTP_METHOD_START = tuple(m.encode() + b" " for m in
                            ("GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "PATCH", "TRACE"))
 
 
-class PrefixedStream(anyio.abc.ByteStream):
-    """A byte stream that first returns bytes already read from it (the peeked ClientHello)."""
+@dataclass
+class Inner:
+    """What a CONNECT tunnel carries, for the session to serve: HTTP in plain text (``scheme``
+    "http") or inside the TLS the proxy terminated ("https")."""
 
-    def __init__(self, prefix: bytes, stream: anyio.abc.ByteStream) -> None:
-        self._prefix = prefix
-        self._stream = stream
-        # Every send of an intercepted connection passes through here: skip this layer.
-        self.send = stream.send  # type: ignore[method-assign]
-        if not prefix:
-            self.receive = stream.receive  # type: ignore[method-assign]
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        if self._prefix:
-            data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
-            if not self._prefix:
-                self.receive = self._stream.receive  # type: ignore[method-assign]
-            return data
-        return await self._stream.receive(max_bytes)
-
-    async def send(self, item: bytes) -> None:
-        await self._stream.send(item)
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-    @property
-    def extra_attributes(self) -> Any:
-        return self._stream.extra_attributes
+    stream: EngineStream
+    scheme: str
+    target: tuple[str, int]
+    server_name: str | None = None
+    early: EarlyUpstream | None = None
 
 
 def client_hello_sni(data: bytes) -> tuple[bool, str | None]:
@@ -96,62 +75,57 @@ def client_hello_sni(data: bytes) -> tuple[bool, str | None]:
     return True, None
 
 
-def host_matches(host: str, patterns: Iterable[str]) -> bool:
-    """Exact names, ``*.example.com`` (any subdomain) and shell globs."""
-    host = host.lower()
-    for pattern in patterns:
-        pattern = pattern.lower()
-        if pattern.startswith("*.") and (host.endswith(pattern[1:]) or host == pattern[2:]):
-            return True
-        if host == pattern or fnmatch.fnmatchcase(host, pattern):
-            return True
-    return False
-
-
-async def handle_connect(session: ClientSession, event: h11.Request) -> None:
-    connection = session.connection
-    config = session.config
+@asynccontextmanager
+async def tunnel(services: Services, client: HTTPConnection, connection: Connection,
+                 event: h11.Request) -> AsyncIterator[Inner | None]:
+    """Serve ``CONNECT``: yields the inner stream to serve requests on, or None when there is
+    nothing more to do (refused, relayed untouched, or the client left). An eager origin
+    connection started meanwhile is given up when the block ends."""
+    config = services.config.proxy
     try:
         host, port = split_host_port(event.target.decode("ascii", errors="replace"))
     except ValueError as exc:
-        await session._send_error(400, f"bad CONNECT target: {exc}")
+        await send_error(client, 400, f"bad CONNECT target: {exc}")
+        yield None
         return
     connection.target = (host, port)
     connection.intercept = not host_matches(host, config.passthrough)
-    if session.hooks.has("on_connect"):
-        await session.hooks.call("on_connect", connection=connection)
+    if services.hooks.has("on_connect"):
+        await services.hooks.call("on_connect", connection=connection)
     if connection.refused:
         status, reason = connection.refused
-        await session._send_error(status, reason)
+        await send_error(client, status, reason)
+        yield None
         return
-    await session.client.send(h11.Response(status_code=200, headers=[],
-                                           reason=b"Connection established"))
-    stream = session.client.stream
-    prefix = bytes(session.client.h11.trailing_data[0])
+    await client.send(h11.Response(status_code=200, headers=[],
+                                   reason=b"Connection established"))
+    stream = client.stream
+    prefix = bytes(client.h11.trailing_data[0])
     try:
         with anyio.fail_after(config.tls_handshake_timeout):
             prefix = await _peek(stream, prefix)
     except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-        return
+        prefix = b""
     if not prefix:
+        yield None
         return
-    stream = with_prefix(stream, prefix)
+    stream.unread(prefix)
     if prefix[0] == 0x16:
         _, sni = client_hello_sni(prefix)
         if connection.intercept and not (sni and host_matches(sni, config.passthrough)):
-            await _intercept(session, stream, host, port, sni)
-        else:
-            await _relay_to(session, stream, host, port)
+            async with _intercepted(services, stream, connection, host, port, sni) as inner:
+                yield inner
+            return
+        await _relay_to(services, stream, host, port)
+        yield None
     elif prefix.startswith(_HTTP_METHOD_START):
-        from nectoproxy.proxy.exchange import ClientSession
-
-        inner = ClientSession(session.services, stream, connection, tunnel_target=(host, port))
-        await inner.run()
+        yield Inner(stream, "http", (host, port))
     else:
-        await _relay_to(session, stream, host, port)
+        await _relay_to(services, stream, host, port)
+        yield None
 
 
-async def _peek(stream: anyio.abc.ByteStream, prefix: bytes) -> bytes:
+async def _peek(stream: EngineStream, prefix: bytes) -> bytes:
     """Read until the first bytes say what they are: a whole ClientHello record, or not TLS."""
     data = bytearray(prefix)
     while True:
@@ -163,63 +137,50 @@ async def _peek(stream: anyio.abc.ByteStream, prefix: bytes) -> bytes:
         data += chunk
 
 
-async def _intercept(session: ClientSession, stream: anyio.abc.ByteStream, host: str, port: int,
-                     sni: str | None) -> None:
+@asynccontextmanager
+async def _intercepted(services: Services, stream: EngineStream, connection: Connection,
+                       host: str, port: int, sni: str | None) -> AsyncIterator[Inner | None]:
     name = sni or host
     early = None
     async with anyio.create_task_group() as group:
-        if session.config.connection_strategy == "eager":
-            services = session.services
+        if services.config.proxy.connection_strategy == "eager":
             early = EarlyUpstream(Target("https", host, port, name))
-            group.start_soon(early.connect, services.pool, session.config, services.upstream_tls)
+            group.start_soon(early.connect, services.origins)
         try:
-            await _serve_intercepted(session, stream, host, port, sni, name, early)
+            if await _handshake(services, stream, connection, name, sni):
+                yield Inner(stream, "https", (host, port), name, early)
+            else:
+                yield None
         finally:
             group.cancel_scope.cancel()  # an eager connect still running is not needed
     if early is not None:
         await early.discard()
 
 
-async def _serve_intercepted(session: ClientSession, stream: anyio.abc.ByteStream, host: str,
-                             port: int, sni: str | None, name: str,
-                             early: EarlyUpstream | None) -> None:
-    from nectoproxy.proxy.exchange import ClientSession
-
+async def _handshake(services: Services, stream: EngineStream, connection: Connection,
+                     name: str, sni: str | None) -> bool:
+    """Terminate the client's TLS with a leaf for ``name``; False if that failed."""
     try:
-        context = await session.services.certs.server_context(name)
+        context = await services.certs.server_context(name)
     except CertError as exc:
         log.error("cannot make a certificate for %s: %s", name, exc)
-        return
+        return False
     try:
-        with anyio.fail_after(session.config.tls_handshake_timeout):
-            if isinstance(stream, TransportStream):
-                await stream.start_tls(context, server_side=True)
-                tls: anyio.abc.ByteStream = stream
-            else:
-                tls = await TLSStream.wrap(stream, server_side=True, ssl_context=context,
-                                           standard_compatible=False)
+        with anyio.fail_after(services.config.proxy.tls_handshake_timeout):
+            await stream.start_tls(context, server_side=True)
     except (TimeoutError, ssl.SSLError, anyio.EndOfStream, anyio.BrokenResourceError,
             OSError) as exc:
         # Typically the client does not trust our CA yet; say so once, without a traceback.
         log.info("TLS handshake with client %s for %s failed: %s",
-                 session.connection.client_address[0], name, _tls_reason(exc))
-        await stream.aclose()
-        return
-    ssl_object = tls.extra(TLSAttribute.ssl_object)
+                 connection.client_address[0], name, _tls_reason(exc))
+        return False
+    ssl_object = stream.ssl_object
+    assert ssl_object is not None
     cipher = ssl_object.cipher()
-    session.connection.tls = TLSInfo(sni=sni, version=ssl_object.version(),
-                                     cipher=cipher[0] if cipher else None,
-                                     alpn=ssl_object.selected_alpn_protocol())
-    inner = ClientSession(session.services, tls, session.connection, scheme="https",
-                          tunnel_target=(host, port), server_name=name, early=early)
-    try:
-        await inner.run()
-    finally:
-        with anyio.CancelScope(shield=True):
-            try:
-                await tls.aclose()
-            except (OSError, ssl.SSLError, anyio.BrokenResourceError):
-                pass
+    connection.tls = TLSInfo(sni=sni, version=ssl_object.version(),
+                             cipher=cipher[0] if cipher else None,
+                             alpn=ssl_object.selected_alpn_protocol())
+    return True
 
 
 def _tls_reason(exc: BaseException) -> str:
@@ -230,41 +191,10 @@ def _tls_reason(exc: BaseException) -> str:
     return f"connection closed ({type(exc).__name__})"
 
 
-async def _relay_to(session: ClientSession, client: anyio.abc.ByteStream, host: str,
-                    port: int) -> None:
+async def _relay_to(services: Services, client: EngineStream, host: str, port: int) -> None:
     try:
-        upstream = await open_stream(host, port, session.config)
+        upstream = await services.origins.open_stream(host, port)
     except NectoProxyError as exc:
         log.info("pass-through tunnel to %s:%s failed: %s", host, port, exc)
         return
     await relay(client, upstream)
-
-
-async def relay(a: anyio.abc.ByteStream, b: anyio.abc.ByteStream) -> None:
-    """Copy bytes both ways until both directions have ended; half-closes are passed on."""
-
-    async def copy(source: anyio.abc.ByteStream, sink: anyio.abc.ByteStream) -> None:
-        try:
-            while True:
-                data = await source.receive(256 * 1024)
-                await sink.send(data)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
-                OSError, ssl.SSLError):
-            pass
-        try:
-            await sink.send_eof()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError,
-                NotImplementedError):
-            tg.cancel_scope.cancel()
-
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(copy, a, b)
-            tg.start_soon(copy, b, a)
-    finally:
-        with anyio.CancelScope(shield=True):
-            for stream in (a, b):
-                try:
-                    await stream.aclose()
-                except (OSError, anyio.BrokenResourceError, ssl.SSLError):
-                    pass

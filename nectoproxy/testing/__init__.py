@@ -50,9 +50,11 @@ class RunningProxy:
     """A proxy running in a background thread; a context manager."""
 
     def __init__(self, config: Config, plugins: Sequence[object] = (),
-                 scripts: Sequence[str] = (), *, uvloop: bool = False) -> None:
+                 scripts: Sequence[str] = (), *, uvloop: bool = False,
+                 anyio_streams: bool = False) -> None:
         self.config = config
-        self.proxy = Proxy(config, plugins=plugins, scripts=scripts, grace=1.0)
+        self.proxy = Proxy(config, plugins=plugins, scripts=scripts, grace=1.0,
+                           anyio_streams=anyio_streams)
         self.uvloop = uvloop
         self._stack = contextlib.ExitStack()
 
@@ -141,7 +143,8 @@ def shared_certs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_proxy(shared_certs_dir: Path, origin_ca_path: str) -> Callable[..., RunningProxy]:
     """Factory: ``make_proxy(plugins=[obj], scripts=["x.py"], config={"proxy": {...}})``;
     ``uvloop=True`` runs the proxy on uvloop (as the ``nectoproxy`` command does when it is
-    installed) instead of asyncio's own loop.
+    installed) instead of asyncio's own loop; ``anyio_streams=True`` makes it use anyio's
+    streams (what other anyio backends get) instead of the loop's transports.
 
     ``config`` tables are merged into the test configuration (``{"plugins": {"myplugin":
     {...}}}`` configures a plugin). Use the result as a context manager.
@@ -149,9 +152,10 @@ def make_proxy(shared_certs_dir: Path, origin_ca_path: str) -> Callable[..., Run
 
     def factory(plugins: Sequence[object] = (), scripts: Sequence[str] = (),
                 config: dict[str, dict[str, Any]] | None = None,
-                uvloop: bool = False) -> RunningProxy:
+                uvloop: bool = False, anyio_streams: bool = False) -> RunningProxy:
         config_ = proxy_config(shared_certs_dir, origin_ca_path, config)
-        return RunningProxy(config_, plugins=plugins, scripts=scripts, uvloop=uvloop)
+        return RunningProxy(config_, plugins=plugins, scripts=scripts, uvloop=uvloop,
+                            anyio_streams=anyio_streams)
 
     return factory
 

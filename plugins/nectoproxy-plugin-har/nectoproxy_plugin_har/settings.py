@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from nectoproxy import ConfigError
+from nectoproxy import ConfigError, host_matches
 
 TABLE = "[plugins.har]"
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
@@ -58,19 +58,10 @@ class HarSettings:
             with_port = f"{host}:{parts.port}" if parts.port else host
         except ValueError:
             with_port = host
-        return any(host_matches(pattern, host) or host_matches(pattern, with_port)
-                   for pattern in self.hosts)
+        return host_matches(host, self.hosts) or host_matches(with_port, self.hosts)
 
     def _url_ok(self, url: str) -> bool:
         return not self.urls or any(pattern.matches(url) for pattern in self.urls)
-
-
-def host_matches(pattern: str, host: str) -> bool:
-    """Shell glob, case-insensitive; ``*.example.com`` also matches ``example.com`` itself."""
-    pattern = pattern.lower()
-    if pattern.startswith("*.") and host == pattern[2:]:
-        return True
-    return fnmatch.fnmatchcase(host, pattern)
 
 
 def output_path(pattern: Path, now: datetime) -> Path:
