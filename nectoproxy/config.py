@@ -93,7 +93,10 @@ class ProxyConfig:
         "Bodies up to this size are buffered so plugins can read and change them; larger ones "
         "stream through untouched.",
     )
-    max_connections: int = _opt(1024, "Most client connections served at once (per worker).")
+    max_connections: int = _opt(
+        1024, "Most client connections served at once (per worker); more are refused with a "
+        "503 (a storm of them closed at once). Each may hold its socket, an origin connection "
+        "and a pooled one: the open-file limit is raised to fit, with a warning if it cannot.")
     workers: int = _opt(
         1, "Processes sharing the listening port (SO_REUSEPORT, Linux); 0 or \"auto\" = one per "
         "CPU core."
