@@ -13,11 +13,11 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Self
 
 import pytest
+from wire import wait_until
 
 from nectoproxy.testing.origin import Origin, RawServer, pattern_sha256
 
@@ -173,15 +173,6 @@ def tls_tunnel(proxy, target: str, server_hostname: str = "localhost",
     context = ssl.create_default_context(cafile=cafile or str(proxy.ca_path))
     conn.sock = context.wrap_socket(conn.sock, server_hostname=server_hostname)
     return conn
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 class ErrorLog:

@@ -15,11 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_import_linter_contracts_are_kept():
     # In a process of its own: import-linter reconfigures logging for the process it runs in.
-    run = subprocess.run(
-        [sys.executable, "-c", "from importlinter.cli import lint_imports; "
-         f"raise SystemExit(lint_imports(config_filename={str(ROOT / 'pyproject.toml')!r}, "
-         "no_cache=True))"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    code = ("from importlinter.cli import lint_imports; "
+            f"raise SystemExit(lint_imports(config_filename={str(ROOT / 'pyproject.toml')!r}, "
+            "no_cache=True))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "0 broken" in run.stdout
 

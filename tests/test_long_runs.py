@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from wire import wait_until
 
 from nectoproxy.flow import Flow
 from nectoproxy.proxy.exchange import Exchange
@@ -33,15 +34,6 @@ from nectoproxy.testing.origin import RawServer, free_port
 #: Types whose instances live as long as a connection or a flow.
 ENGINE_TYPES = (TransportStream, Upstream, ClientSession, Exchange, Flow, ssl.SSLObject,
                 ssl.MemoryBIO)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def live_engine_objects() -> collections.Counter[str]:

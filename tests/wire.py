@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable
 
 #: Per socket operation of a helper origin.
 TIMEOUT = 30.0
@@ -50,3 +52,13 @@ def upgrade_echo(sock: socket.socket) -> None:
     while chunk := sock.recv(65536):
         sock.sendall(chunk.upper())
     sock.sendall(b"BYE")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` every 20 ms until it holds or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()

@@ -173,21 +173,7 @@ class AnyioStream(EngineStream):
         between responses an origin has nothing to say, so bytes or an EOF mean it closed."""
         if self._prefix or self._ended is not None:
             return False
-        raw = self.raw_socket
-        if raw is None:
-            return True
-        if raw.fileno() < 0:
-            return False
-        sock = socket.socket(fileno=raw.fileno())
-        try:
-            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        finally:
-            sock.detach()  # the fd still belongs to the event loop's transport
-        return False
+        return self._peek() == "idle"
 
     @property
     def raw_socket(self) -> socket.socket | None:
@@ -195,19 +181,26 @@ class AnyioStream(EngineStream):
 
     def peer_reset(self) -> bool:
         """Whether the socket reports a reset (or another error) right now (a syscall)."""
+        return self._peek() == "error"
+
+    def _peek(self) -> str:
+        """What the socket holds, without taking it: "idle" (nothing), "data" (bytes or the
+        end of the stream) or "error"; "idle" when there is no socket to ask."""
         raw = self.raw_socket
-        if raw is None or raw.fileno() < 0:
-            return False
+        if raw is None:
+            return "idle"
+        if raw.fileno() < 0:
+            return "error"
         sock = socket.socket(fileno=raw.fileno())
         try:
             sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
-            return False
+            return "idle"
         except OSError:
-            return True
+            return "error"
         finally:
-            sock.detach()
-        return False
+            sock.detach()  # the fd still belongs to the event loop's transport
+        return "data"
 
     async def send(self, item: bytes | bytearray | memoryview) -> None:
         await self.wrapped.send(bytes(item) if not isinstance(item, bytes) else item)

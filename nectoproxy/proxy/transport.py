@@ -344,14 +344,8 @@ class TransportStream(EngineStream, asyncio.Protocol):
     async def start_tls(self, context: ssl.SSLContext, *, server_side: bool,
                         server_hostname: str | None = None,
                         session: ssl.SSLSession | None = None) -> None:
-        """Run a TLS handshake over this stream; afterwards it carries the plaintext.
-
-        Bytes already received (or pushed back with :meth:`unread`) are the handshake's start.
-        Raises :class:`ssl.SSLError` (certificate verification included),
-        :class:`anyio.EndOfStream` or :class:`anyio.BrokenResourceError` if it fails; time-outs
-        are the caller's (a cancelled handshake leaves the stream fit only for closing).
-        ``session`` (client side) offers a session from an earlier connection for resumption.
-        """
+        """See :meth:`EngineStream.start_tls`; driven by ``data_received`` (a cancelled
+        handshake leaves the stream fit only for closing)."""
         if self._ssl is not None:
             raise RuntimeError("TLS already started on this stream")
         self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
