@@ -444,6 +444,10 @@ class Soak:
                 if now >= next_sample and self.process.poll() is None:
                     next_sample += SAMPLE_EVERY
                     self.rss_samples.append((now - started, figures.sample()[0]))
+                    # The origins record every request (bodies' first bytes included): a long
+                    # run would otherwise fill this process's memory (it once took 24 GiB).
+                    self.origin.requests.clear()
+                    self.tls_origin.requests.clear()
                 if self.process.poll() is None and time.monotonic() < next_report:
                     continue
                 next_report += args.report_every
