@@ -85,11 +85,11 @@ class _Tracker:
         thread = threading.Thread(
             target=self._run, args=(target, *args), name=f"{self.name}-conn", daemon=True
         )
-        with self.lock:
+        with self.lock:  # started under the lock: stop() never sees one it cannot join yet
             if self.stopping.is_set():
                 raise _Stopping
             self._threads.add(thread)
-        thread.start()
+            thread.start()
 
     def _run(self, target: Callable[..., None], *args: Any) -> None:
         try:
