@@ -22,7 +22,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -130,11 +132,11 @@ def write(path: Path, args: argparse.Namespace) -> tuple[int, float]:
     return written, elapsed
 
 
-def timed(fn: object, runs: int) -> tuple[float, float]:
+def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
     samples = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        fn()  # type: ignore[operator]
+        fn()
         samples.append((time.perf_counter() - t0) * 1000)
     samples.sort()
     return statistics.median(samples), samples[max(0, int(len(samples) * 0.95) - 1)]
@@ -168,7 +170,7 @@ def main() -> None:
         print(f"store: {total} flows, {size / 2**20:,.0f} MiB on disk "
               f"({size / max(total, 1):,.0f} bytes per flow), fts={store.fts}")
         session = store.active_session().id
-        queries = {
+        queries: dict[str, dict[str, Any]] = {
             "host:h17.test and status:2xx": {"filter": "host:h17.test and status:2xx"},
             "(no filter)": {},
             "status:404": {"filter": "status:404"},
@@ -184,13 +186,13 @@ def main() -> None:
         }
         print(f"list_flows, 100 per page, {args.queries} runs each: p50 / p95 ms")
         for label, q in queries.items():
-            pages = int(q.pop("pages", 1))  # type: ignore[call-overload]
+            pages = int(q.pop("pages", 1))
 
-            def run(q: dict[str, object] = q, pages: int = pages) -> None:
+            def run(q: dict[str, Any] = q, pages: int = pages) -> None:
                 cursor = None
                 for _ in range(pages):
                     _, cursor = store.list_flows(session, limit=100, cursor=cursor,
-                                                 **q)  # type: ignore[arg-type]
+                                                 **q)
                     if cursor is None:
                         break
             p50, p95 = timed(run, args.queries)

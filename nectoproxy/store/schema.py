@@ -8,7 +8,7 @@ is never edited: a change is a new migration at the end. A store newer than this
 refused with :class:`SchemaVersionError` rather than half-understood.
 
 A migration is a list of SQL statements, or a function of the connection (for work SQL alone
-cannot do, such as filling the search index of flows stored before it existed).
+cannot do, such as asking this SQLite whether it has FTS5).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class SchemaVersionError(StoreError):
 Migration = Sequence[str] | Callable[[sqlite3.Connection], None]
 
 #: The dimensions of ``session_counts`` and the SQL of a row's value in each ({row}: new/old).
+#: Migration 1's triggers are written from it: a change here needs a migration that recreates
+#: them (and recounts), never an edit that only new stores would get.
 COUNTED = {
     "method": "{row}.method",
     "status": "CASE WHEN {row}.status IS NULL THEN 'none' ELSE ({row}.status / 100) || 'xx' END",
