@@ -131,11 +131,49 @@ class PluginsConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = _opt(True, "Capture every flow and serve the inspector (web UI and API).")
+    host: str = _opt(
+        "127.0.0.1", "Address the inspector listens on; any other than loopback needs a token "
+        "set here (anyone who can reach it sees all traffic).")
+    port: int = _opt(8889, "Port of the inspector (0 picks a free one).")
+    token: str = _opt(
+        "", "Token the API and UI require (empty: one is made on first run and kept in "
+        "$NECTOPROXY_HOME/web-token).")
+    allowed_hosts: tuple[str, ...] = _opt(
+        (), "Host names (besides this machine's addresses and localhost) the inspector answers "
+        "to; requests naming any other Host are refused (DNS rebinding).")
+    store: str = _opt("", "Flow store file (default: $NECTOPROXY_HOME/flows.db).")
+    session: str = _opt(
+        "", "Continue this capture session (id or name) instead of starting a new one per run.")
+    max_body_size: int = _opt(
+        10 * 1024 * 1024, "Bytes of each body stored; the rest is not stored (the client still "
+        "gets every byte) and the body is marked truncated.")
+    max_age_days: float = _opt(30.0, "Flows older than this are deleted (0 = keep).")
+    max_flows: int = _opt(1_000_000, "Most flows kept across all sessions, oldest deleted first "
+                          "(0 = no limit).")
+    max_bytes: int = _opt(2 * 1024**3, "Largest the flow store may grow, in bytes, oldest "
+                          "flows deleted first (0 = no limit).")
+
+    @property
+    def is_loopback(self) -> bool:
+        import ipaddress
+
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True)
 class Config:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     certs: CertsConfig = field(default_factory=CertsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     #: The ``[plugins.<name>]`` tables, handed to each plugin's ``on_configure``.
     plugin_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: The file this configuration was read from, if any.
@@ -146,7 +184,18 @@ class Config:
     def certs_dir(self) -> Path:
         if self.certs.dir:
             return Path(self.certs.dir).expanduser()
-        return (Path(self.home).expanduser() if self.home else home_dir()) / "certs"
+        return self.home_dir / "certs"
+
+    @property
+    def home_dir(self) -> Path:
+        """$NECTOPROXY_HOME (default ~/.nectoproxy): certificates, the flow store, the token."""
+        return Path(self.home).expanduser() if self.home else home_dir()
+
+    @property
+    def store_path(self) -> Path:
+        if self.web.store:
+            return Path(self.web.store).expanduser()
+        return self.home_dir / "flows.db"
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
         """A copy with some keys changed, validated like the file: ``replace(proxy={...})``."""
@@ -161,6 +210,7 @@ SECTIONS: dict[str, type[Any]] = {
     "certs": CertsConfig,
     "log": LogConfig,
     "plugins": PluginsConfig,
+    "web": WebConfig,
 }
 
 
@@ -290,6 +340,16 @@ def _validate_values(config: Config, where: str) -> None:
             raise ConfigError(f"{where}: proxy.{key} must be at least 1")
     if p.body_buffer_limit < 0:
         raise ConfigError(f"{where}: proxy.body_buffer_limit must not be negative")
+    w = config.web
+    if not 0 <= w.port < 65536:
+        raise ConfigError(f"{where}: web.port: {w.port} is not a port number")
+    for key in ("max_body_size", "max_age_days", "max_flows", "max_bytes"):
+        if getattr(w, key) < 0:
+            raise ConfigError(f"{where}: web.{key} must not be negative")
+    if w.enabled and not w.is_loopback and not w.token:
+        raise ConfigError(f"{where}: web.host {w.host!r} is not a loopback address: set "
+                          "web.token (or NECTOPROXY_WEB_TOKEN) first, since anyone who can "
+                          "reach the inspector sees all traffic")
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
@@ -394,6 +454,7 @@ __all__ = [
     "LogConfig",
     "PluginsConfig",
     "ProxyConfig",
+    "WebConfig",
     "config_from_dict",
     "config_to_dict",
     "default_config_text",
