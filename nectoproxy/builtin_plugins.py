@@ -23,6 +23,8 @@ def _size(n: int) -> str:
 class FlowLog:
     """One console line per completed or failed flow: client, method, URL, status, bytes, ms."""
 
+    changes_flows = False
+
     def _line(self, flow: Flow, outcome: str) -> str:
         client = flow.client_address
         ms = ((flow.timestamp_end or flow.timestamp_start) - flow.timestamp_start) * 1000

@@ -12,7 +12,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -507,6 +507,48 @@ class TLSInfo:
     alpn: str | None = None
 
 
+@dataclass(slots=True)
+class ServerTLSInfo:
+    """What the proxy's TLS handshake with the origin negotiated, and the origin's certificate.
+
+    ``certificate`` is the leaf in DER form; ``subject``, ``issuer`` and ``not_after`` read it
+    (on first use: most flows never need them).
+    """
+
+    sni: str | None = None
+    version: str | None = None
+    cipher: str | None = None
+    alpn: str | None = None
+    certificate: bytes | None = None
+    _parsed: Any = None
+
+    def _cert(self) -> Any:
+        if self._parsed is None and self.certificate:
+            from cryptography import x509
+
+            try:
+                self._parsed = x509.load_der_x509_certificate(self.certificate)
+            except ValueError:
+                self.certificate = None
+        return self._parsed
+
+    @property
+    def subject(self) -> str | None:
+        cert = self._cert()
+        return cert.subject.rfc4514_string() if cert is not None else None
+
+    @property
+    def issuer(self) -> str | None:
+        cert = self._cert()
+        return cert.issuer.rfc4514_string() if cert is not None else None
+
+    @property
+    def not_after(self) -> str | None:
+        """The certificate's expiry, ISO 8601 in UTC."""
+        cert = self._cert()
+        return cert.not_valid_after_utc.isoformat() if cert is not None else None
+
+
 _connection_ids = itertools.count(1)
 
 
@@ -555,20 +597,53 @@ class Flow:
         self.response_body_size = 0
         self.timestamp_start = time.time()
         self.timestamp_request_end: float | None = None
+        #: When the origin connection this flow used was ready (TCP and TLS); for a connection
+        #: opened for this flow, also when its TCP connect and its TLS handshake ended.
         self.timestamp_connected: float | None = None
+        self.timestamp_tcp_connected: float | None = None
+        self.timestamp_tls_established: float | None = None
+        self.timestamp_request_sent: float | None = None
         self.timestamp_response_start: float | None = None
         self.timestamp_end: float | None = None
+        #: The header fields exactly as received (order, case, hop-by-hop ones included),
+        #: before the engine or any plugin changed them; the response's once it arrived.
+        self.received_request_headers: list[tuple[str, str]] = []
+        self.received_response_headers: list[tuple[str, str]] | None = None
+        #: The origin TLS connection's details (None for plain HTTP or before connecting).
+        self.server_tls: ServerTLSInfo | None = None
+        #: Functions called as ``tap(direction, chunk)`` with every piece of a body as it is
+        #: sent ("request" to the origin, "response" to the client), after plugins and chunk
+        #: filters: the bytes on the wire, content-encoded. They observe, they must not block,
+        #: and they see every byte without making the body buffer. A tap may return an
+        #: awaitable to hold the body's relay until it completes (see :meth:`tap`).
+        self.body_taps: list[Callable[[str, bytes | bytearray], Awaitable[None] | None]] = []
+        #: Names of the plugins whose hooks changed this flow (tracked while something reads
+        #: it, such as capture: ``PluginHost.track_changes``).
+        self.modified_by: list[str] = []
 
     @property
     def id(self) -> str:
-        """A unique id (made on first use: most flows never need one)."""
+        """A unique id, 32 hex digits (made on first use: most flows never need one)."""
         if self._id is None:
             self._id = uuid.uuid4().hex
         return self._id
 
+    @id.setter
+    def id(self, value: str) -> None:
+        self._id = value
+
     @property
     def client_address(self) -> tuple[str, int]:
         return self.connection.client_address
+
+    async def tap(self, direction: str, chunk: bytes | bytearray) -> None:
+        """Hand ``chunk`` to every body tap (the engine calls this). A tap that returns an
+        awaitable holds the relay of this body until it is done (back-pressure: capture
+        uses it when its writer falls behind)."""
+        for tap in self.body_taps:
+            result = tap(direction, chunk)
+            if result is not None:
+                await result
 
     def kill(self, reason: str = "killed by a plugin") -> None:
         """Drop the flow: the client connection is closed without an answer.
@@ -580,3 +655,23 @@ class Flow:
 
     def __repr__(self) -> str:
         return f"<Flow {self.request!r} -> {self.response!r}>"
+
+
+@dataclass(slots=True)
+class Tunnel:
+    """A connection relayed untouched (pass-through TLS, or bytes that are neither TLS nor
+    HTTP), handed to ``on_tunnel`` once it has ended."""
+
+    connection: Connection
+    host: str
+    port: int
+    #: Why it was relayed: "passthrough" (configured or decided by a plugin), or "opaque"
+    #: (the client sent something that is neither TLS nor HTTP).
+    reason: str = "passthrough"
+    sni: str | None = None
+    server_address: tuple[str, int] | None = None
+    bytes_up: int = 0
+    bytes_down: int = 0
+    timestamp_start: float = field(default_factory=time.time)
+    timestamp_end: float | None = None
+    error: str | None = None

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
     from nectoproxy.config import Config
-    from nectoproxy.flow import Connection, Flow
+    from nectoproxy.flow import Connection, Flow, Tunnel
 
 PROJECT = "nectoproxy"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -162,6 +162,19 @@ def on_cert_generated(hostname: str, certificate: x509.Certificate) -> None:
     :param hostname: the name (or IP literal) the certificate is for.
     :param certificate: the new certificate (a ``cryptography.x509.Certificate``), signed by the
         NectoProxy CA.
+
+    The return value is ignored.
+    """
+
+
+@hookspec
+def on_tunnel(tunnel: Tunnel) -> None:
+    """A connection relayed untouched (pass-through TLS, or bytes neither TLS nor HTTP) ended.
+
+    :param tunnel: the host and port the client asked for, ``reason`` ("passthrough" or
+        "opaque"), the SNI if the client sent one, ``server_address``, ``bytes_up`` (client to
+        origin) and ``bytes_down``, ``timestamp_start``/``timestamp_end``, and ``error`` when
+        the origin could not be reached.
 
     The return value is ignored.
     """

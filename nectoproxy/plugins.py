@@ -87,6 +87,12 @@ class PluginHost:
         self.pm = _PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._impls: dict[str, list[_Impl]] = {}
+        #: Record in ``flow.modified_by`` which plugins change a flow: on once a plugin that
+        #: reads it is registered (``tracks_changes = True`` on the plugin object: capture).
+        #: Plugins that only watch (``changes_flows = False``) are not compared before and
+        #: after their hooks.
+        self.track_changes = False
+        self.observers: set[str] = set()
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -167,6 +173,10 @@ class PluginHost:
         except ValueError as exc:
             raise PluginError(f"plugin {info.name!r} ({info.location}): {exc}") from None
         self.infos[info.name] = info
+        if getattr(plugin, "changes_flows", True) is False:
+            self.observers.add(info.name)
+        if getattr(plugin, "tracks_changes", False) is True:
+            self.track_changes = True
         self._impls.clear()
 
     def unregister(self, name: str) -> None:
@@ -213,9 +223,16 @@ class PluginHost:
         still run; with ``plugins.on_error = "respond"`` a failure in a flow hook raises
         PluginError after logging, so the engine answers 500.
         """
+        flow = kwargs.get("flow") if self.track_changes else None
         for impl in self.implementations(hook):
             args = [kwargs[name] for name in impl.argnames]
+            if flow is None or impl.plugin_name in self.observers:
+                await self._call_one(hook, impl, args)
+                continue
+            before = _fingerprint(flow)
             await self._call_one(hook, impl, args)
+            if _fingerprint(flow) != before and impl.plugin_name not in flow.modified_by:
+                flow.modified_by.append(impl.plugin_name)
 
     async def _call_one(self, hook: str, impl: _Impl, args: list[Any]) -> Any:
         slow = self.config.plugins.slow_hook_ms / 1000
@@ -310,6 +327,20 @@ class PluginHost:
 
 
 _FLOW_HOOKS = {"on_request_headers", "on_request", "on_response_headers", "on_response"}
+
+
+def _fingerprint(flow: Any) -> tuple[Any, ...]:
+    """What a plugin can change in a flow, compared before and after each hook call."""
+    request = flow.request
+    response = flow.response
+    parts: tuple[Any, ...] = (
+        request.method, request.scheme, request.host, request.port, request.path,
+        list(request.headers.fields), id(request.raw_content), len(request.chunk_filters),
+        id(response), flow.killed)
+    if response is not None:
+        parts += (response.status_code, response.reason, list(response.headers.fields),
+                  id(response.raw_content), len(response.chunk_filters))
+    return parts
 
 
 def hook_names() -> list[str]:

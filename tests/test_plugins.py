@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import subprocess
 import time
 
 import anyio
@@ -52,6 +53,10 @@ class Recorder:
     def on_cert_generated(self, hostname, certificate):
         self.calls.append(("on_cert_generated", hostname))
 
+    def on_tunnel(self, tunnel):
+        self.calls.append(("on_tunnel", (tunnel.host, tunnel.reason, tunnel.bytes_up > 0,
+                                         tunnel.bytes_down > 0)))
+
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
 
@@ -80,6 +85,19 @@ def test_every_hook_fires_through_a_real_proxy(make_proxy, origin, tls_origin, t
     assert ("on_cert_generated", "localhost") in calls
     errors = [value for name, value in calls if name == "on_error"]
     assert len(errors) == 1 and "refused" in str(errors[0])
+
+
+def test_on_tunnel_fires_when_a_pass_through_tunnel_ends(make_proxy, tls_origin):
+    recorder = Recorder()
+    with make_proxy(plugins=[recorder], config={"proxy": {"passthrough": ["localhost"]}}) \
+            as proxy:
+        result = subprocess.run(
+            ["curl", "-sS", "--proxy", proxy.url, "--cacert", tls_origin.ca_pem_path,
+             f"https://localhost:{tls_origin.port}/"], capture_output=True, timeout=30,
+            check=False)
+    assert result.returncode == 0, result.stderr
+    assert ("on_tunnel", ("localhost", "passthrough", True, True)) in recorder.calls
+    assert "on_request" not in recorder.names()
 
 
 def test_every_hookspec_is_tested_here():

@@ -151,6 +151,7 @@ class Exchange:
     async def _handle(self) -> None:
         flow = self.flow
         request = flow.request
+        flow.received_request_headers = list(request.headers.fields)
         original_authority = request.authority
         upgrade = upgrade_protocol(request.headers)
         strip_hop_by_hop(request.headers)
@@ -207,8 +208,14 @@ class Exchange:
             reused = upstream.requests_sent > 0
             flow.server_address = upstream.address
             flow.timestamp_connected = flow.timestamp_connected or time.time()
+            if not reused:
+                flow.timestamp_tcp_connected = upstream.tcp_connected_at
+                flow.timestamp_tls_established = upstream.tls_established_at
+            if target.scheme == "https":
+                flow.server_tls = upstream.tls_info()
             try:
                 await self._send_request(upstream, pending)
+                flow.timestamp_request_sent = time.time()
                 event = await self._upstream_head(upstream)
                 break
             except UpstreamError as exc:
@@ -220,6 +227,7 @@ class Exchange:
                 log.debug("retrying %s on a new connection: %s", request.url, exc)
         flow.timestamp_response_start = time.time()
         response = response_from_event(event)
+        flow.received_response_headers = list(response.headers.fields)
         flow.response = response
         limit = self.config.max_body_size
         if limit and declared_length(response.headers) > limit:
@@ -268,6 +276,8 @@ class Exchange:
             with upstream_errors(upstream.target):
                 await upstream.send_bytes(data)
             flow.request_body_size = len(body)
+            if body and flow.body_taps:
+                await flow.tap("request", body)
             return
         with upstream_errors(upstream.target):
             await upstream.send(head)
@@ -288,6 +298,8 @@ class Exchange:
             with upstream_errors(upstream.target):
                 await upstream.send_data(chunk)
             self.flow.request_body_size += len(chunk)
+            if self.flow.body_taps:
+                await self.flow.tap("request", chunk)
 
         filters = self.flow.request.chunk_filters
         await (run_filters(data, filters, send) if filters else send(data))
@@ -334,13 +346,20 @@ class Exchange:
             while (chunk := self._upstream_buffered_chunk(upstream)) is not None:
                 if chunk is NOT_YET:  # not all here: send what we have, stream the rest
                     await self.client.send_response(response, chunks, False, None)
-                    self.flow.response_body_size += sum(len(c) for c in chunks)
+                    await self._sent_to_client(chunks)
                     return False
                 chunks.append(chunk)  # type: ignore[arg-type]
             trailers = upstream.trailers
         await self.client.send_response(response, chunks, True, trailers)
-        self.flow.response_body_size += sum(len(chunk) for chunk in chunks)
+        await self._sent_to_client(chunks)
         return True
+
+    async def _sent_to_client(self, chunks: list[Chunk]) -> None:
+        flow = self.flow
+        for chunk in chunks:
+            flow.response_body_size += len(chunk)
+            if flow.body_taps:
+                await flow.tap("response", chunk)
 
     async def _send_streamed(self, response: Response, no_body: bool) -> None:
         if self.client.can_answer():  # (_send_whole may have sent the head and a first part)
@@ -363,6 +382,8 @@ class Exchange:
         async def send(chunk: Chunk) -> None:
             await self.client.send_body(chunk)
             self.flow.response_body_size += len(chunk)
+            if self.flow.body_taps:
+                await self.flow.tap("response", chunk)
 
         filters = self.flow.response.chunk_filters if self.flow.response else []
         await (run_filters(data, filters, send) if filters else send(data))

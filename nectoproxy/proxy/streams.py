@@ -273,14 +273,17 @@ async def close_quietly(stream: anyio.abc.AsyncResource) -> None:
             pass
 
 
-async def relay(a: EngineStream, b: EngineStream) -> None:
-    """Copy bytes both ways until both directions have ended; half-closes are passed on."""
+async def relay(a: EngineStream, b: EngineStream) -> tuple[int, int]:
+    """Copy bytes both ways until both directions have ended; half-closes are passed on.
+    Returns the bytes copied from ``a`` to ``b`` and from ``b`` to ``a``."""
+    copied = [0, 0]
 
-    async def copy(source: EngineStream, sink: EngineStream) -> None:
+    async def copy(source: EngineStream, sink: EngineStream, way: int) -> None:
         try:
             while True:
                 data = await source.receive(256 * 1024)
                 await sink.send(data)
+                copied[way] += len(data)
         except STREAM_ERRORS:
             pass
         try:
@@ -290,8 +293,9 @@ async def relay(a: EngineStream, b: EngineStream) -> None:
 
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(copy, a, b)
-            tg.start_soon(copy, b, a)
+            tg.start_soon(copy, a, b, 0)
+            tg.start_soon(copy, b, a, 1)
     finally:
         await close_quietly(a)
         await close_quietly(b)
+    return copied[0], copied[1]

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
+import anyio.abc
 import h11
 
 from nectoproxy.errors import CertError, NectoProxyError
-from nectoproxy.flow import Connection, TLSInfo, split_host_port
+from nectoproxy.flow import Connection, TLSInfo, Tunnel, split_host_port
 from nectoproxy.hosts import host_matches
 from nectoproxy.proxy.context import Services
 from nectoproxy.proxy.http1 import HTTPConnection, send_error
@@ -116,12 +118,12 @@ async def tunnel(services: Services, client: HTTPConnection, connection: Connect
             async with _intercepted(services, stream, connection, host, port, sni) as inner:
                 yield inner
             return
-        await _relay_to(services, stream, host, port)
+        await _relay_to(services, stream, Tunnel(connection, host, port, sni=sni))
         yield None
     elif prefix.startswith(_HTTP_METHOD_START):
         yield Inner(stream, "http", (host, port))
     else:
-        await _relay_to(services, stream, host, port)
+        await _relay_to(services, stream, Tunnel(connection, host, port, reason="opaque"))
         yield None
 
 
@@ -191,10 +193,25 @@ def _tls_reason(exc: BaseException) -> str:
     return f"connection closed ({type(exc).__name__})"
 
 
-async def _relay_to(services: Services, client: EngineStream, host: str, port: int) -> None:
+async def _relay_to(services: Services, client: EngineStream, tunnel: Tunnel) -> None:
+    """Relay the tunnel's bytes untouched; ``on_tunnel`` hears of it once it has ended."""
     try:
-        upstream = await services.origins.open_stream(host, port)
+        upstream = await services.origins.open_stream(tunnel.host, tunnel.port)
     except NectoProxyError as exc:
-        log.info("pass-through tunnel to %s:%s failed: %s", host, port, exc)
-        return
-    await relay(client, upstream)
+        log.info("pass-through tunnel to %s:%s failed: %s", tunnel.host, tunnel.port, exc)
+        tunnel.error = str(exc)
+    else:
+        try:
+            peer = upstream.extra(anyio.abc.SocketAttribute.remote_address, None)
+        except OSError:
+            peer = None
+        if isinstance(peer, tuple):
+            tunnel.server_address = (str(peer[0]), int(peer[1]))
+        try:
+            tunnel.bytes_up, tunnel.bytes_down = await relay(client, upstream)
+        finally:
+            tunnel.timestamp_end = time.time()
+    tunnel.timestamp_end = tunnel.timestamp_end or time.time()
+    if services.hooks.has("on_tunnel"):
+        with anyio.CancelScope(shield=True):
+            await services.hooks.call("on_tunnel", tunnel=tunnel)

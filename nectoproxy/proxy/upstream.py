@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import unquote, urlsplit
@@ -22,7 +23,7 @@ import h11
 
 from nectoproxy.config import ProxyConfig
 from nectoproxy.errors import ConfigError, UpstreamError, UpstreamTimeout
-from nectoproxy.flow import format_authority
+from nectoproxy.flow import ServerTLSInfo, format_authority
 from nectoproxy.hosts import host_matches
 from nectoproxy.proxy.http1 import HTTPConnection
 from nectoproxy.proxy.sockets import connect
@@ -62,7 +63,8 @@ class Target:
 class Upstream(HTTPConnection):
     """An HTTP/1.1 client connection to one origin."""
 
-    __slots__ = ("address", "requests_sent", "session_offered", "session_saved", "target", "via")
+    __slots__ = ("_tls_info", "address", "opened_at", "requests_sent", "session_offered",
+                 "session_saved", "target", "tcp_connected_at", "tls_established_at", "via")
 
     stream: EngineStream
 
@@ -77,12 +79,32 @@ class Upstream(HTTPConnection):
         #: Set when plain HTTP is sent through an upstream proxy (absolute-form targets).
         self.via: UpstreamProxy | None = None
         self.address: tuple[str, int] | None = None
+        #: When the connection was begun, its TCP connect ended and its TLS handshake ended
+        #: (``time.time()``; None when not known, as for a connection made elsewhere).
+        self.opened_at: float | None = None
+        self.tcp_connected_at: float | None = None
+        self.tls_established_at: float | None = None
+        self._tls_info: ServerTLSInfo | None = None
         try:
             peer = stream.extra(anyio.abc.SocketAttribute.remote_address, None)
         except OSError:
             peer = None
         if isinstance(peer, tuple):
             self.address = (str(peer[0]), int(peer[1]))
+
+
+    def tls_info(self) -> ServerTLSInfo | None:
+        """The TLS details of this connection (read once), None for plain HTTP."""
+        if self._tls_info is None and self.target.scheme == "https":
+            ssl_object = self.stream.ssl_object
+            if ssl_object is not None:
+                cipher = ssl_object.cipher()
+                self._tls_info = ServerTLSInfo(
+                    sni=self.target.server_name, version=ssl_object.version(),
+                    cipher=cipher[0] if cipher else None,
+                    alpn=ssl_object.selected_alpn_protocol(),
+                    certificate=ssl_object.getpeercert(binary_form=True))
+        return self._tls_info
 
 
 async def connect_tcp(host: str, port: int, timeout: float,
@@ -188,17 +210,23 @@ async def open_upstream(
 ) -> Upstream:
     """A new connection to ``target``; its TLS handshake offers ``session`` for resumption."""
     via = upstream_proxy_for(target.host, config)
+    opened_at = time.time()
     if via is not None and target.scheme == "http":
         # Plain HTTP goes to the upstream proxy in absolute form, with its credentials.
         stream = await connect_tcp(via.host, via.port, config.connect_timeout, loop_transports)
         upstream = Upstream(stream, target, config.max_header_size)
         upstream.via = via
+        upstream.opened_at, upstream.tcp_connected_at = opened_at, time.time()
         return upstream
     stream = await open_stream(target.host, target.port, config, loop_transports)
+    connected_at = time.time()
     if target.scheme == "https":
         await start_tls(stream, target, config.tls_handshake_timeout, tls_context, session)
     upstream = Upstream(stream, target, config.max_header_size)
     upstream.session_offered = session is not None and target.scheme == "https"
+    upstream.opened_at, upstream.tcp_connected_at = opened_at, connected_at
+    if target.scheme == "https":
+        upstream.tls_established_at = time.time()
     return upstream
 
 

@@ -1,0 +1,326 @@
+"""Capture: every flow the proxy handles, written to the flow store as it happens.
+
+:class:`Capture` is an ordinary plugin (named "capture"). It watches through public hooks and
+the engine's body taps, and hands everything to a :class:`~nectoproxy.store.CaptureWriter`,
+whose methods never block, so the proxy never waits for the disk. A flow appears in the store
+when its request head is in (status still empty), its bodies follow as they are relayed, and
+it is completed by ``on_complete`` or ``on_error``. Bodies are stored up to ``max_body_size``
+bytes each (the rest is dropped from the store only, and the body is marked truncated).
+
+:func:`record_from_flow` is the one mapping from the engine's :class:`~nectoproxy.flow.Flow` to
+the store's :class:`~nectoproxy.store.FlowRecord`; the HAR plugin uses it too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Awaitable
+from typing import Any
+
+import anyio
+
+from nectoproxy import replaytag
+from nectoproxy.flow import Flow, Headers, Tunnel, format_authority
+from nectoproxy.hookspecs import hookimpl
+from nectoproxy.store import DEFAULT_MAX_BODY_SIZE, CaptureWriter, FlowRecord, TlsInfo
+from nectoproxy.store.records import UPDATABLE_FIELDS, HeaderList, Timings
+
+log = logging.getLogger("nectoproxy.capture")
+
+_REPLAY = replaytag.HEADER.lower()
+#: Longest a body's relay waits for the writer at a time (see ``_wait_for_writer``).
+WRITER_WAIT = 2.0
+#: Fields a finished flow updates: everything but what was fixed when it started.
+_FINISHED_FIELDS = tuple(sorted(UPDATABLE_FIELDS - {"request_headers", "started_at", "kind",
+                                                   "mode", "client_addr", "replay_of",
+                                                   "tls_client"}))
+
+
+def _address(address: tuple[str, int] | None) -> str | None:
+    return format_authority(address[0], address[1]) if address else None
+
+
+def _ms(start: float, when: float | None) -> float | None:
+    return None if when is None else round(max(0.0, when - start) * 1000, 3)
+
+
+def _timings(flow: Flow) -> Timings:
+    start = flow.timestamp_start
+    timings = Timings()
+    for key, when in (("connect", flow.timestamp_tcp_connected),
+                      ("tls_handshake", flow.timestamp_tls_established),
+                      ("request_sent", flow.timestamp_request_sent),
+                      ("first_byte", flow.timestamp_response_start),
+                      ("complete", flow.timestamp_end)):
+        value = _ms(start, when)
+        if value is not None:
+            timings[key] = value  # type: ignore[literal-required]
+    return timings
+
+
+def _tls_client(flow: Flow) -> TlsInfo | None:
+    tls = flow.connection.tls
+    if tls is None:
+        return None
+    info = TlsInfo()
+    for key in ("sni", "version", "cipher", "alpn"):
+        value = getattr(tls, key)
+        if value:
+            info[key] = value
+    return info
+
+
+def _tls_server(flow: Flow) -> TlsInfo | None:
+    tls = flow.server_tls
+    if tls is None:
+        return None
+    info = TlsInfo()
+    for key in ("sni", "version", "cipher", "alpn", "subject", "issuer", "not_after"):
+        value = getattr(tls, key)
+        if value:
+            info[key] = value
+    return info
+
+
+def _redacted(fields: list[tuple[str, str]]) -> HeaderList:
+    """The client's credentials for the proxy itself are not stored."""
+    return [(name, "[redacted]") if name.lower() == "proxy-authorization" else (name, value)
+            for name, value in fields]
+
+
+def _coding(headers: Headers) -> str:
+    return headers.get("content-encoding", "").strip().lower()
+
+
+def record_from_flow(flow: Flow, *, mode: str = "regular") -> FlowRecord:
+    """Everything known about ``flow`` now, as the store keeps it (bodies apart)."""
+    request = flow.request
+    response = flow.response
+    received = _redacted(flow.received_request_headers or request.headers.fields)
+    forwarded = flow.timestamp_request_sent is not None
+    sent = _redacted(request.headers.fields) if forwarded else None
+    record = FlowRecord(
+        id=flow.id, mode=mode, client_addr=_address(flow.client_address),
+        server_addr=_address(flow.server_address), scheme=request.scheme,
+        method=request.method, url=request.url, host=request.host, port=request.port,
+        path=request.path, http_version=request.http_version,
+        request_headers=received, request_headers_sent=sent if sent != received else None,
+        request_size=flow.request_body_size or (len(request.raw_content)
+                                                 if request.raw_content else 0),
+        request_body_encoding=_coding(request.headers),
+        started_at=flow.timestamp_start, timings=_timings(flow), tls_client=_tls_client(flow),
+        tls_server=_tls_server(flow), error=flow.error, modified_by=list(flow.modified_by),
+        websocket=bool(flow.metadata.get("upgraded")),
+    )
+    if flow.timestamp_end is not None:
+        record.duration = _ms(flow.timestamp_start, flow.timestamp_end)
+    if response is not None:
+        record.status = response.status_code
+        record.reason = response.reason
+        head = flow.received_response_headers
+        shown = list(response.headers.fields)
+        record.response_headers = head if head is not None else shown
+        record.response_headers_sent = shown if shown != record.response_headers else None
+        record.content_type = response.headers.get("content-type")
+        record.response_size = flow.response_body_size
+        record.response_body_encoding = _coding(response.headers)
+    if not record.request_body_encoding:
+        record.request_size_decoded = record.request_size
+    if response is not None and not record.response_body_encoding:
+        record.response_size_decoded = record.response_size
+    return record
+
+
+def tunnel_record(tunnel: Tunnel, *, mode: str = "regular") -> FlowRecord:
+    """A pass-through tunnel as an entry of its own."""
+    from nectoproxy.store import new_flow_id
+
+    authority = format_authority(tunnel.host, tunnel.port)
+    end = tunnel.timestamp_end or tunnel.timestamp_start
+    tls = TlsInfo(sni=tunnel.sni) if tunnel.sni else None
+    return FlowRecord(
+        id=new_flow_id(), kind="tunnel", mode=mode, scheme="tunnel", method="CONNECT",
+        url=authority, host=tunnel.host, port=tunnel.port, path="",
+        client_addr=_address(tunnel.connection.client_address),
+        server_addr=_address(tunnel.server_address), started_at=tunnel.timestamp_start,
+        duration=round((end - tunnel.timestamp_start) * 1000, 3), error=tunnel.error,
+        bytes_up=tunnel.bytes_up, bytes_down=tunnel.bytes_down, tls_client=tls,
+        request_headers=[], timings=Timings(complete=round((end - tunnel.timestamp_start)
+                                                           * 1000, 3)))
+
+
+class _DecodedSize:
+    """Counts a body's decoded size as its encoded bytes go by (gzip and deflate)."""
+
+    __slots__ = ("_decoder", "size")
+
+    def __init__(self, coding: str) -> None:
+        wbits = 16 + zlib.MAX_WBITS if coding in ("gzip", "x-gzip") else zlib.MAX_WBITS
+        self._decoder: Any = zlib.decompressobj(wbits)
+        self.size: int | None = 0
+
+    def feed(self, data: bytes | bytearray, first: bool) -> None:
+        if self.size is None:
+            return
+        try:
+            self.size += len(self._decoder.decompress(data))
+        except zlib.error:
+            self.size = None
+            if first:  # raw deflate (no zlib header), as some servers send: start again
+                self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+                try:
+                    self.size = len(self._decoder.decompress(data))
+                except zlib.error:
+                    pass
+
+
+class _FlowCapture:
+    """One flow's capture state; it is also the flow's body tap."""
+
+    __slots__ = ("decoded", "flow", "owner", "replay_of", "stored", "truncated", "writer")
+
+    def __init__(self, owner: Capture, flow: Flow, replay_of: str | None) -> None:
+        self.owner = owner
+        self.flow = flow
+        self.writer = owner.writer
+        self.replay_of = replay_of
+        self.stored = {"request": 0, "response": 0}
+        self.truncated = {"request": False, "response": False}
+        #: Per direction, once its first chunk came: its decoded-size counter, if encoded.
+        self.decoded: dict[str, _DecodedSize | None] = {}
+
+    def __call__(self, direction: str, chunk: bytes | bytearray) -> Awaitable[None] | None:
+        stored = self.stored[direction]
+        limit = self.owner.max_body_size
+        first = direction not in self.decoded
+        if first:
+            self.decoded[direction] = self._counter(direction)
+        counter = self.decoded[direction]
+        if counter is not None and stored < limit:
+            counter.feed(chunk, first)
+        if stored >= limit:
+            if chunk:
+                self.truncated[direction] = True
+                if counter is not None:
+                    counter.size = None
+            return None
+        if len(chunk) > limit - stored:
+            chunk = chunk[: limit - stored]
+            self.truncated[direction] = True
+        self.stored[direction] = stored + len(chunk)
+        writer = self.writer
+        writer.body_chunk(self.flow.id, direction, chunk)  # type: ignore[arg-type]
+        if writer.queued_bytes > writer.max_queued_bytes // 2:
+            return self._wait_for_writer()
+        return None
+
+    async def _wait_for_writer(self) -> None:
+        """The writer is behind (bodies come faster than the disk takes them): hold this
+        body a little, so that it is stored whole instead of dropped. Bounded: after
+        ``WRITER_WAIT`` seconds the body goes on, and what does not fit is dropped."""
+        writer = self.writer
+        deadline = time.monotonic() + WRITER_WAIT
+        while writer.queued_bytes > writer.max_queued_bytes // 4 and \
+                time.monotonic() < deadline:
+            await anyio.sleep(0.002)
+
+    def _counter(self, direction: str) -> _DecodedSize | None:
+        message = self.flow.request if direction == "request" else self.flow.response
+        if message is None:
+            return None
+        coding = _coding(message.headers)
+        return _DecodedSize(coding) if coding in ("gzip", "x-gzip", "deflate") else None
+
+    def finish(self) -> None:
+        flow = self.flow
+        # Bodies that were never relayed: a request answered by a plugin, an error answer.
+        if self.stored["request"] == 0 and flow.request.raw_content and \
+                flow.timestamp_request_sent is None:
+            self("request", flow.request.raw_content)  # (a wait it asks for is not needed)
+        response = flow.response
+        if self.stored["response"] == 0 and response is not None and response.raw_content \
+                and flow.response_body_size == 0:
+            self("response", response.raw_content)
+        record = record_from_flow(flow, mode=self.owner.mode)
+        fields: dict[str, Any] = {name: getattr(record, name) for name in _FINISHED_FIELDS}
+        for direction in ("request", "response"):
+            if self.truncated[direction]:
+                fields[f"{direction}_truncated"] = True
+            counter = self.decoded.get(direction)
+            if counter is not None and not self.truncated[direction]:
+                fields[f"{direction}_size_decoded"] = counter.size
+        if response is not None and flow.response_body_size == 0 and response.raw_content:
+            fields["response_size"] = len(response.raw_content)
+            if not record.response_body_encoding:
+                fields["response_size_decoded"] = len(response.raw_content)
+        self.writer.flow_finished(flow.id, fields)
+
+
+class Capture:
+    """The capture plugin: hand it the process's writer (``Capture(writer, token=...)``)."""
+
+    name = "capture"
+    #: Stripping its own replay header is all it changes (so it is not tracked as a change);
+    #: it records which other plugins change a flow.
+    changes_flows = False
+    tracks_changes = True
+
+    def __init__(self, writer: CaptureWriter, *, token: str = "",
+                 max_body_size: int = DEFAULT_MAX_BODY_SIZE, mode: str = "regular") -> None:
+        self.writer = writer
+        self.token = token
+        self.max_body_size = max_body_size
+        self.mode = mode
+        #: False pauses capture: new flows are not stored (flows under way still are).
+        self.enabled = True
+
+    def _state(self, flow: Flow) -> _FlowCapture | None:
+        for tap in flow.body_taps:
+            if isinstance(tap, _FlowCapture) and tap.owner is self:
+                return tap
+        return None
+
+    def _start(self, flow: Flow) -> _FlowCapture:
+        replay_of: str | None = None
+        headers = flow.request.headers
+        if _REPLAY in headers:
+            tag = replaytag.parse(self.token, headers[_REPLAY])
+            del headers[_REPLAY]
+            flow.received_request_headers = [
+                (k, v) for k, v in flow.received_request_headers if k.lower() != _REPLAY]
+            if tag is not None:
+                original, flow.id = tag
+                replay_of = original or None
+        state = _FlowCapture(self, flow, replay_of)
+        flow.body_taps.append(state)
+        record = record_from_flow(flow, mode=self.mode)
+        record.replay_of = replay_of
+        self.writer.flow_started(record)
+        return state
+
+    @hookimpl(tryfirst=True)
+    def on_request_headers(self, flow: Flow) -> None:
+        if self.enabled or _REPLAY in flow.request.headers:
+            self._start(flow)
+
+    @hookimpl(trylast=True)
+    def on_complete(self, flow: Flow) -> None:
+        state = self._state(flow)
+        if state is not None:
+            state.finish()
+
+    @hookimpl(trylast=True)
+    def on_error(self, flow: Flow) -> None:
+        state = self._state(flow)
+        if state is None and self.enabled:  # failed before its head reached the hooks
+            state = self._start(flow)
+        if state is not None:
+            state.finish()
+
+    @hookimpl(trylast=True)
+    def on_tunnel(self, tunnel: Tunnel) -> None:
+        if self.enabled:
+            self.writer.tunnel(tunnel_record(tunnel, mode=self.mode))
+
