@@ -36,7 +36,7 @@ import wrk
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = ("plain", "https", "https-newconn", "first-host", "download-http", "download-https",
-             "idle")
+             "idle", "capture-https", "capture-download")
 SNI = "www.bench.test"
 
 
@@ -78,7 +78,9 @@ class Bench:
         for port in (self.http_port, self.https_port):
             procs.wait_for_port(port, 15, process)
 
-    def start_proxy(self, record: bool = True) -> None:
+    def start_proxy(self, record: bool = True, capture: bool | None = None) -> None:
+        """``capture``: run the inspector (capture into a store in the temporary directory);
+        None: as ``--capture`` says."""
         self.proxy_port = procs.free_port()
         self.certs = self.tmp / "certs"
         python = [sys.executable]
@@ -89,10 +91,14 @@ class Bench:
                    "--upstream-ca", str(self.files.ca), "-q"]
         if not self.args.entry_points:
             command.append("--no-entry-points")  # measure NectoProxy, not what pip put beside it
+        capture = self.args.capture == "on" if capture is None else capture
+        command += ["--web-port", "0"] if capture else ["--no-web"]
+        env = {**os.environ, "NECTOPROXY_HOME": str(self.tmp / "home")}
         # Lives as long as the proxy does, so no ``with``.
         self.proxy_log = open(self.tmp / "proxy.log", "a")  # noqa: SIM115
         self.proxy = self.children.start(procs.pinned(command, self.proxy_core), cwd=self.tmp,
-                                         stdout=self.proxy_log, stderr=subprocess.STDOUT)
+                                         stdout=self.proxy_log, stderr=subprocess.STDOUT,
+                                         env=env)
         procs.wait_for_port(self.proxy_port, 60, self.proxy)
         self.proxy_ca = self.certs / "ca.pem"
         time.sleep(1.0)
@@ -107,11 +113,11 @@ class Bench:
                           "unit": "MiB"})
         self.offer("startup", None, round(startup, 1))
 
-    def restart_proxy(self) -> None:
+    def restart_proxy(self, capture: bool | None = None) -> None:
         """A fresh proxy, so that memory freed by earlier scenarios does not hide new use."""
         self.children.stop(self.proxy)
         self.proxy_log.close()
-        self.start_proxy(record=False)
+        self.start_proxy(record=False, capture=capture)
 
     def offer(self, key: str, direct: float | None, proxied: float | None,
               others: float = 0.0) -> None:
@@ -121,7 +127,7 @@ class Bench:
         """Per goal, the figures of the least disturbed repeat (memory growth: the largest)."""
         chosen: dict[str, tuple[float | None, float | None]] = {}
         for key, offers in self.candidates.items():
-            if key == "download-growth":
+            if key in ("download-growth", "capture-download-growth"):
                 chosen[key] = (None, max((p for _, _, p in offers if p is not None),
                                          default=None))
             else:
@@ -316,6 +322,43 @@ class Bench:
         elif name == "idle":
             for tls in (False, True):
                 self.idle(tls)
+        elif name.startswith("capture-"):
+            self.capture_compare(name)
+
+    def capture_compare(self, name: str) -> None:
+        """The same load through a proxy without and with capture (issue 13's goals: HTTPS
+        keep-alive >= 75% and a 100 MiB download >= 90% of the capture-off rate)."""
+        a = self.args
+        runs: dict[str, dict[str, Any]] = {}
+        for capture in (False, True):
+            self.restart_proxy(capture=capture)
+            if name == "capture-https":
+                args = ["--connections", str(a.connections), "--duration", str(a.duration),
+                        "--warmup", str(a.warmup)]
+                result = self.loadgen("keepalive", True, True, *args)
+                key, unit = "rps", "req/s"
+            else:
+                args = ["--path", "/100m", "--duration", str(a.duration), "--max-requests",
+                        str(a.downloads), "--timeout", "120"]
+                result = self.loadgen("download", True, True, *args, timeout=a.duration + 300)
+                key, unit = "mb_per_s", "MB/s"
+            result.update(scenario=name, run="capture on" if capture else "capture off",
+                          figure=result.get(key), unit=unit)
+            runs["on" if capture else "off"] = result
+        runs["on"]["ratio_text"] = report.ratio_text(runs["off"].get(key), runs["on"].get(key),
+                                                     True)
+        self.rows += [runs["off"], runs["on"]]
+        self.offer(name, runs["off"].get(key), runs["on"].get(key),
+                   runs["on"].get("others_on_proxy_core_pct", 0.0))
+        if name == "capture-download":
+            self.offer("capture-download-growth", None, runs["on"].get("growth_mib"))
+        store = self.tmp / "home" / "flows.db"
+        size = sum(f.stat().st_size for f in store.parent.glob("flows.db*")) if store.exists() \
+            else 0
+        print(report.rows_table([runs["off"], runs["on"]]), flush=True)
+        print(f"  store now {size / 1024**2:.1f} MiB; proxy RSS growth with capture "
+              f"{runs['on'].get('growth_mib')} MiB", flush=True)
+        self.restart_proxy()
 
     def idle(self, tls: bool) -> None:
         a = self.args
@@ -417,6 +460,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--loadgen", choices=("auto", "python"), default="auto",
                         help="auto: wrk for plain HTTP keep-alive when installed")
     parser.add_argument("--downloads", type=int, default=5, help="most 100 MiB downloads per run")
+    parser.add_argument("--capture", choices=("off", "on"), default="off",
+                        help="run the proxy with its inspector capturing (default off: like "
+                             "the peers, which keep nothing; the capture-* scenarios compare)")
     parser.add_argument("--first-hosts", type=int, default=200, help="most never-seen hosts")
     parser.add_argument("--idle-connections", type=int, default=1000)
     parser.add_argument("--profile", metavar="DIR",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import hashlib
 import os
 import random
@@ -375,12 +376,14 @@ class Soak:
         ca_file = self.workdir / "origin-ca.pem"
         self.ca.cert_pem.write_to_path(str(ca_file))
         certs = self.workdir / "certs"
+        capture = ["--web-port", "0"] if self.args.capture else ["--no-web"]
+        env = {**os.environ, "NECTOPROXY_HOME": str(self.workdir / "home")}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "nectoproxy", "--no-config", "--no-entry-points",
                  "--listen-host", "127.0.0.1", "--listen-port", str(self.port),
-                 "--certs-dir", str(certs), "--upstream-ca", str(ca_file), "-q"],
-                stdout=log, stderr=log,
+                 "--certs-dir", str(certs), "--upstream-ca", str(ca_file), "-q", *capture],
+                stdout=log, stderr=log, env=env,
             )
         deadline = time.monotonic() + 60
         while True:
@@ -516,6 +519,14 @@ class Soak:
         print(f"RSS slope           {slope_text} after the first {WARM_UP:.0f} s, from "
               f"{len(steady)} samples (goal < {SLOPE_GOAL:g}): {verdict}")
         print(f"threads             start {start[2]}, end {end[2]}")
+        store = self.workdir / "home" / "flows.db"
+        if store.exists():
+            import sqlite3
+
+            size = sum(f.stat().st_size for f in store.parent.glob("flows.db*"))
+            with contextlib.closing(sqlite3.connect(store)) as conn:
+                count = conn.execute("SELECT count(*) FROM flows").fetchone()[0]
+            print(f"flow store          {count} flows, {size / MIB:.0f} MiB on disk")
         print(f"proxy log           {tracebacks} tracebacks, {unexpected} 'unexpected error'")
         if tracebacks or unexpected or not alive:
             print("--- end of the proxy log ---")
@@ -534,6 +545,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", metavar="SCENARIO", type=lambda v: set(v.split(",")),
                         default=set(), help="run only these scenarios (comma-separated): "
                         + ", ".join(name for name, _ in Worker.SCENARIOS))
+    parser.add_argument("--no-capture", dest="capture", action="store_false",
+                        help="run the proxy with --no-web (by default it captures every flow "
+                             "into a store in the temporary directory, as it does for users)")
     parser.add_argument("--no-resets", dest="resets", action="store_false",
                         help="clients never close with a TCP reset")
     parser.add_argument("--settle", type=float, default=10.0,

@@ -13,7 +13,7 @@ import anyio
 import tomli_w
 
 from nectoproxy.config import Config, config_to_dict, default_config_text, load_config
-from nectoproxy.errors import NectoProxyError
+from nectoproxy.errors import NectoProxyError, PortInUse
 from nectoproxy.logs import setup_logging
 from nectoproxy.workers import serve
 
@@ -42,6 +42,15 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
                         help="do not load this plugin (repeatable)")
     parser.add_argument("--no-entry-points", action="store_true", default=s,
                         help="load no installed third-party plugins")
+    parser.add_argument("--web-host", metavar="HOST", default=s,
+                        help="address of the inspector (web UI and API; default 127.0.0.1)")
+    parser.add_argument("--web-port", metavar="PORT", type=int, default=s,
+                        help="port of the inspector (default 8889; 0 picks a free one)")
+    parser.add_argument("--no-web", action="store_true", default=s,
+                        help="neither capture flows nor serve the inspector")
+    parser.add_argument("--session", metavar="SESSION", default=s,
+                        help="continue this capture session (id or name) instead of starting "
+                             "a new one")
     parser.add_argument("-q", "--quiet", action="store_true", default=s,
                         help="no line per flow")
     parser.add_argument("-v", "--verbose", action="store_true", default=s,
@@ -94,6 +103,11 @@ def config_from_args(args: argparse.Namespace, path: str | None = None) -> Confi
     put("proxy", "upstream_ca", "upstream_ca")
     put("certs", "dir", "certs_dir")
     put("log", "quiet", "quiet")
+    put("web", "host", "web_host")
+    put("web", "port", "web_port")
+    put("web", "session", "session")
+    if getattr(args, "no_web", False):
+        overrides.setdefault("web", {})["enabled"] = False
     if getattr(args, "verbose", False):
         overrides.setdefault("log", {})["level"] = "debug"
     if getattr(args, "no_entry_points", False):
@@ -111,18 +125,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except NectoProxyError as exc:
-        print(f"nectoproxy: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     except BaseExceptionGroup as group:  # start-up errors raised inside a task group
         errors = group.subgroup(lambda e: isinstance(e, NectoProxyError))
         if errors is None:
             raise
         while isinstance(errors, BaseExceptionGroup):
             errors = errors.exceptions[0]
-        print(f"nectoproxy: error: {errors}", file=sys.stderr)
-        return 2
+        return _fail(errors)
     except KeyboardInterrupt:
         return 130
+
+
+def _fail(exc: BaseException) -> int:
+    """One line on stderr; exit 1 for a port in use (try again later or elsewhere), else 2."""
+    print(f"nectoproxy: error: {exc}", file=sys.stderr)
+    return 1 if isinstance(exc, PortInUse) else 2
 
 
 def _dispatch(args: argparse.Namespace) -> int:

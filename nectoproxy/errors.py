@@ -19,6 +19,10 @@ class ConfigError(NectoProxyError):
     """A configuration file, environment variable or option is invalid."""
 
 
+class PortInUse(ConfigError):
+    """A port the proxy or the inspector should listen on is taken (the command exits 1)."""
+
+
 class PluginError(NectoProxyError):
     """A plugin could not be loaded, or failed in a way that ends a flow."""
 
@@ -71,6 +75,7 @@ __all__ = [
     "FlowKilled",
     "NectoProxyError",
     "PluginError",
+    "PortInUse",
     "ProtocolError",
     "UpstreamError",
     "UpstreamTimeout",

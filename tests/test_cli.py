@@ -15,7 +15,8 @@ from nectoproxy.testing.origin import free_port
 
 def test_cli_serves_logs_and_shuts_down(tmp_path, origin):
     port = free_port()
-    env = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(tmp_path)}
+    env = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(tmp_path),
+           "NECTOPROXY_WEB_PORT": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "nectoproxy", "--no-config", "--listen-host", "127.0.0.1",
          "--listen-port", str(port)],
@@ -48,6 +49,7 @@ def test_workers_share_the_port(tmp_path, origin):
     """`workers = 2`: two processes accept on one port; both serve, both stop on SIGTERM."""
     port = free_port()
     env = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(tmp_path),
+           "NECTOPROXY_WEB_PORT": "0",
            "NECTOPROXY_PROXY_WORKERS": "2"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "nectoproxy", "--no-config", "--listen-host", "127.0.0.1",
@@ -91,7 +93,8 @@ def _alive(pid: str) -> bool:
 def test_second_signal_exits_at_once(tmp_path, origin):
     """Ctrl-C waits for in-flight requests (up to the grace period); a second one does not."""
     port = free_port()
-    env = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(tmp_path)}
+    env = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(tmp_path),
+           "NECTOPROXY_WEB_PORT": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "nectoproxy", "--no-config", "--listen-host", "127.0.0.1",
          "--listen-port", str(port), "-q"],

@@ -208,7 +208,8 @@ def proxy_process(tmp_path: Path, env: dict[str, str], preexec: Callable[[], Non
     process = subprocess.Popen(
         [sys.executable, "-m", "nectoproxy", "--no-config", "--no-entry-points", "-q",
          "--listen-host", "127.0.0.1", "--listen-port", str(port)],
-        env={"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(tmp_path), **env},
+        env={"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(tmp_path),
+             "NECTOPROXY_WEB_PORT": "0", **env},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=preexec)  # noqa: PLW1509 - sets a resource limit, nothing a thread holds
     if not wait_until(lambda: _listening(port) or process.poll() is not None, 30):

@@ -8,6 +8,7 @@ within ``grace`` seconds, closes the rest and calls ``on_stop``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import time
@@ -21,7 +22,7 @@ import anyio.abc
 
 from nectoproxy.certs import CertStore
 from nectoproxy.config import Config, load_config
-from nectoproxy.errors import ConfigError
+from nectoproxy.errors import ConfigError, PortInUse
 from nectoproxy.flow import Connection
 from nectoproxy.plugins import PluginHost
 from nectoproxy.proxy.context import Services
@@ -122,8 +123,12 @@ class Proxy:
                 local_host=config.proxy.listen_host, local_port=config.proxy.listen_port,
                 reuse_port=config.proxy.workers != 1)
         except OSError as exc:
-            raise ConfigError(f"cannot listen on {config.proxy.listen_host}:"
-                              f"{config.proxy.listen_port}: {exc.strerror or exc}") from None
+            where = f"{config.proxy.listen_host}:{config.proxy.listen_port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"the proxy's port {config.proxy.listen_port} on "
+                                f"{config.proxy.listen_host} is in use: choose another with "
+                                "--listen-port (or [proxy] listen_port)") from None
+            raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from None
         sockname = self._listener.extra(anyio.abc.SocketAttribute.local_address)
         self.address = (str(sockname[0]), int(sockname[1]))
         self._task_group = anyio.create_task_group()

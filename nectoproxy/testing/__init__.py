@@ -105,6 +105,24 @@ class RunningProxy:
         )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def nectoproxy_test_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A ``nectoproxy`` command a test starts (with the test's environment) keeps out of the
+    user's ``~/.nectoproxy`` and leaves port 8889 alone: ``NECTOPROXY_HOME`` points into the
+    session's temporary directory and the inspector picks a free port, unless the environment
+    already says otherwise."""
+    import os
+
+    defaults = {"NECTOPROXY_HOME": str(tmp_path_factory.mktemp("nectoproxy-home")),
+                "NECTOPROXY_WEB_PORT": "0"}
+    added = [name for name in defaults if name not in os.environ]
+    for name in added:
+        os.environ[name] = defaults[name]
+    yield
+    for name in added:
+        os.environ.pop(name, None)
+
+
 @pytest.fixture(scope="session")
 def origin_ca() -> Any:
     """The trustme CA that signs every test origin's certificate."""
