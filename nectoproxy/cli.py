@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_options(run)
     add_cert_parser(commands)
     _config_options(commands.choices["cert"])
+    from nectoproxy.sessionscli import add_sessions_parser
+    add_sessions_parser(commands, _config_options)
     config = commands.add_parser("config", help="write, show or check nectoproxy.toml")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION",
                                             required=True)
@@ -149,6 +151,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from nectoproxy.certcli import run_cert
 
         return run_cert(args, config_from_args(args).certs_dir)
+    if command == "sessions":
+        from nectoproxy.sessionscli import run_sessions
+        return run_sessions(args, config_from_args(args))
     if command == "config":
         return _config_command(args)
     if command == "plugins":

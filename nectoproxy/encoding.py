@@ -1,4 +1,5 @@
-"""Content-Encoding codecs for message bodies (gzip, deflate, br when brotli is installed)."""
+"""Content-Encoding codecs for message bodies (gzip, deflate; br and zstd when brotli and
+zstandard are installed)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ try:  # brotli is optional: `pip install nectoproxy[brotli]`
     import brotli as _brotli  # type: ignore[import-untyped]
 except ImportError:  # pragma: no cover - depends on the environment
     _brotli = None
+
+try:  # zstandard is optional: `pip install nectoproxy[zstd]`
+    import zstandard as _zstd
+except ImportError:  # pragma: no cover - depends on the environment
+    _zstd = None  # type: ignore[assignment]
 
 
 def _inflate(data: bytes) -> bytes:
@@ -35,6 +41,12 @@ _ENCODERS: dict[str, Callable[[bytes], bytes]] = {
 if _brotli is not None:
     _DECODERS["br"] = _brotli.decompress
     _ENCODERS["br"] = _brotli.compress
+if _zstd is not None:
+    # A decompression object, since zstandard.decompress() refuses frames that do not state
+    # their size (what a streaming encoder writes); read_across_frames for concatenations.
+    _DECODERS["zstd"] = lambda data: _zstd.ZstdDecompressor().decompressobj(
+        read_across_frames=True).decompress(data)
+    _ENCODERS["zstd"] = _zstd.compress
 
 
 def _codings(header: str) -> list[str]:

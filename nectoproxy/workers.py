@@ -8,17 +8,21 @@ atomically, so workers never read half a file.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from nectoproxy.config import Config
 from nectoproxy.logs import setup_logging
 from nectoproxy.proxy.server import Proxy
+
+if TYPE_CHECKING:
+    from nectoproxy.inspector import Inspector
 
 
 def worker_count(config: Config) -> int:
@@ -54,21 +58,26 @@ async def _serve(config: Config, scripts: list[str], primary: bool) -> None:
                     child.kill()
                 os._exit(130)
 
-        async with anyio.create_task_group() as tg:
-            async with Proxy(config, scripts=scripts) as proxy:
-                port = proxy.address[1]
-                count = worker_count(config)
+        async with anyio.create_task_group() as tg, contextlib.AsyncExitStack() as stack:
+            inspector = None
+            if config.web.enabled:
+                from nectoproxy.inspector import Inspector
+
+                inspector = await anyio.to_thread.run_sync(
+                    lambda: Inspector(config, primary=primary))
+                # Closed after the proxy and the web server stopped: flows finishing in the
+                # grace time are kept.
+                stack.push_async_callback(anyio.to_thread.run_sync, inspector.close)
+            plugins = [inspector.capture] if inspector is not None else []
+            proxy = Proxy(config, plugins=plugins, scripts=scripts)
+            if inspector is not None:
+                await stack.enter_async_context(inspector.running(proxy.ca_path))
+            async with proxy:
+                if inspector is not None:
+                    inspector.proxy_started(proxy.address)
                 if primary:
-                    if count > 1:
-                        # Workers bind the port this process got (matters with port 0).
-                        same_port = config.replace(proxy={"listen_port": port})
-                        context = multiprocessing.get_context("spawn")
-                        for _ in range(count - 1):
-                            child: multiprocessing.process.BaseProcess = context.Process(
-                                target=_worker_main, args=(same_port, scripts), daemon=True)
-                            child.start()
-                            children.append(child)
-                    _banner(proxy, count)
+                    _start_workers(config, scripts, proxy, inspector, children)
+                    _banner(proxy, worker_count(config), inspector)
                 async for _ in signals:
                     if primary:
                         print("Shutting down (again to force)...", file=sys.stderr)
@@ -81,6 +90,24 @@ async def _serve(config: Config, scripts: list[str], primary: bool) -> None:
             tg.cancel_scope.cancel()
 
 
+def _start_workers(config: Config, scripts: list[str], proxy: Proxy,
+                   inspector: Inspector | None,
+                   children: list[multiprocessing.process.BaseProcess]) -> None:
+    count = worker_count(config)
+    if count < 2:
+        return
+    # Workers bind the port this process got (matters with port 0), and capture with the
+    # same token (a replay may reach any of them).
+    web = {"token": inspector.token} if inspector is not None else {}
+    same_port = config.replace(proxy={"listen_port": proxy.address[1]}, web=web)
+    context = multiprocessing.get_context("spawn")
+    for _ in range(count - 1):
+        child: multiprocessing.process.BaseProcess = context.Process(
+            target=_worker_main, args=(same_port, scripts), daemon=True)
+        child.start()
+        children.append(child)
+
+
 def _join(children: list[multiprocessing.process.BaseProcess]) -> None:
     for child in children:
         child.join(timeout=10)
@@ -88,10 +115,15 @@ def _join(children: list[multiprocessing.process.BaseProcess]) -> None:
             child.kill()
 
 
-def _banner(proxy: Proxy, count: int) -> None:
+def _banner(proxy: Proxy, count: int, inspector: Inspector | None) -> None:
     host, port = proxy.address
     workers = f" ({count} worker processes)" if count > 1 else ""
     print(f"NectoProxy listening on {host}:{port}{workers}", file=sys.stderr)
+    if inspector is not None and inspector.address is not None:
+        session = f"  (session: {inspector.session.name})" if inspector.session else ""
+        print(f"Inspector: {inspector.url}{session}", file=sys.stderr)
+    elif inspector is not None:
+        print(f"Capturing to {inspector.path} (web UI off)", file=sys.stderr)
     print(f"CA certificate: {proxy.ca_path}  (trust it: "
           f"`nectoproxy cert install`, or open http://{proxy.config.proxy.onboarding_host}/ "
           "through the proxy)", file=sys.stderr)

@@ -698,6 +698,14 @@ def test_bad_connect_targets(proxy, target):
     assert status_of(reply) == 400
 
 
+@pytest.mark.parametrize("target", ["http://[::1/", "http://[zz]:80/", "http://a]b/"])
+def test_bad_absolute_targets_are_400_not_a_traceback(proxy, target, caplog):
+    reply = head_of(proxy.port, f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+                    timeout=5)
+    assert status_of(reply) == 400
+    assert "Traceback" not in caplog.text
+
+
 def test_connect_after_garbage_is_400(proxy, tls_origin, caplog):
     reply = head_of(proxy.port, b"\x16\x03\x01garbage\r\n"
                     + f"CONNECT localhost:{tls_origin.port} HTTP/1.1\r\n\r\n".encode(), timeout=5)

@@ -41,7 +41,8 @@ def test_the_engine_imports_only_declared_dependencies():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     required = _module_names(project["dependencies"])
     optional = _module_names(project["optional-dependencies"]["fast"]
-                             + project["optional-dependencies"]["brotli"])
+                             + project["optional-dependencies"]["brotli"]
+                             + project["optional-dependencies"]["zstd"])
     allowed = required | set(sys.stdlib_module_names) | {"nectoproxy", "__future__"}
     # nectoproxy.testing is the pytest plugin: it runs only where the test extra is installed.
     sources = [p for p in (ROOT / "nectoproxy").rglob("*.py") if "testing" not in p.parts]
@@ -55,7 +56,8 @@ def test_the_engine_imports_only_declared_dependencies():
 
 
 def test_optional_modules_are_imported_only_where_their_absence_is_handled():
-    """uvloop and brotli are extras: every import of them sits in a try/except ImportError."""
+    """uvloop, brotli and zstandard are extras: every import of them sits in a try/except
+    ImportError."""
     for path in (ROOT / "nectoproxy").rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         guarded: set[int] = set()
@@ -72,7 +74,7 @@ def test_optional_modules_are_imported_only_where_their_absence_is_handled():
                 names = {node.module.split(".")[0]}
             else:
                 continue
-            if names & {"uvloop", "brotli"}:
+            if names & {"uvloop", "brotli", "zstandard"}:
                 assert id(node) in guarded, f"{path}:{node.lineno} imports an extra unguarded"
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import sqlite3
 import stat
 import threading
+import time
 
 import pytest
 
@@ -344,6 +345,7 @@ def test_changes_feed_says_reset_when_deletions_were_forgotten(store, monkeypatc
 
 def test_retention_by_age_deletes_the_oldest_with_bodies(store):
     fill(store, 10, body=b"b" * 50)
+    store._conn.execute("UPDATE sessions SET created_at = 0")  # captured then, not imported
     now = 1_700_000_000.0 + 5 + 86400
     pruned = store.enforce_retention(max_age_days=1, max_flows=None, max_bytes=None, now=now)
     assert pruned.flows == 5 and pruned.bytes == 250  # started at +0 .. +4
@@ -351,6 +353,14 @@ def test_retention_by_age_deletes_the_oldest_with_bodies(store):
     assert remaining == [f"flow{n:04d}" for n in range(5, 10)]
     assert store._conn.execute("SELECT count(*) FROM bodies").fetchone()[0] == 5
     assert store.active_session().flow_count == 5 and store.active_session().stored_bytes == 250
+
+
+def test_retention_by_age_counts_an_imported_flow_from_its_import(store):
+    fill(store, 4)  # started in 2023, in a session made now (as a HAR import does)
+    assert store.enforce_retention(max_age_days=30, max_flows=None, max_bytes=None).flows == 0
+    later = time.time() + 31 * 86400
+    assert store.enforce_retention(max_age_days=30, max_flows=None, max_bytes=None,
+                                   now=later).flows == 4
 
 
 def test_retention_by_count_in_small_batches(store):

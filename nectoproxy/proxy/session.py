@@ -358,7 +358,10 @@ class ClientSession:
                 "NectoProxy is a proxy: configure your client to use it as its HTTP(S) proxy "
                 f"(or open http://{self.config.onboarding_host}/ through it)"
             )
-        parts = urlsplit(target.decode("ascii", errors="replace"))
+        try:
+            parts = urlsplit(target.decode("ascii", errors="replace"))
+        except ValueError as exc:  # "Invalid IPv6 URL" and the like
+            raise ProtocolError(f"bad request target {target[:200]!r}: {exc}") from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ProtocolError(f"unsupported request target {target[:200]!r}")
         try:

@@ -208,8 +208,12 @@ def enforce_retention(write: WriteTransaction, max_age_days: float | None,
     flows = size = 0
     for _ in range(count + 1):
         with write() as conn:
-            rows = conn.execute("SELECT seq, started_at, request_stored + response_stored "
-                                "FROM flows ORDER BY seq LIMIT ?", (batch,)).fetchall()
+            # A flow's age runs from its start, or from when its session was made if that
+            # is later: a HAR of last year's traffic imported today is not deleted at once.
+            rows = conn.execute("SELECT f.seq, max(f.started_at, s.created_at), "
+                                "f.request_stored + f.response_stored FROM flows AS f "
+                                "JOIN sessions AS s ON s.id = f.session_id "
+                                "ORDER BY f.seq LIMIT ?", (batch,)).fetchall()
             chosen, chosen_size = _pick(rows, cutoff, count - flows - keep)
             if not chosen:
                 break

@@ -4,21 +4,21 @@ Entries are matched by method and URL (scheme and host case-insensitive, default
 ignored, optionally the order of the query parameters too). When several entries match the
 same request they are served in the order of the file, the last one again once all were used.
 Entries that cannot be replayed faithfully are skipped: failed ones (status 0) and those whose
-body was left out of the file.
+body was left out of the file. The file is read by :func:`nectoproxy.har.read_har`, so any HAR
+NectoProxy can import can be replayed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-from nectoproxy import ConfigError, Response
-from nectoproxy_plugin_har.bodies import body_bytes
+from nectoproxy import ConfigError, Response, encoding
+from nectoproxy.har import HarError, read_har
+from nectoproxy.store import FlowRecord
 
 log = logging.getLogger("nectoproxy.har")
 
@@ -71,39 +71,38 @@ class ReplayIndex:
         """Read a HAR file; ConfigError names the file (and entry) when it is unusable."""
         where = f"[plugins.har] replay: {path}"
         try:
-            document = json.loads(path.read_bytes())
+            data = path.read_bytes()
         except OSError as exc:
             raise ConfigError(f"{where}: cannot read it: {exc.strerror or exc}") from None
-        except ValueError as exc:
-            raise ConfigError(f"{where}: not JSON: {exc}") from None
-        entries = document.get("log", {}).get("entries") if isinstance(document, dict) else None
-        if not isinstance(entries, list):
-            raise ConfigError(f"{where}: not a HAR file (no log.entries list)")
         index = cls(ignore_query_order)
-        for number, entry in enumerate(entries):
-            try:
-                index.add(entry)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ConfigError(f"{where}: log.entries[{number}]: "
-                                  f"{type(exc).__name__}: {exc}") from None
+        try:
+            for record, _, body in read_har(data):
+                index.add(record, body)
+        except HarError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         log.info("har: replaying %d responses from %s (%d entries skipped)",
                  sum(map(len, index.responses.values())), path, index.skipped)
         return index
 
-    def add(self, entry: dict[str, Any]) -> None:
-        request, response = entry["request"], entry["response"]
-        status = int(response["status"])
-        content = response.get("content") or {}
-        text = content.get("text")
-        if status < 100 or content.get("_truncated") or (text is None and content.get("size")):
+    def add(self, record: FlowRecord, body: bytes | None) -> None:
+        """Add the response of one entry read by ``read_har``, or count it as skipped."""
+        status = record.status
+        if status is None or status < 100 or record.response_truncated or \
+                (body is None and record.response_size_decoded):
             self.skipped += 1
             return
-        mime_type = str(content.get("mimeType", ""))
-        body = body_bytes(text, content.get("encoding"), mime_type) if text else b""
-        headers = tuple((str(h["name"]), str(h["value"])) for h in response.get("headers", []))
-        key = match_key(str(request["method"]), str(request["url"]), self.ignore_query_order)
+        body = body or b""
+        if record.response_body_encoding:  # given as stored: send it decoded, as the others
+            try:
+                body = encoding.decode(body, record.response_body_encoding)
+            except Exception:  # noqa: BLE001 -- any codec's error on a foreign body
+                self.skipped += 1
+                return
+        headers = record.response_headers_sent if record.response_headers_sent is not None \
+            else record.response_headers or []
+        key = match_key(record.method, record.url, self.ignore_query_order)
         self.responses[key].append(
-            RecordedResponse(status, str(response.get("statusText", "")), headers, body))
+            RecordedResponse(status, record.reason or "", tuple(headers), body))
 
     def answer(self, method: str, url: str) -> Response | None:
         """A new Response for the next recorded answer to this request, or None."""

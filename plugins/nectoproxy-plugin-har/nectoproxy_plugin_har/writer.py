@@ -1,6 +1,7 @@
 """A HAR file that is complete, valid JSON after every entry.
 
-The file is written as ``{"log": {..., "entries": [`` + entries + ``]}}``. Each new entry is
+The file is written as ``{"log": {..., "entries": [`` + entries + ``]}}``, in the pieces of
+:func:`nectoproxy.har.iter_har_json` (the head, the entries, the tail). Each new entry is
 written over the closing brackets, together with a fresh copy of them, in one ``write`` call,
 and flushed to the operating system at once. So whatever happens to the proxy afterwards
 (crash, ``kill -9``, Ctrl-C), the file on disk holds every entry completed so far and parses.
@@ -14,12 +15,13 @@ lose what the kernel had not written yet (that would take an fsync per flow).
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import IO, Any
 
-CLOSING = b"\n]}}\n"
+from nectoproxy.har import HAR_TAIL, entry_json, har_head
+
+CLOSING = HAR_TAIL.encode("utf-8")
 
 
 class HarWriter:
@@ -37,12 +39,8 @@ class HarWriter:
     def open(self) -> None:
         """Create the file (and its directory) with an empty entry list."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        log: dict[str, Any] = {"version": "1.2", "creator": self.creator, "pages": []}
-        if self.comment:
-            log["comment"] = self.comment
-        head = json.dumps({"log": log}, ensure_ascii=False)
-        assert head.endswith("}}")
-        start = (head[:-2] + ', "entries": [').encode("utf-8")
+        start = har_head(creator=self.creator["name"], version=self.creator["version"],
+                         comment=self.comment).encode("utf-8")
         with self._lock:
             # "xb": never clobber a file that appeared since the name was chosen.
             self._file = self.path.open("xb", buffering=0)
@@ -51,7 +49,7 @@ class HarWriter:
 
     def append(self, entry: dict[str, Any]) -> bool:
         """Add one entry; False if the file is already closed."""
-        data = json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        data = entry_json(entry).encode("utf-8")
         with self._lock:
             if self._file is None:
                 return False

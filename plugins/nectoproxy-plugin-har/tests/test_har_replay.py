@@ -122,10 +122,10 @@ def test_entries_without_a_body_are_not_replayed(make_proxy, origin, tmp_path):
 @pytest.mark.parametrize(("content", "message"), [
     ("not json", "not JSON"),
     ('{"log": {}}', "no log.entries"),
-    ('{"log": {"entries": [{"request": {}}]}}', "log.entries[0]: KeyError"),
+    ('{"log": {"entries": [{"request": {}}]}}', "log.entries[0].request.method: missing"),
     (('{"log": {"entries": [{"request": {"method": "GET", "url": "http://a.test/"}, '
       '"response": {"status": 200, "content": {"text": "!!", "encoding": "base64"}}}]}}'),
-     "log.entries[0]: ValueError: invalid base64"),
+     "log.entries[0].response.content.text: invalid base64"),
 ])
 def test_bad_replay_file_stops_start_up(make_proxy, tmp_path, content, message):
     har = tmp_path / "bad.har"

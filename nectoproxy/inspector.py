@@ -1,0 +1,196 @@
+"""The inspector as the ``nectoproxy`` command runs it: store, capture, retention, web server.
+
+Every process (each of ``workers = N``) opens the store and captures its own flows through a
+:class:`~nectoproxy.store.CaptureWriter` of its own, so all of them reach the one SQLite file.
+The first process also starts the run's session, enforces retention in the background and
+serves the web API (its changes feed reads what every process wrote). A library user who runs
+:class:`~nectoproxy.proxy.server.Proxy` directly gets none of this unless they add
+:class:`~nectoproxy.capture.Capture` themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import anyio
+import anyio.abc
+
+from nectoproxy.capture import Capture
+from nectoproxy.config import Config
+from nectoproxy.errors import ConfigError
+from nectoproxy.store import CaptureWriter, Session, SQLiteStore, StoreError
+
+if TYPE_CHECKING:
+    from nectoproxy.web import Replayer
+
+log = logging.getLogger("nectoproxy.inspector")
+
+TOKEN_FILE = "web-token"
+#: How often retention runs (the first time right at start).
+RETENTION_SECONDS = 60.0
+
+
+def web_token(config: Config) -> str:
+    """The configured token, or the one kept in ``$NECTOPROXY_HOME/web-token`` (made on first
+    use, owner-only, so that the UI's URL stays the same from one run to the next)."""
+    if config.web.token:
+        return config.web.token
+    path = config.home_dir / TOKEN_FILE
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = ""
+    if token:
+        return token
+    token = secrets.token_urlsafe(24)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token
+
+
+def _reachable(host: str) -> str:
+    """How to reach a listening address from this machine: a wildcard becomes loopback, an
+    IPv6 literal gets its brackets."""
+    with contextlib.suppress(ValueError):
+        address = ipaddress.ip_address(host)
+        if address.is_unspecified:
+            host = "127.0.0.1" if address.version == 4 else "::1"
+        if address.version == 6:
+            return f"[{host}]"
+    return host
+
+
+def ui_url(host: str, port: int, token: str) -> str:
+    """The address the banner prints: a browser opening it gets the token cookie."""
+    return f"http://{_reachable(host)}:{port}/?token={quote(token)}"
+
+
+def proxy_url(config: Config, address: tuple[str, int]) -> str:
+    """How this process reaches its own proxy (replays go through it), credentials included."""
+    auth = ""
+    if config.proxy.proxy_auth:
+        user, _, password = config.proxy.proxy_auth.partition(":")
+        auth = f"{quote(user, safe='')}:{quote(password, safe='')}@"
+    return f"http://{auth}{_reachable(address[0])}:{address[1]}"
+
+
+class Inspector:
+    """Capture and (in the first process) the web server, around one proxy run.
+
+    Make it before the proxy (the proxy needs :attr:`capture` among its plugins), then
+    ``async with inspector.running(ca_path):`` around the proxy's run: the web port is bound
+    (a busy one fails start-up) and the run's session started before the proxy accepts its
+    first client. Once the proxy listens, :meth:`proxy_started` tells replays where it is.
+    """
+
+    def __init__(self, config: Config, *, primary: bool = True) -> None:
+        self.config = config
+        self.primary = primary
+        web = config.web
+        self.token = web_token(config)
+        self.path = config.store_path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.store = SQLiteStore(self.path, max_body_size=web.max_body_size)
+        except StoreError as exc:
+            raise ConfigError(f"cannot open the flow store {self.path}: {exc}") from None
+        self.session: Session | None = None
+        if primary:  # (before the writer opens the store: it would make a session itself)
+            try:
+                self.session = self.store.start_run(web.session or None)
+            except LookupError:
+                self.store.close()
+                raise ConfigError(f"web.session: no session {web.session!r} to continue (see "
+                                  "`nectoproxy sessions list`)") from None
+        self.writer = CaptureWriter(self.path, max_body_size=web.max_body_size)
+        self.capture = Capture(self.writer, token=self.token, max_body_size=web.max_body_size)
+        self.address: tuple[str, int] | None = None
+        self.replayer: Replayer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.address is not None
+        return ui_url(self.address[0], self.address[1], self.token)
+
+    def status(self) -> Mapping[str, Any]:
+        stats = self.writer.stats
+        return {"capturing": self.capture.enabled, "store": str(self.path),
+                "flowsWritten": stats.flows_written, "bytesDropped": stats.bytes_dropped,
+                "messagesDropped": stats.messages_dropped, "queuedBytes": self.writer.queued_bytes}
+
+    @contextlib.asynccontextmanager
+    async def running(self, ca_path: Path) -> AsyncIterator[Inspector]:
+        """Serve the web API and enforce retention (in the first process) inside the block;
+        :meth:`close` (capture's writer) is for after the proxy stopped."""
+        async with anyio.create_task_group() as group:
+            if self.primary:
+                try:
+                    self.address = await group.start(self._serve_web, ca_path)
+                except BaseException:
+                    session = self.session
+                    if session is not None and not self.config.web.session:
+                        # A run that never ran leaves no empty session behind.
+                        with anyio.CancelScope(shield=True):
+                            await anyio.to_thread.run_sync(self.store.delete_session,
+                                                           session.id)
+                    raise
+                group.start_soon(self._retention)
+            try:
+                yield self
+            finally:
+                group.cancel_scope.cancel()
+
+    def proxy_started(self, address: tuple[str, int]) -> None:
+        if self.replayer is not None:
+            self.replayer.proxy_url = proxy_url(self.config, address)
+
+    async def _serve_web(self, ca_path: Path, *,
+                         task_status: anyio.abc.TaskStatus[tuple[str, int] | None]) -> None:
+        web = self.config.web
+        if not web.enabled:  # (never so from the command line: --no-web captures nothing)
+            task_status.started(None)
+            return
+        from nectoproxy.web import Replayer, create_app, serve_web
+
+        # (Where the proxy listens is known once it does: see proxy_started.)
+        self.replayer = Replayer(proxy_url(self.config, (self.config.proxy.listen_host,
+                                                         self.config.proxy.listen_port)),
+                                 ca_path, self.token)
+        app = create_app(self.store, token=self.token, allowed_hosts=web.allowed_hosts,
+                         replayer=self.replayer, status=self.status)
+        if not web.is_loopback:
+            log.warning("the inspector listens on %s, not a loopback address: anyone who can "
+                        "reach it and knows the token sees all traffic", web.host)
+        await serve_web(app, web.host, web.port, task_status=task_status)
+
+    async def _retention(self) -> None:
+        web = self.config.web
+
+        def enforce() -> Any:
+            return self.store.enforce_retention(max_age_days=web.max_age_days or None,
+                                                max_flows=web.max_flows or None,
+                                                max_bytes=web.max_bytes or None)
+
+        while True:
+            try:
+                pruned = await anyio.to_thread.run_sync(enforce, abandon_on_cancel=True)
+                if pruned.flows:
+                    log.info("flow store: retention deleted %d old flows (%d bytes)",
+                             pruned.flows, pruned.bytes)
+            except StoreError as exc:
+                log.warning("flow store: retention failed: %s", exc)
+            await anyio.sleep(RETENTION_SECONDS)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.store.close()
