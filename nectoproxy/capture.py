@@ -22,21 +22,16 @@ from typing import Any
 import anyio
 
 from nectoproxy import replaytag
-from nectoproxy.flow import Flow, Headers, Tunnel, format_authority
+from nectoproxy.flow import Flow, Tunnel, format_authority
 from nectoproxy.hookspecs import hookimpl
-from nectoproxy.store import DEFAULT_MAX_BODY_SIZE, CaptureWriter, FlowRecord, TlsInfo
-from nectoproxy.store.records import UPDATABLE_FIELDS, HeaderList, Timings
+from nectoproxy.store import DEFAULT_MAX_BODY_SIZE, FlowRecord, FlowWriter, TlsInfo
+from nectoproxy.store.records import HeaderList, Timings
 
 log = logging.getLogger("nectoproxy.capture")
 
 _REPLAY = replaytag.HEADER.lower()
 #: Longest a body's relay waits for the writer at a time (see ``_wait_for_writer``).
 WRITER_WAIT = 2.0
-#: Fields a finished flow updates: everything but what was fixed when it started.
-_FINISHED_FIELDS = tuple(sorted(UPDATABLE_FIELDS - {"request_headers", "started_at", "kind",
-                                                   "mode", "client_addr", "replay_of",
-                                                   "tls_client"}))
-
 
 def _address(address: tuple[str, int] | None) -> str | None:
     return format_authority(address[0], address[1]) if address else None
@@ -85,51 +80,81 @@ def _tls_server(flow: Flow) -> TlsInfo | None:
 
 
 def _redacted(fields: list[tuple[str, str]]) -> HeaderList:
-    """The client's credentials for the proxy itself are not stored."""
-    return [(name, "[redacted]") if name.lower() == "proxy-authorization" else (name, value)
-            for name, value in fields]
+    """The fields as a new list; the client's credentials for the proxy itself are not kept."""
+    return [(name, "[redacted]") if len(name) == 19 and name.lower() == "proxy-authorization"
+            else (name, value) for name, value in fields]
 
 
-def _coding(headers: Headers) -> str:
-    return headers.get("content-encoding", "").strip().lower()
+def _field(fields: list[tuple[str, str]], lower: str) -> str | None:
+    """The first value of a header (``lower``: its name in lower case), without the
+    case-folding of every name that ``Headers.get`` does: most lengths differ."""
+    size = len(lower)
+    for name, value in fields:
+        if len(name) == size and name.lower() == lower:
+            return value
+    return None
+
+
+def _coding(fields: list[tuple[str, str]]) -> str:
+    value = _field(fields, "content-encoding")
+    return value.strip().lower() if value else ""
+
+
+def started_record(flow: Flow, *, mode: str = "regular") -> FlowRecord:
+    """What is known of ``flow`` when its request head is in: the row capture starts with."""
+    request = flow.request
+    received = _redacted(flow.received_request_headers or request.headers.fields)
+    return FlowRecord(
+        id=flow.id, mode=mode, client_addr=_address(flow.client_address),
+        scheme=request.scheme, method=request.method, url=request.url, host=request.host,
+        port=request.port, path=request.path, http_version=request.http_version,
+        request_headers=received, request_body_encoding=_coding(received),
+        started_at=flow.timestamp_start, tls_client=_tls_client(flow))
+
+
+def finished_fields(flow: Flow, started: FlowRecord) -> dict[str, Any]:
+    """What the flow added to ``started`` by its end (FlowRecord field names): the response,
+    sizes, timings, TLS, the error, and where plugins changed the request, its new target."""
+    request = flow.request
+    fields: dict[str, Any] = {
+        "server_addr": _address(flow.server_address), "timings": _timings(flow),
+        "tls_server": _tls_server(flow), "error": flow.error,
+        "modified_by": list(flow.modified_by), "websocket": bool(flow.metadata.get("upgraded")),
+        "duration": _ms(flow.timestamp_start, flow.timestamp_end)}
+    if request.method != started.method or request.url != started.url:
+        fields.update(method=request.method, url=request.url, host=request.host,
+                      port=request.port, path=request.path, scheme=request.scheme)
+    request_fields = request.headers.fields
+    if flow.timestamp_request_sent is not None:  # forwarded: what went to the origin
+        sent = _redacted(request_fields)
+        if sent != started.request_headers:
+            fields["request_headers_sent"] = sent
+    encoding = _coding(request_fields)
+    size = flow.request_body_size or (len(request.raw_content) if request.raw_content else 0)
+    fields.update(request_size=size, request_body_encoding=encoding)
+    if not encoding:
+        fields["request_size_decoded"] = size
+    response = flow.response
+    if response is not None:
+        shown = list(response.headers.fields)
+        head = flow.received_response_headers
+        received = head if head is not None else shown
+        encoding = _coding(shown)
+        fields.update(status=response.status_code, reason=response.reason,
+                      response_headers=received,
+                      response_headers_sent=shown if shown != received else None,
+                      content_type=_field(shown, "content-type"),
+                      response_size=flow.response_body_size, response_body_encoding=encoding)
+        if not encoding:
+            fields["response_size_decoded"] = flow.response_body_size
+    return fields
 
 
 def record_from_flow(flow: Flow, *, mode: str = "regular") -> FlowRecord:
     """Everything known about ``flow`` now, as the store keeps it (bodies apart)."""
-    request = flow.request
-    response = flow.response
-    received = _redacted(flow.received_request_headers or request.headers.fields)
-    forwarded = flow.timestamp_request_sent is not None
-    sent = _redacted(request.headers.fields) if forwarded else None
-    record = FlowRecord(
-        id=flow.id, mode=mode, client_addr=_address(flow.client_address),
-        server_addr=_address(flow.server_address), scheme=request.scheme,
-        method=request.method, url=request.url, host=request.host, port=request.port,
-        path=request.path, http_version=request.http_version,
-        request_headers=received, request_headers_sent=sent if sent != received else None,
-        request_size=flow.request_body_size or (len(request.raw_content)
-                                                 if request.raw_content else 0),
-        request_body_encoding=_coding(request.headers),
-        started_at=flow.timestamp_start, timings=_timings(flow), tls_client=_tls_client(flow),
-        tls_server=_tls_server(flow), error=flow.error, modified_by=list(flow.modified_by),
-        websocket=bool(flow.metadata.get("upgraded")),
-    )
-    if flow.timestamp_end is not None:
-        record.duration = _ms(flow.timestamp_start, flow.timestamp_end)
-    if response is not None:
-        record.status = response.status_code
-        record.reason = response.reason
-        head = flow.received_response_headers
-        shown = list(response.headers.fields)
-        record.response_headers = head if head is not None else shown
-        record.response_headers_sent = shown if shown != record.response_headers else None
-        record.content_type = response.headers.get("content-type")
-        record.response_size = flow.response_body_size
-        record.response_body_encoding = _coding(response.headers)
-    if not record.request_body_encoding:
-        record.request_size_decoded = record.request_size
-    if response is not None and not record.response_body_encoding:
-        record.response_size_decoded = record.response_size
+    record = started_record(flow, mode=mode)
+    for name, value in finished_fields(flow, record).items():
+        setattr(record, name, value)
     return record
 
 
@@ -179,13 +204,14 @@ class _DecodedSize:
 class _FlowCapture:
     """One flow's capture state; it is also the flow's body tap."""
 
-    __slots__ = ("decoded", "flow", "owner", "replay_of", "stored", "truncated", "writer")
+    __slots__ = ("decoded", "flow", "owner", "started", "stored", "truncated", "writer")
 
-    def __init__(self, owner: Capture, flow: Flow, replay_of: str | None) -> None:
+    def __init__(self, owner: Capture, flow: Flow, started: FlowRecord) -> None:
         self.owner = owner
         self.flow = flow
         self.writer = owner.writer
-        self.replay_of = replay_of
+        #: The record the flow started with (what was sent to the writer then).
+        self.started = started
         self.stored = {"request": 0, "response": 0}
         self.truncated = {"request": False, "response": False}
         #: Per direction, once its first chunk came: its decoded-size counter, if encoded.
@@ -230,7 +256,7 @@ class _FlowCapture:
         message = self.flow.request if direction == "request" else self.flow.response
         if message is None:
             return None
-        coding = _coding(message.headers)
+        coding = _coding(message.headers.fields)
         return _DecodedSize(coding) if coding in ("gzip", "x-gzip", "deflate") else None
 
     def finish(self) -> None:
@@ -243,8 +269,7 @@ class _FlowCapture:
         if self.stored["response"] == 0 and response is not None and response.raw_content \
                 and flow.response_body_size == 0:
             self("response", response.raw_content)
-        record = record_from_flow(flow, mode=self.owner.mode)
-        fields: dict[str, Any] = {name: getattr(record, name) for name in _FINISHED_FIELDS}
+        fields = finished_fields(flow, self.started)
         for direction in ("request", "response"):
             if self.truncated[direction]:
                 fields[f"{direction}_truncated"] = True
@@ -253,13 +278,14 @@ class _FlowCapture:
                 fields[f"{direction}_size_decoded"] = counter.size
         if response is not None and flow.response_body_size == 0 and response.raw_content:
             fields["response_size"] = len(response.raw_content)
-            if not record.response_body_encoding:
+            if not fields["response_body_encoding"]:
                 fields["response_size_decoded"] = len(response.raw_content)
         self.writer.flow_finished(flow.id, fields)
 
 
 class Capture:
-    """The capture plugin: hand it the process's writer (``Capture(writer, token=...)``)."""
+    """The capture plugin: hand it the process's writer (``Capture(writer, token=...)``), a
+    :class:`~nectoproxy.store.CaptureWriter` or a :class:`~nectoproxy.store.ProcessWriter`."""
 
     name = "capture"
     #: Stripping its own replay header is all it changes (so it is not tracked as a change);
@@ -267,7 +293,7 @@ class Capture:
     changes_flows = False
     tracks_changes = True
 
-    def __init__(self, writer: CaptureWriter, *, token: str = "",
+    def __init__(self, writer: FlowWriter, *, token: str = "",
                  max_body_size: int = DEFAULT_MAX_BODY_SIZE, mode: str = "regular") -> None:
         self.writer = writer
         self.token = token
@@ -293,10 +319,10 @@ class Capture:
             if tag is not None:
                 original, flow.id = tag
                 replay_of = original or None
-        state = _FlowCapture(self, flow, replay_of)
-        flow.body_taps.append(state)
-        record = record_from_flow(flow, mode=self.mode)
+        record = started_record(flow, mode=self.mode)
         record.replay_of = replay_of
+        state = _FlowCapture(self, flow, record)
+        flow.body_taps.append(state)
         self.writer.flow_started(record)
         return state
 

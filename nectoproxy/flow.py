@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import json
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -131,7 +131,7 @@ class Headers(_MultiDict):
     is kept and sent on the wire.
     """
 
-    __slots__ = ("_parsed", "_snapshot")
+    __slots__ = ("_edits", "_parsed", "_snapshot")
 
     def __init__(
         self,
@@ -139,6 +139,9 @@ class Headers(_MultiDict):
         **kwargs: str,
     ) -> None:
         super().__init__(fields, **kwargs)
+        #: How many changes were made through this object (compared to tell a plugin changed
+        #: it, without copying the fields).
+        self._edits = 0
         #: h11's already-validated header object while nothing has changed the fields: h11
         #: sends it without validating every name and value again (the proxy's hot path).
         self._parsed: Any = None
@@ -146,6 +149,7 @@ class Headers(_MultiDict):
 
     def _changed(self) -> None:
         self._parsed = None
+        self._edits += 1
 
     def _key(self, name: str) -> str:
         return name.lower()
@@ -512,7 +516,7 @@ class ServerTLSInfo:
     """What the proxy's TLS handshake with the origin negotiated, and the origin's certificate.
 
     ``certificate`` is the leaf in DER form; ``subject``, ``issuer`` and ``not_after`` read it
-    (on first use: most flows never need them).
+    once, on first use (most flows never need them; the flows of one connection share them).
     """
 
     sni: str | None = None
@@ -520,36 +524,46 @@ class ServerTLSInfo:
     cipher: str | None = None
     alpn: str | None = None
     certificate: bytes | None = None
-    _parsed: Any = None
+    _names: tuple[str | None, str | None, str | None] | None = None
 
-    def _cert(self) -> Any:
-        if self._parsed is None and self.certificate:
-            from cryptography import x509
+    def _read(self) -> tuple[str | None, str | None, str | None]:
+        if self._names is None:
+            self._names = (None, None, None)
+            if self.certificate:
+                from cryptography import x509
 
-            try:
-                self._parsed = x509.load_der_x509_certificate(self.certificate)
-            except ValueError:
-                self.certificate = None
-        return self._parsed
+                try:
+                    cert = x509.load_der_x509_certificate(self.certificate)
+                    self._names = (cert.subject.rfc4514_string(),
+                                   cert.issuer.rfc4514_string(),
+                                   cert.not_valid_after_utc.isoformat())
+                except ValueError:
+                    pass
+        return self._names
 
     @property
     def subject(self) -> str | None:
-        cert = self._cert()
-        return cert.subject.rfc4514_string() if cert is not None else None
+        return self._read()[0]
 
     @property
     def issuer(self) -> str | None:
-        cert = self._cert()
-        return cert.issuer.rfc4514_string() if cert is not None else None
+        return self._read()[1]
 
     @property
     def not_after(self) -> str | None:
         """The certificate's expiry, ISO 8601 in UTC."""
-        cert = self._cert()
-        return cert.not_valid_after_utc.isoformat() if cert is not None else None
+        return self._read()[2]
 
 
 _connection_ids = itertools.count(1)
+_id_prefix = os.urandom(8).hex()
+_id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+def new_id() -> str:
+    """A new flow id, 32 hex digits: random per process, then counted (no system call and no
+    UUID object per flow; unique across processes and restarts)."""
+    return f"{_id_prefix}{next(_id_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 @dataclass(slots=True)
@@ -625,7 +639,7 @@ class Flow:
     def id(self) -> str:
         """A unique id, 32 hex digits (made on first use: most flows never need one)."""
         if self._id is None:
-            self._id = uuid.uuid4().hex
+            self._id = new_id()
         return self._id
 
     @id.setter

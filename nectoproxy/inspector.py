@@ -26,7 +26,7 @@ import anyio.abc
 from nectoproxy.capture import Capture
 from nectoproxy.config import Config
 from nectoproxy.errors import ConfigError
-from nectoproxy.store import CaptureWriter, Session, SQLiteStore, StoreError
+from nectoproxy.store import ProcessWriter, Session, SQLiteStore, StoreError
 
 if TYPE_CHECKING:
     from nectoproxy.web import Replayer
@@ -112,7 +112,9 @@ class Inspector:
                 self.store.close()
                 raise ConfigError(f"web.session: no session {web.session!r} to continue (see "
                                   "`nectoproxy sessions list`)") from None
-        self.writer = CaptureWriter(self.path, max_body_size=web.max_body_size)
+        # (A child process writes: SQLite work in a thread here would compete with the event
+        # loop for the GIL.)
+        self.writer = ProcessWriter(self.path, max_body_size=web.max_body_size)
         self.capture = Capture(self.writer, token=self.token, max_body_size=web.max_body_size)
         self.address: tuple[str, int] | None = None
         self.replayer: Replayer | None = None

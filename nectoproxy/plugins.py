@@ -330,16 +330,20 @@ _FLOW_HOOKS = {"on_request_headers", "on_request", "on_response_headers", "on_re
 
 
 def _fingerprint(flow: Any) -> tuple[Any, ...]:
-    """What a plugin can change in a flow, compared before and after each hook call."""
+    """What a plugin can change in a flow, compared before and after each hook call: cheap
+    (identities and edit counters, no copies), so changes made through the objects' API
+    count, as does replacing any of them."""
     request = flow.request
     response = flow.response
+    headers = request.headers
     parts: tuple[Any, ...] = (
         request.method, request.scheme, request.host, request.port, request.path,
-        list(request.headers.fields), id(request.raw_content), len(request.chunk_filters),
-        id(response), flow.killed)
+        id(headers), headers._edits, len(headers._fields), id(request.raw_content),
+        len(request.chunk_filters), id(response), flow.killed)
     if response is not None:
-        parts += (response.status_code, response.reason, list(response.headers.fields),
-                  id(response.raw_content), len(response.chunk_filters))
+        headers = response.headers
+        parts += (response.status_code, response.reason, id(headers), headers._edits,
+                  len(headers._fields), id(response.raw_content), len(response.chunk_filters))
     return parts
 
 

@@ -16,6 +16,7 @@ from nectoproxy.store.base import (
     FlowStore,
 )
 from nectoproxy.store.filters import Filter, FilterError, parse_filter
+from nectoproxy.store.process import ProcessWriter
 from nectoproxy.store.records import (
     DIRECTIONS,
     MARK_COLOURS,
@@ -36,6 +37,7 @@ from nectoproxy.store.sqlite import SessionNotFound, SQLiteStore
 from nectoproxy.store.writer import (
     DEFAULT_MAX_QUEUED_BYTES,
     CaptureWriter,
+    FlowWriter,
     WriterStats,
 )
 
@@ -57,7 +59,9 @@ __all__ = [
     "FlowRecord",
     "FlowStore",
     "FlowSummary",
+    "FlowWriter",
     "HeaderList",
+    "ProcessWriter",
     "Pruned",
     "SQLiteStore",
     "SchemaVersionError",

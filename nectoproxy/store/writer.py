@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from nectoproxy.store import batch, ingest, schema, textindex
 from nectoproxy.store.base import DEFAULT_MAX_BODY_SIZE
@@ -45,6 +45,9 @@ DEFAULT_MAX_QUEUED_BYTES = 32 * 1024**2
 DEFAULT_MAX_QUEUED_MESSAGES = 100_000
 #: Flows indexed per transaction while idle (a few tens of milliseconds of work).
 INDEX_STEP = 128
+#: Indexing waits for this long a pause in capture, or for this many flows to wait for it.
+INDEX_DELAY = 0.25
+INDEX_LAG = 5000
 REPORT_SECONDS = 60.0
 REOPEN_SECONDS = 2.0
 
@@ -63,12 +66,37 @@ class WriterStats:
     flows_indexed: int = 0
 
 
+class FlowWriter(Protocol):
+    """What capture needs of a writer: :class:`CaptureWriter` (a thread) or
+    :class:`~nectoproxy.store.process.ProcessWriter` (a child process)."""
+
+    max_queued_bytes: int
+    stats: WriterStats
+
+    @property
+    def queued_bytes(self) -> int: ...
+
+    def flow_started(self, record: FlowRecord) -> None: ...
+
+    def tunnel(self, record: FlowRecord) -> None: ...
+
+    def body_chunk(self, flow_id: str, direction: Direction,
+                   data: bytes | bytearray | memoryview) -> None: ...
+
+    def flow_finished(self, flow_id: str, fields: Mapping[str, Any]) -> None: ...
+
+    def flush(self, timeout: float = 10.0) -> bool: ...
+
+    def close(self, timeout: float = 10.0) -> None: ...
+
+
 class CaptureWriter:
     def __init__(self, path: str | Path, *, max_body_size: int = DEFAULT_MAX_BODY_SIZE,
                  max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
                  max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES,
                  batch_messages: int = 2000, batch_seconds: float = 0.02,
                  busy_timeout: float = 5.0, index_body_bytes: int = textindex.INDEX_BODY_BYTES,
+                 index_delay: float = INDEX_DELAY, index_lag: int = INDEX_LAG,
                  start: bool = True) -> None:
         self.path = Path(path)
         self.max_queued_bytes = max_queued_bytes
@@ -91,6 +119,10 @@ class CaptureWriter:
         self._conn: sqlite3.Connection | None = None
         self._reopen_at = 0.0
         self._backlog = True  # flows may be waiting to be indexed (from an earlier run too)
+        #: Flows written and (as far as this writer knows) not indexed yet.
+        self._unindexed = 0
+        self.index_delay = index_delay
+        self.index_lag = index_lag
         self._failing: str | None = None
         self._unreported = 0
         self._reported_at = 0.0
@@ -255,8 +287,12 @@ class CaptureWriter:
     def _collect(self) -> list[batch.Message] | None:
         """The next batch; None when the queue is empty and indexing is waiting."""
         if self._backlog:
+            # Index in the quiet moments: a busy capture writes first and indexes once
+            # traffic pauses for ``index_delay``, or once enough flows wait (so search lags
+            # a busy capture by that many flows at most).
+            delay = 0.0 if self._unindexed >= self.index_lag else self.index_delay
             try:
-                first = self._queue.get_nowait()
+                first = self._queue.get(timeout=delay) if delay else self._queue.get_nowait()
             except queue.Empty:
                 return None
         else:
@@ -330,6 +366,7 @@ class CaptureWriter:
 
         if self._transaction(apply):
             self._batches.committed()
+            self._unindexed += self._batches.flows_written - self.stats.flows_written
             self.stats.flows_written = self._batches.flows_written
             self.stats.messages_rejected = self._batches.rejected
             self._backlog = True
@@ -350,6 +387,7 @@ class CaptureWriter:
             self._backlog = False  # retried after the next successful batch
             return False
         self.stats.flows_indexed += done[0]
+        self._unindexed = max(0, self._unindexed - done[0]) if done[0] == INDEX_STEP else 0
         self._backlog = done[0] == INDEX_STEP
         return self._backlog
 

@@ -1,0 +1,315 @@
+"""``ProcessWriter``: :class:`~nectoproxy.store.writer.CaptureWriter`'s calls, written by a
+child process.
+
+In the proxy's process a thread that writes SQLite competes with the event loop for the GIL:
+the insert statements release it, but encoding rows and indexing text do not, and every
+hand-over costs the loop latency. So the command line captures through this class: the calls
+(``flow_started``, ``body_chunk``, ``flow_finished``, ``tunnel``) append to a list under a
+lock and return; a sender thread pickles what piled up (one ``pickle.dumps`` per batch, C code
+that is quick even for thousands of messages) and writes it to a pipe; a child process runs an
+ordinary ``CaptureWriter`` on the other end. Memory is bounded on this side too: past
+``max_queued_bytes`` of bodies not yet handed to the child, chunks are dropped (all further
+chunks of that body, which is then marked truncated), as the thread writer does.
+
+If the child dies, capture logs it once and stops storing; proxying is never affected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Self
+
+from nectoproxy.store.base import DEFAULT_MAX_BODY_SIZE
+from nectoproxy.store.records import DIRECTIONS, UPDATABLE_FIELDS, Direction, FlowRecord
+from nectoproxy.store.writer import (
+    DEFAULT_MAX_QUEUED_BYTES,
+    DEFAULT_MAX_QUEUED_MESSAGES,
+    CaptureWriter,
+    WriterStats,
+)
+
+log = logging.getLogger("nectoproxy.store")
+
+#: Longest the sender waits to gather a batch after the first message.
+BATCH_SECONDS = 0.01
+_OPEN_DROPS = 10_000
+_CHILD = ("import sys, json; from nectoproxy.store.process import _child_main; "
+          "_child_main(*json.loads(sys.argv[1]))")
+
+
+def _child_main(read_fd: int, write_fd: int, path: str, options: dict[str, Any],
+                level: int) -> None:  # pragma: no cover - runs in the child
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+    root = logging.getLogger("nectoproxy")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    incoming = Connection(read_fd, writable=False)
+    outgoing = Connection(write_fd, readable=False)
+    writer = CaptureWriter(path, **options)
+    calls: dict[str, Callable[..., None]] = {
+        "s": writer.flow_started, "c": writer.body_chunk, "f": writer.flow_finished,
+        "t": writer.tunnel}
+    try:
+        while True:
+            try:
+                data = incoming.recv_bytes()
+            except (EOFError, OSError):
+                break  # the proxy is gone: write what is queued and stop
+            for message in pickle.loads(data):
+                kind = message[0]
+                if kind in ("flush", "close"):
+                    if kind == "flush":
+                        done = writer.flush(message[2])
+                    else:
+                        writer.close(message[2])
+                        done = True
+                    outgoing.send_bytes(pickle.dumps((kind, message[1], done,
+                                                      dataclasses.asdict(writer.stats))))
+                    if kind == "close":
+                        return
+                else:
+                    calls[kind](*message[1:])
+    finally:
+        writer.close()
+
+
+class ProcessWriter:
+    """Capture's writer with the writing in a child process (see the module's docstring)."""
+
+    def __init__(self, path: str | Path, *, max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+                 max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
+                 max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES,
+                 batch_seconds: float = BATCH_SECONDS, **options: Any) -> None:
+        self.path = Path(path)
+        self.max_queued_bytes = max_queued_bytes
+        self.max_queued_messages = max_queued_messages
+        self.batch_seconds = batch_seconds
+        #: Counters: what this side dropped, plus the child's as of the last flush.
+        self.stats = WriterStats()
+        self._child_stats: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Any, ...]] = []
+        self._queued_bytes = 0
+        self._dropped: dict[tuple[str, str], None] = {}
+        self._wake = threading.Condition(self._lock)
+        self._closed = False
+        self._dead = False
+        self._reported_at = -60.0
+        self._replies: dict[int, threading.Event] = {}
+        self._answers: dict[int, tuple[bool, dict[str, int]]] = {}
+        self._tokens = itertools.count(1)
+        self._read_lock = threading.Lock()
+        options.update(max_body_size=max_body_size, max_queued_bytes=max_queued_bytes,
+                       max_queued_messages=max_queued_messages)
+        # A plain child interpreter (not multiprocessing's spawn, which imports the parent's
+        # main module again): two pipes, batches in, answers out.
+        child_read, parent_write = os.pipe()
+        parent_read, child_write = os.pipe()
+        level = logging.getLogger("nectoproxy").getEffectiveLevel()
+        argument = json.dumps([child_read, child_write, str(self.path), options, level])
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, argument],
+                pass_fds=(child_read, child_write), stdin=subprocess.DEVNULL,
+                start_new_session=False)
+        finally:
+            os.close(child_read)
+            os.close(child_write)
+        self._conn = Connection(parent_write, readable=False)
+        self._answers_conn = Connection(parent_read, writable=False)
+        self._sender = threading.Thread(target=self._send_loop, daemon=True,
+                                        name="nectoproxy-store-sender")
+        self._sender.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    # -- the capture side: called from the event loop, never blocks -----------------------------
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    def flow_started(self, record: FlowRecord) -> None:
+        self._put(("s", record))
+
+    def tunnel(self, record: FlowRecord) -> None:
+        self._put(("t", record))
+
+    def body_chunk(self, flow_id: str, direction: Direction,
+                   data: bytes | bytearray | memoryview) -> None:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"unknown direction {direction!r}")
+        size = len(data)
+        if not size:
+            return
+        key = (flow_id, direction)
+        with self._lock:
+            if self._closed or self._dead:
+                return
+            if key in self._dropped or self._queued_bytes + size > self.max_queued_bytes or \
+                    len(self._pending) >= self.max_queued_messages:
+                self._drop(key, size)
+                return
+            self._queued_bytes += size
+            self._pending.append(("c", flow_id, direction, bytes(data)))
+            if len(self._pending) == 1:
+                self._wake.notify()
+
+    def flow_finished(self, flow_id: str, fields: Mapping[str, Any]) -> None:
+        unknown = set(fields) - UPDATABLE_FIELDS
+        if unknown:
+            raise ValueError(f"not updatable flow fields: {', '.join(sorted(unknown))}")
+        update = dict(fields)
+        with self._lock:
+            for direction in DIRECTIONS:
+                if (flow_id, direction) in self._dropped:
+                    del self._dropped[flow_id, direction]
+                    update[f"{direction}_truncated"] = True
+        self._put(("f", flow_id, update))
+
+    def _put(self, message: tuple[Any, ...]) -> None:
+        with self._lock:
+            if self._closed or self._dead:
+                return
+            if len(self._pending) >= self.max_queued_messages:
+                self.stats.messages_dropped += 1
+                return
+            self._pending.append(message)
+            if len(self._pending) == 1:
+                self._wake.notify()
+
+    def _drop(self, key: tuple[str, str], size: int) -> None:
+        if key not in self._dropped:
+            self._dropped[key] = None
+            if len(self._dropped) > _OPEN_DROPS:
+                del self._dropped[next(iter(self._dropped))]
+        self.stats.chunks_dropped += 1
+        self.stats.bytes_dropped += size
+        now = time.monotonic()
+        if now - self._reported_at >= 60:
+            self._reported_at = now
+            log.warning("flow store %s: writes are behind capture; dropping body bytes "
+                        "(%d bytes so far)", self.path, self.stats.bytes_dropped)
+
+    # -- the sender thread ------------------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                if not self._pending and self._closed:
+                    return
+            time.sleep(self.batch_seconds)  # let a batch gather
+            with self._lock:
+                batch, self._pending = self._pending, []
+                sent_bytes = sum(len(m[3]) for m in batch if m[0] == "c")
+            try:
+                self._conn.send_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+            except (OSError, ValueError) as exc:
+                self._child_died(exc)
+                return
+            finally:
+                with self._lock:
+                    self._queued_bytes -= sent_bytes
+            if any(m[0] == "close" for m in batch):
+                return
+
+    def _child_died(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._dead:
+                return
+            self._dead = True
+            self._pending.clear()
+            self._queued_bytes = 0
+        log.error("flow store %s: the writer process ended (%s); capture stops storing "
+                  "flows until the proxy restarts", self.path, exc)
+        for event in list(self._replies.values()):
+            event.set()
+
+    def _request(self, kind: str, timeout: float) -> tuple[bool, dict[str, int]] | None:
+        token = next(self._tokens)
+        event = threading.Event()
+        self._replies[token] = event
+        with self._lock:
+            if self._dead or (self._closed and kind != "close"):
+                self._replies.pop(token, None)
+                return None
+            self._pending.append((kind, token, timeout))
+            self._wake.notify()
+        deadline = time.monotonic() + timeout + 5
+        while not event.is_set() and time.monotonic() < deadline:
+            with self._read_lock:
+                if event.is_set():
+                    break
+                try:
+                    if self._answers_conn.poll(0.05):
+                        answer = pickle.loads(self._answers_conn.recv_bytes())
+                        self._answers[answer[1]] = (answer[2], answer[3])
+                        done = self._replies.pop(answer[1], None)
+                        if done is not None:
+                            done.set()
+                except (EOFError, OSError) as exc:
+                    self._child_died(exc)
+                    break
+        self._replies.pop(token, None)
+        return self._answers.pop(token, None)
+
+    def _merge(self, child: dict[str, int]) -> None:
+        for name, value in child.items():
+            mine = getattr(self.stats, name) - self._child_stats.get(name, 0)
+            setattr(self.stats, name, mine + value)
+        self._child_stats = dict(child)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is written (or failed) in the child."""
+        answer = self._request("flush", timeout)
+        if answer is None:
+            return False
+        self._merge(answer[1])
+        return answer[0]
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, stop the child; later calls are ignored."""
+        with self._lock:
+            if self._closed:
+                return
+        answer = self._request("close", timeout)
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
+        if answer is not None:
+            self._merge(answer[1])
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(5)
+        self._sender.join(timeout)
+        self._conn.close()
+        self._answers_conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["ProcessWriter"]

@@ -1,0 +1,132 @@
+"""ProcessWriter: capture's calls written by a child process, with CaptureWriter's contract."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from nectoproxy.store import FlowRecord, ProcessWriter, SQLiteStore, new_flow_id
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteStore:
+    store = SQLiteStore(tmp_path / "flows.db")
+    store.start_run()
+    return store
+
+
+def started(flow_id: str, n: int = 0) -> FlowRecord:
+    return FlowRecord(id=flow_id, method="GET", url=f"http://x.test/{n}", host="x.test",
+                      path=f"/{n}", started_at=time.time())
+
+
+def test_flows_bodies_and_finish_reach_the_store(store: SQLiteStore) -> None:
+    body = os.urandom(3 * 1024**2 + 17)
+    with ProcessWriter(store.path) as writer:
+        ids = [new_flow_id() for _ in range(500)]
+        for n, flow_id in enumerate(ids):
+            writer.flow_started(started(flow_id, n))
+            writer.body_chunk(flow_id, "response", f"body {n}".encode())
+            writer.flow_finished(flow_id, {"status": 200, "response_size": len(f"body {n}")})
+        big = new_flow_id()
+        writer.flow_started(started(big))
+        for start in range(0, len(body), 65536):
+            writer.body_chunk(big, "response", body[start:start + 65536])
+        writer.flow_finished(big, {"status": 201})
+        assert writer.flush(30)
+        assert writer.stats.flows_written == 501
+        assert writer.pid is not None
+    flows, _ = store.list_flows(limit=1000, order="oldest")
+    assert [f.id for f in flows] == [*ids, big]
+    assert store.get_body(ids[7], "response") == (b"body 7", False)
+    got = store.get_body(big, "response")
+    assert got is not None and hashlib.sha256(got[0]).digest() == hashlib.sha256(body).digest()
+    assert writer._process.returncode == 0  # closed: the child wrote everything and ended
+
+
+def test_a_body_beyond_the_queue_is_truncated_never_holed(store: SQLiteStore) -> None:
+    with ProcessWriter(store.path, max_queued_bytes=100_000, batch_seconds=0.2) as writer:
+        flow_id = new_flow_id()
+        writer.flow_started(started(flow_id))
+        for _ in range(50):  # 500 kB within one batch window: only the first 100 kB fit
+            writer.body_chunk(flow_id, "response", b"x" * 10_000)
+        writer.flow_finished(flow_id, {"status": 200})
+        assert writer.flush(30)
+        assert writer.stats.chunks_dropped == 40
+    body = store.get_body(flow_id, "response")
+    assert body == (b"x" * 100_000, True)
+    record = store.get_flow(flow_id)
+    assert record is not None and record.response_truncated
+
+
+def test_a_writer_process_that_dies_is_reported_once_and_capture_goes_on(
+        store: SQLiteStore, caplog: pytest.LogCaptureFixture) -> None:
+    writer = ProcessWriter(store.path)
+    try:
+        writer.flow_started(started(new_flow_id()))
+        assert writer.flush(30)
+        assert writer.pid is not None
+        os.kill(writer.pid, signal.SIGKILL)
+        writer._process.wait(10)
+        with caplog.at_level(logging.ERROR, "nectoproxy.store"):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not writer._dead:
+                flow_id = new_flow_id()
+                writer.flow_started(started(flow_id))  # never raises, never blocks
+                writer.body_chunk(flow_id, "request", b"data")
+                writer.flow_finished(flow_id, {"status": 200})
+                time.sleep(0.02)
+            for _ in range(100):
+                writer.flow_started(started(new_flow_id()))
+        assert writer._dead
+        assert not writer.flush(1)
+        errors = [r for r in caplog.records if "writer process ended" in r.getMessage()]
+        assert len(errors) == 1
+    finally:
+        writer.close(5)
+    assert len(store.list_flows()[0]) == 1
+
+
+def test_the_child_writes_what_it_has_when_the_proxy_is_killed(tmp_path: Path) -> None:
+    """The proxy's process dies (kill -9): what reached the child is still written."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "flows.db"
+    SQLiteStore(path).start_run()
+    script = f"""
+import sys, time
+from nectoproxy.store import ProcessWriter, FlowRecord, new_flow_id
+writer = ProcessWriter({str(path)!r})
+for n in range(200):
+    flow_id = new_flow_id()
+    writer.flow_started(FlowRecord(id=flow_id, method="GET", url="http://x.test/", host="x.test",
+                                   path=f"/{{n}}", started_at=time.time()))
+    writer.flow_finished(flow_id, {{"status": 200}})
+writer.flush(30)
+print(writer.pid, flush=True)
+time.sleep(60)
+"""
+    proxy = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proxy.stdout is not None
+    child = int(proxy.stdout.readline())
+    proxy.kill()
+    proxy.wait(10)
+    proxy.stdout.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the writer process outlived the proxy")
+    with SQLiteStore(path) as store:
+        assert len(store.list_flows(limit=500)[0]) == 200
