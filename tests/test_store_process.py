@@ -54,15 +54,25 @@ def test_a_body_beyond_the_queue_is_truncated_never_holed(store: SQLiteStore) ->
     with ProcessWriter(store.path, max_queued_bytes=100_000, batch_seconds=0.2) as writer:
         flow_id = new_flow_id()
         writer.flow_started(started(flow_id))
-        for _ in range(50):  # 500 kB within one batch window: only the first 100 kB fit
+        for _ in range(50):  # 500 kB within one batch window: 9 chunks fit beside the record
             writer.body_chunk(flow_id, "response", b"x" * 10_000)
         writer.flow_finished(flow_id, {"status": 200})
         assert writer.flush(30)
-        assert writer.stats.chunks_dropped == 40
+        assert writer.stats.chunks_dropped == 41
     body = store.get_body(flow_id, "response")
-    assert body == (b"x" * 100_000, True)
+    assert body == (b"x" * 90_000, True)
     record = store.get_flow(flow_id)
     assert record is not None and record.response_truncated
+
+
+def test_flows_beyond_the_queue_are_dropped_and_counted(store: SQLiteStore) -> None:
+    """A child that falls behind costs stored flows, never the proxy's memory."""
+    with ProcessWriter(store.path, max_queued_bytes=50 * 1024, batch_seconds=0.3) as writer:
+        for n in range(200):  # within one batch window: 50 records fit in the budget
+            writer.flow_started(started(new_flow_id(), n))
+        assert writer.flush(30)
+        assert writer.stats.messages_dropped == 150
+    assert len(store.list_flows(limit=500)[0]) == 50
 
 
 def test_a_writer_process_that_dies_is_reported_once_and_capture_goes_on(

@@ -44,6 +44,13 @@ log = logging.getLogger("nectoproxy.store")
 
 #: Longest the sender waits to gather a batch after the first message.
 BATCH_SECONDS = 0.01
+#: Body bytes handed to the child per batch at most (each batch is pickled whole).
+SEND_BYTES = 1024**2
+#: What a record or a finish message is counted as against ``max_queued_bytes``.
+MESSAGE_BYTES = 1024
+#: Body bytes waiting on this side at most: past half of it capture holds a body's relay
+#: until the child caught up, past all of it chunks are dropped (see Capture).
+DEFAULT_PENDING_BYTES = 8 * 1024**2
 _OPEN_DROPS = 10_000
 _CHILD = ("import sys, json; from nectoproxy.store.process import _child_main; "
           "_child_main(*json.loads(sys.argv[1]))")
@@ -91,7 +98,7 @@ class ProcessWriter:
     """Capture's writer with the writing in a child process (see the module's docstring)."""
 
     def __init__(self, path: str | Path, *, max_body_size: int = DEFAULT_MAX_BODY_SIZE,
-                 max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES,
+                 max_queued_bytes: int = DEFAULT_PENDING_BYTES,
                  max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES,
                  batch_seconds: float = BATCH_SECONDS, **options: Any) -> None:
         self.path = Path(path)
@@ -113,7 +120,7 @@ class ProcessWriter:
         self._answers: dict[int, tuple[bool, dict[str, int]]] = {}
         self._tokens = itertools.count(1)
         self._read_lock = threading.Lock()
-        options.update(max_body_size=max_body_size, max_queued_bytes=max_queued_bytes,
+        options.update(max_body_size=max_body_size, max_queued_bytes=DEFAULT_MAX_QUEUED_BYTES,
                        max_queued_messages=max_queued_messages)
         # A plain child interpreter (not multiprocessing's spawn, which imports the parent's
         # main module again): two pipes, batches in, answers out.
@@ -168,7 +175,7 @@ class ProcessWriter:
                 return
             self._queued_bytes += size
             self._pending.append(("c", flow_id, direction, bytes(data)))
-            if len(self._pending) == 1:
+            if len(self._pending) == 1 or self._queued_bytes >= SEND_BYTES:
                 self._wake.notify()
 
     def flow_finished(self, flow_id: str, fields: Mapping[str, Any]) -> None:
@@ -187,9 +194,14 @@ class ProcessWriter:
         with self._lock:
             if self._closed or self._dead:
                 return
-            if len(self._pending) >= self.max_queued_messages:
+            # A record counts MESSAGE_BYTES against the byte budget too: when the child falls
+            # behind, flows are dropped (counted, logged) before they eat the proxy's memory.
+            if len(self._pending) >= self.max_queued_messages or \
+                    self._queued_bytes + MESSAGE_BYTES > self.max_queued_bytes:
                 self.stats.messages_dropped += 1
+                self._report_dropping()
                 return
+            self._queued_bytes += MESSAGE_BYTES
             self._pending.append(message)
             if len(self._pending) == 1:
                 self._wake.notify()
@@ -201,11 +213,15 @@ class ProcessWriter:
                 del self._dropped[next(iter(self._dropped))]
         self.stats.chunks_dropped += 1
         self.stats.bytes_dropped += size
+        self._report_dropping()
+
+    def _report_dropping(self) -> None:
         now = time.monotonic()
         if now - self._reported_at >= 60:
             self._reported_at = now
-            log.warning("flow store %s: writes are behind capture; dropping body bytes "
-                        "(%d bytes so far)", self.path, self.stats.bytes_dropped)
+            log.warning("flow store %s: writes are behind capture; dropping body bytes and "
+                        "flows (%d bytes, %d flow messages so far)", self.path,
+                        self.stats.bytes_dropped, self.stats.messages_dropped)
 
     # -- the sender thread ------------------------------------------------------------------------
 
@@ -216,10 +232,11 @@ class ProcessWriter:
                     self._wake.wait()
                 if not self._pending and self._closed:
                     return
-            time.sleep(self.batch_seconds)  # let a batch gather
+            if self._queued_bytes < SEND_BYTES:
+                time.sleep(self.batch_seconds)  # let a batch gather
             with self._lock:
-                batch, self._pending = self._pending, []
-                sent_bytes = sum(len(m[3]) for m in batch if m[0] == "c")
+                batch, sent_bytes = self._take()
+                sent_bytes += MESSAGE_BYTES * sum(1 for m in batch if m[0] in ("s", "f", "t"))
             try:
                 self._conn.send_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
             except (OSError, ValueError) as exc:
@@ -230,6 +247,20 @@ class ProcessWriter:
                     self._queued_bytes -= sent_bytes
             if any(m[0] == "close" for m in batch):
                 return
+
+    def _take(self) -> tuple[list[tuple[Any, ...]], int]:
+        """(Under the lock.) The next batch: every message up to :data:`SEND_BYTES` of body
+        bytes, so that pickling never copies much at a time."""
+        size = 0
+        for index, message in enumerate(self._pending):
+            if message[0] == "c":
+                size += len(message[3])
+                if size >= SEND_BYTES:
+                    batch = self._pending[:index + 1]
+                    del self._pending[:index + 1]
+                    return batch, size
+        batch, self._pending = self._pending, []
+        return batch, size
 
     def _child_died(self, exc: BaseException) -> None:
         with self._lock:

@@ -269,8 +269,16 @@ def create_private_file(path: Path) -> None:
     os.close(fd)
 
 
+#: Page cache of a connection that inserts flows (the writer's), and of the others, in KiB.
+WRITER_CACHE_KIB = 32768
+CACHE_KIB = 2048
+#: Past this size the writer checkpoints the write-ahead log back into the file and
+#: truncates it (SQLite's own checkpoints cannot shrink it while others keep writing).
+WAL_LIMIT = 64 * 1024**2
+
+
 def connect(path: str | Path, *, busy_timeout: float = 5.0,
-            readonly: bool = False) -> sqlite3.Connection:
+            readonly: bool = False, cache_kib: int = CACHE_KIB) -> sqlite3.Connection:
     """Open a connection with the store's settings (not migrating; see :func:`open_store`).
 
     Autocommit mode (``isolation_level=None``): callers write ``BEGIN IMMEDIATE`` themselves, so
@@ -298,10 +306,11 @@ def connect(path: str | Path, *, busy_timeout: float = 5.0,
         conn.execute("PRAGMA temp_store = MEMORY")
         if readonly:
             conn.execute("PRAGMA query_only = ON")
-        else:
-            # Inserts touch random pages of the flow id index; past the default 2 MiB of cache
-            # each one is a read from the file system cache.
-            conn.execute("PRAGMA cache_size = -32768")
+        # Inserts touch random pages of the flow id index; past the default 2 MiB of cache
+        # each one is a read from the file system cache (the writer gets WRITER_CACHE_KIB).
+        conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
+        if not readonly:
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
         conn.create_function("regexp", 2, _regexp, deterministic=True)
     except BaseException:
         conn.close()
@@ -360,9 +369,10 @@ def _check_identity(conn: sqlite3.Connection) -> int:
     return version
 
 
-def open_store(path: str | Path, *, busy_timeout: float = 5.0) -> sqlite3.Connection:
+def open_store(path: str | Path, *, busy_timeout: float = 5.0,
+               cache_kib: int = CACHE_KIB) -> sqlite3.Connection:
     """A write connection to the store at ``path``, created and migrated as needed."""
-    conn = connect(path, busy_timeout=busy_timeout)
+    conn = connect(path, busy_timeout=busy_timeout, cache_kib=cache_kib)
     try:
         if user_version(conn) != SCHEMA_VERSION or conn.execute(
                 "PRAGMA application_id").fetchone()[0] != APPLICATION_ID:

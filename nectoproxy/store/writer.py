@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -121,6 +122,7 @@ class CaptureWriter:
         self._backlog = True  # flows may be waiting to be indexed (from an earlier run too)
         #: Flows written and (as far as this writer knows) not indexed yet.
         self._unindexed = 0
+        self._wal_checked_at = 0.0
         self.index_delay = index_delay
         self.index_lag = index_lag
         self._failing: str | None = None
@@ -312,7 +314,8 @@ class CaptureWriter:
     def _connection(self) -> sqlite3.Connection | None:
         if self._conn is None and time.monotonic() >= self._reopen_at:
             try:
-                conn = schema.open_store(self.path, busy_timeout=self.busy_timeout)
+                conn = schema.open_store(self.path, busy_timeout=self.busy_timeout,
+                                         cache_kib=schema.WRITER_CACHE_KIB)
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                     ingest.ensure_active_session(conn)
@@ -366,6 +369,7 @@ class CaptureWriter:
 
         if self._transaction(apply):
             self._batches.committed()
+            self._check_wal()
             self._unindexed += self._batches.flows_written - self.stats.flows_written
             self.stats.flows_written = self._batches.flows_written
             self.stats.messages_rejected = self._batches.rejected
@@ -374,6 +378,22 @@ class CaptureWriter:
             self.stats.batches_failed += 1
             self.stats.messages_lost += len(work)
             self._unreported += len(work)
+
+    def _check_wal(self) -> None:
+        """Keep the write-ahead log small: with other connections reading and writing all
+        the time, SQLite's automatic checkpoints copy pages back but never restart the log,
+        so it would grow as long as capture runs. Looked at once a second at most."""
+        now = time.monotonic()
+        if now < self._wal_checked_at + 1.0 or self._conn is None:
+            return
+        self._wal_checked_at = now
+        try:
+            size = os.path.getsize(f"{self.path}-wal")
+        except OSError:
+            return
+        if size > schema.WAL_LIMIT:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def _index_step(self) -> bool:
         """Index a few flows waiting for it; whether more may be waiting."""
