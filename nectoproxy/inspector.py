@@ -1,9 +1,9 @@
 """The inspector as the ``nectoproxy`` command runs it: store, capture, retention, web server.
 
 Every process (each of ``workers = N``) opens the store and captures its own flows through a
-:class:`~nectoproxy.store.CaptureWriter` of its own, so all of them reach the one SQLite file.
-The first process also starts the run's session, enforces retention in the background and
-serves the web API (its changes feed reads what every process wrote). A library user who runs
+:class:`~nectoproxy.store.ProcessWriter` of its own (a child process writing), so all of them
+reach the one SQLite file. The first process also starts the run's session and serves the web
+API (its changes feed reads what every process wrote), and its writer enforces retention. A library user who runs
 :class:`~nectoproxy.proxy.server.Proxy` directly gets none of this unless they add
 :class:`~nectoproxy.capture.Capture` themselves.
 """
@@ -34,9 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("nectoproxy.inspector")
 
 TOKEN_FILE = "web-token"
-#: How often retention runs (the first time right at start): often enough that a capture
-#: of large bodies cannot run far past max_bytes in between; a run with nothing to delete
-#: costs two small queries.
+#: How often retention runs (the first time right at start, in the writer process): often
+#: enough that a capture of large bodies cannot run far past max_bytes in between; a run with
+#: nothing to delete costs two small queries.
 RETENTION_SECONDS = 10.0
 
 
@@ -116,7 +116,12 @@ class Inspector:
                                   "`nectoproxy sessions list`)") from None
         # (A child process writes: SQLite work in a thread here would compete with the event
         # loop for the GIL.)
-        self.writer = ProcessWriter(self.path, max_body_size=web.max_body_size)
+        # The first process's writer also enforces retention, between its batches.
+        retention = {"max_age_days": web.max_age_days or None,
+                     "max_flows": web.max_flows or None,
+                     "max_bytes": web.max_bytes or None} if primary else None
+        self.writer = ProcessWriter(self.path, max_body_size=web.max_body_size,
+                                    retention=retention, retention_seconds=RETENTION_SECONDS)
         self.capture = Capture(self.writer, token=self.token, max_body_size=web.max_body_size)
         self.address: tuple[str, int] | None = None
         self.replayer: Replayer | None = None
@@ -134,7 +139,7 @@ class Inspector:
 
     @contextlib.asynccontextmanager
     async def running(self, ca_path: Path) -> AsyncIterator[Inspector]:
-        """Serve the web API and enforce retention (in the first process) inside the block;
+        """Serve the web API (in the first process) inside the block;
         :meth:`close` (capture's writer) is for after the proxy stopped."""
         async with anyio.create_task_group() as group:
             if self.primary:
@@ -148,7 +153,6 @@ class Inspector:
                             await anyio.to_thread.run_sync(self.store.delete_session,
                                                            session.id)
                     raise
-                group.start_soon(self._retention)
             try:
                 yield self
             finally:
@@ -176,21 +180,6 @@ class Inspector:
             log.warning("the inspector listens on %s, not a loopback address: anyone who can "
                         "reach it and knows the token sees all traffic", web.host)
         await serve_web(app, web.host, web.port, task_status=task_status)
-
-    async def _retention(self) -> None:
-        web = self.config.web
-
-        def enforce() -> Any:
-            return self.store.enforce_retention(max_age_days=web.max_age_days or None,
-                                                max_flows=web.max_flows or None,
-                                                max_bytes=web.max_bytes or None)
-
-        while True:
-            try:  # (the store logs what it deleted)
-                await anyio.to_thread.run_sync(enforce, abandon_on_cancel=True)
-            except StoreError as exc:
-                log.warning("flow store: retention failed: %s", exc)
-            await anyio.sleep(RETENTION_SECONDS)
 
     def close(self) -> None:
         self.writer.close()

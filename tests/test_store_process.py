@@ -140,3 +140,19 @@ time.sleep(60)
         pytest.fail("the writer process outlived the proxy")
     with SQLiteStore(path) as store:
         assert len(store.list_flows(limit=500)[0]) == 200
+
+
+def test_the_writer_enforces_retention_between_its_batches(store: SQLiteStore) -> None:
+    limits = {"max_age_days": None, "max_flows": 10, "max_bytes": None}
+    with ProcessWriter(store.path, retention=limits, retention_seconds=0.2) as writer:
+        for n in range(50):
+            flow_id = new_flow_id()
+            writer.flow_started(started(flow_id, n))
+            writer.body_chunk(flow_id, "response", b"b" * 1000)
+            writer.flow_finished(flow_id, {"status": 200})
+        assert writer.flush(30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(store.list_flows(limit=100)[0]) > 10:
+            time.sleep(0.1)
+    flows, _ = store.list_flows(limit=100, order="oldest")
+    assert [f.path for f in flows] == [f"/{n}" for n in range(40, 50)]  # the newest kept

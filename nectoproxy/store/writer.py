@@ -32,11 +32,11 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, Self
 
-from nectoproxy.store import batch, ingest, schema, textindex
+from nectoproxy.store import batch, ingest, maintenance, schema, textindex
 from nectoproxy.store.base import DEFAULT_MAX_BODY_SIZE
 from nectoproxy.store.records import UPDATABLE_FIELDS, Direction, FlowRecord
 
@@ -49,6 +49,8 @@ INDEX_STEP = 128
 #: Indexing waits for this long a pause in capture, or for this many flows to wait for it.
 INDEX_DELAY = 0.25
 INDEX_LAG = 5000
+#: How often a writer given retention limits applies them.
+RETENTION_SECONDS = 10.0
 REPORT_SECONDS = 60.0
 REOPEN_SECONDS = 2.0
 
@@ -98,7 +100,8 @@ class CaptureWriter:
                  batch_messages: int = 2000, batch_seconds: float = 0.02,
                  busy_timeout: float = 5.0, index_body_bytes: int = textindex.INDEX_BODY_BYTES,
                  index_delay: float = INDEX_DELAY, index_lag: int = INDEX_LAG,
-                 start: bool = True) -> None:
+                 retention: Mapping[str, Any] | None = None,
+                 retention_seconds: float = RETENTION_SECONDS, start: bool = True) -> None:
         self.path = Path(path)
         self.max_queued_bytes = max_queued_bytes
         self.max_queued_messages = max_queued_messages
@@ -123,6 +126,12 @@ class CaptureWriter:
         #: Flows written and (as far as this writer knows) not indexed yet.
         self._unindexed = 0
         self._wal_checked_at = 0.0
+        #: ``enforce_retention``'s limits, applied by this thread every ``retention_seconds``
+        #: (first right away): the one writer of flows deletes old ones between batches, so
+        #: retention never waits for the write lock, however fast capture writes.
+        self.retention = dict(retention) if retention is not None else None
+        self.retention_seconds = retention_seconds
+        self._retention_at = 0.0
         self.index_delay = index_delay
         self.index_lag = index_lag
         self._failing: str | None = None
@@ -248,6 +257,7 @@ class CaptureWriter:
 
     def _run(self) -> None:
         while True:
+            self._maybe_retain()
             messages = self._collect()
             try:
                 if messages is None:
@@ -295,6 +305,11 @@ class CaptureWriter:
             delay = 0.0 if self._unindexed >= self.index_lag else self.index_delay
             try:
                 first = self._queue.get(timeout=delay) if delay else self._queue.get_nowait()
+            except queue.Empty:
+                return None
+        elif self.retention is not None:
+            try:
+                first = self._queue.get(timeout=self.retention_seconds)
             except queue.Empty:
                 return None
         else:
@@ -379,12 +394,43 @@ class CaptureWriter:
             self.stats.messages_lost += len(work)
             self._unreported += len(work)
 
-    def _check_wal(self) -> None:
+    def _maybe_retain(self) -> None:
+        if self.retention is None or time.monotonic() < self._retention_at:
+            return
+        self._retention_at = time.monotonic() + self.retention_seconds
+        conn = self._connection()
+        if conn is None:
+            return
+
+        @contextlib.contextmanager
+        def write() -> Iterator[sqlite3.Connection]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        try:
+            pruned = maintenance.enforce_retention(write, now=time.time(), **self.retention)
+        except sqlite3.Error as exc:
+            log.warning("flow store %s: retention failed: %s", self.path, exc)
+            return
+        finally:
+            self._batches.rolled_back()  # deleted flows may have been in its cache
+        if pruned.flows:
+            log.info("flow store: retention deleted %d flows (%d body bytes)", pruned.flows,
+                     pruned.bytes)
+            self._check_wal(force=True)
+
+    def _check_wal(self, force: bool = False) -> None:
         """Keep the write-ahead log small: with other connections reading and writing all
         the time, SQLite's automatic checkpoints copy pages back but never restart the log,
         so it would grow as long as capture runs. Looked at once a second at most."""
         now = time.monotonic()
-        if now < self._wal_checked_at + 1.0 or self._conn is None:
+        if (now < self._wal_checked_at + 1.0 and not force) or self._conn is None:
             return
         self._wal_checked_at = now
         try:
@@ -392,8 +438,13 @@ class CaptureWriter:
         except OSError:
             return
         if size > schema.WAL_LIMIT:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            # Waits for other writers and readers only briefly: tried again a second later.
+            self._conn.execute("PRAGMA busy_timeout = 100")
+            try:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
 
     def _index_step(self) -> bool:
         """Index a few flows waiting for it; whether more may be waiting."""
