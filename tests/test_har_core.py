@@ -247,9 +247,9 @@ def test_iter_har_json_streams_one_entry_at_a_time():
 
 
 def test_export_pages_through_the_store(store, monkeypatch):
-    import nectoproxy.har
+    import nectoproxy.har.store
 
-    monkeypatch.setattr(nectoproxy.har, "_PAGE", 2)
+    monkeypatch.setattr(nectoproxy.har.store, "_PAGE", 2)
     session = store.create_session("paged")
     for n in range(5):
         store.save_flow(flow(f"https://p.test/{n}", session_id=session.id), b"", b"")
