@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 import zlib
 from collections.abc import Awaitable
 from typing import Any
@@ -204,11 +205,15 @@ class _DecodedSize:
 class _FlowCapture:
     """One flow's capture state; it is also the flow's body tap."""
 
-    __slots__ = ("decoded", "flow", "owner", "started", "stored", "truncated", "writer")
+    __slots__ = ("_flow", "decoded", "flow_id", "owner", "started", "stored", "truncated",
+                 "writer")
 
     def __init__(self, owner: Capture, flow: Flow, started: FlowRecord) -> None:
         self.owner = owner
-        self.flow = flow
+        # Weakly: the flow holds this tap, and a cycle would leave every flow (with its
+        # bodies) to the cyclic collector instead of going when its connection does.
+        self._flow = weakref.ref(flow)
+        self.flow_id = flow.id
         self.writer = owner.writer
         #: The record the flow started with (what was sent to the writer then).
         self.started = started
@@ -237,7 +242,7 @@ class _FlowCapture:
             self.truncated[direction] = True
         self.stored[direction] = stored + len(chunk)
         writer = self.writer
-        writer.body_chunk(self.flow.id, direction, chunk)  # type: ignore[arg-type]
+        writer.body_chunk(self.flow_id, direction, chunk)  # type: ignore[arg-type]
         if writer.queued_bytes > writer.max_queued_bytes // 2:
             return self._wait_for_writer()
         return None
@@ -253,14 +258,16 @@ class _FlowCapture:
             await anyio.sleep(0.002)
 
     def _counter(self, direction: str) -> _DecodedSize | None:
-        message = self.flow.request if direction == "request" else self.flow.response
+        flow = self._flow()
+        if flow is None:
+            return None
+        message = flow.request if direction == "request" else flow.response
         if message is None:
             return None
         coding = _coding(message.headers.fields)
         return _DecodedSize(coding) if coding in ("gzip", "x-gzip", "deflate") else None
 
-    def finish(self) -> None:
-        flow = self.flow
+    def finish(self, flow: Flow) -> None:
         # Bodies that were never relayed: a request answered by a plugin, an error answer.
         if self.stored["request"] == 0 and flow.request.raw_content and \
                 flow.timestamp_request_sent is None:
@@ -335,7 +342,7 @@ class Capture:
     def on_complete(self, flow: Flow) -> None:
         state = self._state(flow)
         if state is not None:
-            state.finish()
+            state.finish(flow)
 
     @hookimpl(trylast=True)
     def on_error(self, flow: Flow) -> None:
@@ -343,7 +350,7 @@ class Capture:
         if state is None and self.enabled:  # failed before its head reached the hooks
             state = self._start(flow)
         if state is not None:
-            state.finish()
+            state.finish(flow)
 
     @hookimpl(trylast=True)
     def on_tunnel(self, tunnel: Tunnel) -> None:
