@@ -8,7 +8,8 @@ from pathlib import Path
 from nectoproxy import hookspecs
 
 ORDER = ["on_configure", "on_start", "on_stop", "on_connect", "on_request_headers", "on_request",
-         "on_response_headers", "on_response", "on_complete", "on_error", "on_cert_generated", "on_tunnel"]
+         "on_response_headers", "on_response", "on_complete", "on_error", "on_cert_generated", "on_tunnel",
+         "on_settings"]
 INTRO = """# Hook reference
 
 Every hook a plugin can implement. A plugin defines a function (or method) of the same name,
@@ -20,6 +21,7 @@ Order of a flow: `on_connect` (client connects; again per CONNECT) -> `on_reques
 `on_request` -> (origin) -> `on_response_headers` -> `on_response` -> `on_complete`, or `on_error` when it fails.
 Lifecycle: `on_configure` -> `on_start` ... `on_stop`. `on_cert_generated` fires when a leaf
 certificate is minted; `on_tunnel` when a connection relayed untouched (pass-through) ends.
+`on_settings` collects the settings a plugin lets the inspector change while the proxy runs.
 """
 
 

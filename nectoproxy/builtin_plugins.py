@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from nectoproxy.config import Config
 from nectoproxy.flow import Flow
 from nectoproxy.onboarding import Onboarding
+from nectoproxy.passthrough import LivePassthrough
 
 flow_log = logging.getLogger("nectoproxy.flows")
 
@@ -43,5 +44,6 @@ class FlowLog:
 def create(config: Config) -> Iterator[tuple[str, object]]:
     """The built-in plugins for a configuration, as (name, plugin) pairs."""
     yield "onboarding", Onboarding(config)
+    yield "passthrough", LivePassthrough(config)
     if not config.log.quiet:
         yield "flowlog", FlowLog()

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from nectoproxy.config import Config
     from nectoproxy.flow import Connection, Flow, Tunnel
+    from nectoproxy.settings import SettingsProvider
 
 PROJECT = "nectoproxy"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -177,4 +178,23 @@ def on_tunnel(tunnel: Tunnel) -> None:
         the origin could not be reached.
 
     The return value is ignored.
+    """
+
+
+@hookspec
+def on_settings(config: Config) -> list[SettingsProvider] | None:
+    """Asked once, after ``on_start``, in the process that serves the inspector: the settings
+    this plugin lets the inspector's API read and change while the proxy runs.
+
+    :param config: the effective configuration (``config.home_dir`` is where NectoProxy keeps
+        its own files, a good place for a settings file).
+
+    Return a list of :class:`nectoproxy.settings.SettingsProvider` (each with a ``name``, a
+    JSON ``schema``, ``get()`` and ``put(value)``); an empty list or None offers nothing. The
+    hook must be a plain function (not ``async def``): it only hands over objects. A
+    plugin switched off by ``on_configure`` is not asked, so its settings do not appear.
+    ``put`` is called in a worker thread: it validates (raising
+    :class:`nectoproxy.settings.SettingsError` naming the field), writes a file atomically and
+    applies the value; with ``workers = N`` the other processes' instances see the change by
+    watching that file (:class:`nectoproxy.settings.FileWatch`).
     """

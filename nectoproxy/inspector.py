@@ -26,9 +26,11 @@ import anyio.abc
 from nectoproxy.capture import Capture
 from nectoproxy.config import Config
 from nectoproxy.errors import ConfigError
+from nectoproxy.settings import SettingsRegistry
 from nectoproxy.store import ProcessWriter, Session, SQLiteStore, StoreError
 
 if TYPE_CHECKING:
+    from nectoproxy.plugins import PluginHost
     from nectoproxy.web import Replayer
 
 log = logging.getLogger("nectoproxy.inspector")
@@ -125,6 +127,8 @@ class Inspector:
         self.capture = Capture(self.writer, token=self.token, max_body_size=web.max_body_size)
         self.address: tuple[str, int] | None = None
         self.replayer: Replayer | None = None
+        #: The plugins' live settings the web API serves (collected once the proxy runs).
+        self.settings = SettingsRegistry()
 
     @property
     def url(self) -> str:
@@ -158,9 +162,13 @@ class Inspector:
             finally:
                 group.cancel_scope.cancel()
 
-    def proxy_started(self, address: tuple[str, int]) -> None:
+    def proxy_started(self, address: tuple[str, int], hooks: PluginHost | None = None) -> None:
+        """The proxy listens at ``address``: replays go there, and (in the first process) the
+        web API serves the live settings its plugins offer (``on_settings``)."""
         if self.replayer is not None:
             self.replayer.proxy_url = proxy_url(self.config, address)
+        if hooks is not None and self.primary:
+            self.settings.collect(hooks)
 
     async def _serve_web(self, ca_path: Path, *,
                          task_status: anyio.abc.TaskStatus[tuple[str, int] | None]) -> None:
@@ -175,7 +183,7 @@ class Inspector:
                                                          self.config.proxy.listen_port)),
                                  ca_path, self.token)
         app = create_app(self.store, token=self.token, allowed_hosts=web.allowed_hosts,
-                         replayer=self.replayer, status=self.status)
+                         replayer=self.replayer, status=self.status, settings=self.settings)
         if not web.is_loopback:
             log.warning("the inspector listens on %s, not a loopback address: anyone who can "
                         "reach it and knows the token sees all traffic", web.host)

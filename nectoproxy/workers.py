@@ -19,6 +19,7 @@ import anyio
 
 from nectoproxy.config import Config
 from nectoproxy.logs import setup_logging
+from nectoproxy.proxy.memory import fix_mmap_threshold
 from nectoproxy.proxy.server import Proxy
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ def _worker_main(config: Config, scripts: list[str]) -> None:  # pragma: no cove
 
 
 async def _serve(config: Config, scripts: list[str], primary: bool) -> None:
+    fix_mmap_threshold()  # a process that runs for days: see nectoproxy.proxy.memory
     children: list[multiprocessing.process.BaseProcess] = []
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
 
@@ -74,7 +76,7 @@ async def _serve(config: Config, scripts: list[str], primary: bool) -> None:
                 await stack.enter_async_context(inspector.running(proxy.ca_path))
             async with proxy:
                 if inspector is not None:
-                    inspector.proxy_started(proxy.address)
+                    inspector.proxy_started(proxy.address, proxy.hooks)
                 if primary:
                     _start_workers(config, scripts, proxy, inspector, children)
                     _banner(proxy, worker_count(config), inspector)

@@ -57,6 +57,10 @@ class Recorder:
         self.calls.append(("on_tunnel", (tunnel.host, tunnel.reason, tunnel.bytes_up > 0,
                                          tunnel.bytes_down > 0)))
 
+    def on_settings(self):  # asked by the inspector only: see tests/test_live_settings.py
+        self.calls.append(("on_settings", None))
+        return []
+
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
 

@@ -520,7 +520,7 @@ def test_status_health_and_home_page(web: WebServer, client: httpx.Client,
     assert data["eventClients"] == 0
     with web.client(token=None) as anonymous:
         assert anonymous.get("/api/health").json() == {"status": "ok"}
-    page = client.get("/")
+    page = client.get("/api/endpoints")  # "/" is the web UI: tests/test_ui_serving.py
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "NectoProxy inspector" in page.text and 'href="/api/openapi.json"' in page.text
     assert "/api/traffic/{id}/replay" in page.text and "docs/api.md" in page.text

@@ -36,6 +36,31 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 
 _malloc_trim = _find_malloc_trim()
 
+#: glibc's mallopt parameter, and the size from which allocations get pages of their own.
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 256 * 1024
+
+
+def fix_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
+    """Give allocations of ``size`` bytes or more pages of their own, for good.
+
+    glibc raises this threshold each time such a block is freed (up to 32 MiB), so after a
+    few large bodies have passed, body-sized buffers come from the heap instead, and a heap
+    with holes between long-lived objects never shrinks: a proxy's resident size then creeps
+    up for hours. A fixed threshold turns that adjustment off; large buffers go back to the
+    system the moment they are freed. Returns whether the C library took it (glibc only).
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, size))
+
 
 def release_free_memory() -> None:
     """Return the allocator's free pages to the system, where the C library can."""

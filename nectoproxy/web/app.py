@@ -19,8 +19,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from nectoproxy.settings import SettingsRegistry
 from nectoproxy.store import FilterError, FlowStore, SessionNotFound, StoreError
-from nectoproxy.web import events, export, harapi, meta, replayapi, sessions, traffic
+from nectoproxy.web import (
+    events,
+    export,
+    harapi,
+    meta,
+    replayapi,
+    rulesapi,
+    sessions,
+    settingsapi,
+    traffic,
+    ui,
+)
 from nectoproxy.web.common import ApiError, Endpoint, Param, Reply, WebContext, error_response
 from nectoproxy.web.replay import Replayer
 from nectoproxy.web.schemas import ref
@@ -30,7 +42,7 @@ log = logging.getLogger("nectoproxy.web")
 
 #: Matching order matters where a literal segment and a ``{param}`` share a place.
 ROUTE_TABLES = (traffic.routes, replayapi.routes, export.routes, sessions.routes,
-                harapi.routes, meta.routes)
+                harapi.routes, settingsapi.routes, rulesapi.routes, meta.routes, ui.routes)
 
 EVENTS = Endpoint(
     method="GET", path="/api/events", handler=None, websocket=True,
@@ -70,11 +82,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_app(store: FlowStore, *, token: str, allowed_hosts: Sequence[str] = (),
                replayer: Replayer | None = None,
-               status: Callable[[], Mapping[str, Any]] | None = None) -> Starlette:
+               status: Callable[[], Mapping[str, Any]] | None = None,
+               settings: SettingsRegistry | None = None) -> Starlette:
     """The inspector's API over ``store``: every route needs ``token`` except
     ``/api/health``; ``allowed_hosts`` are Host names to answer besides this machine's;
     ``replayer`` sends replays (without one they answer 503); ``status()`` adds the proxy's
-    fields to ``/api/status``. ValueError for an empty token or a malformed host."""
+    fields to ``/api/status``; ``settings`` are the plugins' live settings (filled in once the
+    proxy runs). ValueError for an empty token or a malformed host."""
     if not token:
         raise ValueError("the inspector needs a token")
     HostRules(allowed_hosts)  # a malformed entry is an error now, not at the first request
@@ -90,5 +104,5 @@ def create_app(store: FlowStore, *, token: str, allowed_hosts: Sequence[str] = (
                             HTTPException: _http_error},
     )
     app.state.web = WebContext(store=store, token=token, replayer=replayer, status=status,
-                               endpoints=endpoints)
+                               endpoints=endpoints, settings=settings)
     return app

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from nectoproxy.store import FlowStore
 
 if TYPE_CHECKING:
+    from nectoproxy.settings import SettingsRegistry
     from nectoproxy.web.replay import Replayer
 
 T = TypeVar("T")
@@ -56,6 +57,8 @@ class WebContext:
     replayer: Replayer | None = None
     status: Callable[[], Mapping[str, Any]] | None = None
     endpoints: list[Endpoint] = field(default_factory=list)
+    #: The plugins' live settings (``/api/settings``, ``/api/rules``); None: there are none.
+    settings: SettingsRegistry | None = None
     #: Event sockets open now.
     event_clients: int = 0
     #: Store calls in worker threads, so a burst of API calls cannot take every thread that

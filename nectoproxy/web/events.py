@@ -8,6 +8,7 @@ message per poll, so a client gets at most ~10 messages a second however fast tr
   renamed, deleted or activated;
 - ``{"type": "flows", "flows": [...summaries], "deleted": [...ids]}``: flows added or updated
   (each once, as it is now) and ids deleted since the last message;
+- ``{"type": "settings", "name": ...}``: live settings changed through the API (re-read them);
 - ``{"type": "reset"}``: the client is too far behind (the store forgot the deletions it
   missed, or more than :data:`MAX_BATCH` changes piled up): reload the list.
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import anyio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from nectoproxy.settings import SettingsRegistry
 from nectoproxy.store import FlowStore, FlowSummary
 from nectoproxy.web.common import ApiError, WebContext, context, query_int
 
@@ -58,6 +60,16 @@ class Feed:
     sessions_key: tuple[tuple[int, str, bool], ...] | None = None
     #: Dropped for not reading: its socket is reset after CLOSE_LINGER.
     dropped: bool = False
+    #: Live settings changed through the API are announced (``{"type": "settings"}``).
+    settings: SettingsRegistry | None = None
+    settings_version: int = 0
+
+    def _settings(self) -> str | None:
+        changes = self.settings.changes_since(self.settings_version) if self.settings else []
+        if not changes:
+            return None
+        self.settings_version, name = changes[0]
+        return json.dumps({"type": "settings", "name": name})
 
     def _sessions(self) -> str | None:
         sessions = self.store.list_sessions()
@@ -68,10 +80,11 @@ class Feed:
         return json.dumps({"type": "sessions", "sessions": [s.to_json() for s in sessions]})
 
     def next_message(self) -> str | None:
-        """The message to send now, if any (one per call: sessions first, then flows)."""
-        sessions = self._sessions()
-        if sessions is not None:
-            return sessions
+        """The message to send now, if any (one per call: sessions first, then settings, then
+        flows)."""
+        first = self._sessions() or self._settings()
+        if first is not None:
+            return first
         flows: dict[str, FlowSummary] = {}
         deleted: dict[str, None] = {}
         marker = self.marker
@@ -159,7 +172,9 @@ async def events(websocket: WebSocket) -> None:
     except ApiError as exc:
         await websocket.close(1008, exc.message)
         return
-    feed = Feed(ctx.store, await ctx.run(ctx.store.current_marker), session_id)
+    feed = Feed(ctx.store, await ctx.run(ctx.store.current_marker), session_id,
+                settings=ctx.settings, settings_version=ctx.settings.version if ctx.settings
+                else 0)
     await websocket.accept()
     ctx.event_clients += 1
     try:

@@ -1,7 +1,9 @@
-"""The API about itself: health, status, the OpenAPI document, and the page at ``/``.
+"""The API about itself: health, status, the OpenAPI document, and the page at
+``/api/endpoints``.
 
-Until the web UI exists, ``/`` is a plain page that says what this server is and lists the
-API's endpoints (from the same route table as the OpenAPI document).
+``/api/endpoints`` is a plain page that says what this server is and lists the API's
+endpoints (from the same route table as the OpenAPI document); ``/`` is the web UI
+(:mod:`nectoproxy.web.ui`).
 """
 
 from __future__ import annotations
@@ -82,9 +84,8 @@ table {{ border-collapse: collapse; }} td {{ padding: .15rem .8rem .15rem 0; }}
 <body>
 <h1>NectoProxy inspector</h1>
 <p>NectoProxy {version} is capturing traffic into its flow store; this server is its REST API
-and event socket. The web UI is not part of this build yet: use the API below (from scripts,
-<code>curl -H "Authorization: Bearer $TOKEN"</code>, or this browser, which holds the token
-cookie now).</p>
+and event socket. The web UI is at <a href="/">/</a>; scripts use the API below
+(<code>curl -H "Authorization: Bearer $TOKEN"</code>; this browser holds the token cookie).</p>
 <p>The whole API, with parameters and response shapes:
 <a href="/api/openapi.json">/api/openapi.json</a> (OpenAPI 3.1). Its guide is
 <code>docs/api.md</code>; the filter language is in <code>docs/store.md</code>. Live changes:
@@ -101,13 +102,13 @@ cookie now).</p>
 """
 
 
-@routes.route("GET", "/", "This page: what the server is, and its endpoints.",
+@routes.route("GET", "/api/endpoints", "A page: what the server is, and its endpoints.",
               replies={200: Reply("A page.", {"type": "string"}, "text/html")})
 async def home(request: Request) -> Response:
     rows = "\n".join(
         f"<tr><td><code>{e.method}</code></td><td><code>{html.escape(e.path)}</code></td>"
         f"<td>{html.escape(e.summary)}</td></tr>"
-        for e in context(request).endpoints if e.path != "/")
+        for e in context(request).endpoints if e.path not in ("/", "/api/endpoints"))
     page = _PAGE.format(version=html.escape(__version__), rows=rows)
     return HTMLResponse(page, headers={
         "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; "

@@ -89,9 +89,10 @@ HEADERS = {"type": "array", "description": "Header fields in order, names as on 
            "items": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "string"}],
                      "minItems": 2, "maxItems": 2}}
 
-ERROR = obj({"error": {"type": "string"}, "position": {"type": "integer"}}, required=("error",),
+ERROR = obj({"error": {"type": "string"}, "position": {"type": "integer"},
+             "field": {"type": "string"}}, required=("error",),
             description="Every refusal and failure; filter syntax errors add the position "
-            "(0-based) of the mistake.")
+            "(0-based) of the mistake, refused settings the field.")
 
 EVENT = {
     "description": "A message of the event socket.",
@@ -100,6 +101,7 @@ EVENT = {
              "deleted": array({"type": "string"})}),
         obj({"type": {"const": "sessions"}, "sessions": array(ref("Session"))}),
         obj({"type": {"const": "reset"}}),
+        obj({"type": {"const": "settings"}, "name": {"type": "string"}}),
     ],
 }
 

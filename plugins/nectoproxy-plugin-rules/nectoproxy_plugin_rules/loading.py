@@ -1,8 +1,7 @@
-"""The ``[plugins.rules]`` table and the rules file: reading, validating, noticing changes."""
+"""The ``[plugins.rules]`` table and the rules file: reading and validating."""
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,9 +15,8 @@ from nectoproxy_plugin_rules.tables import Table
 
 TABLE = "[plugins.rules]"
 OPTION_KEYS = ("rule", "file", "reload")
-
-#: What identifies one version of the rules file: (mtime in ns, size, inode), None if missing.
-Stamp = tuple[int, int, int] | None
+#: The rules file when ``[plugins.rules]`` names none: in ``$NECTOPROXY_HOME``.
+DEFAULT_FILE = "rules.toml"
 
 
 @dataclass(frozen=True)
@@ -38,19 +36,13 @@ def parse_options(options: Mapping[str, Any], config: Config) -> Settings:
     return Settings(inline, file, table.boolean("reload", True))
 
 
-def stamp(path: Path) -> Stamp:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size, st.st_ino
-
-
-def load_file(path: Path) -> list[Rule]:
-    """The rules of a rules file (``[[rule]]`` tables); ConfigError names the file."""
+def read_tables(path: Path, *, missing_ok: bool = False) -> list[Any]:
+    """The ``[[rule]]`` tables of a rules file, unchecked; ConfigError names the file."""
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
+        if missing_ok:
+            return []
         raise ConfigError(f"{path}: no such rules file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
@@ -61,7 +53,23 @@ def load_file(path: Path) -> list[Rule]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     Table(document, str(path), ("rule",))
-    return parse_rules(document.get("rule", []), str(path), path.parent, f"{path.name} rule ")
+    tables = document.get("rule", [])
+    if not isinstance(tables, list):
+        raise ConfigError(f"{path}: rule: expected an array of tables ([[rule]]), "
+                          f"got {tables!r}")
+    return tables
+
+
+def load_file(path: Path, *, missing_ok: bool = False) -> list[Rule]:
+    """The rules of a rules file (``[[rule]]`` tables); ConfigError names the file. A missing
+    file has no rules when ``missing_ok`` (the default file, before anything was saved)."""
+    return parse_rules(read_tables(path, missing_ok=missing_ok), str(path), path.parent,
+                       name_prefix(path))
+
+
+def name_prefix(path: Path) -> str:
+    """What an unnamed rule of the file is called, before its index: ``rules.toml rule 3``."""
+    return f"{path.name} rule "
 
 
 def combine(inline: list[Rule], from_file: list[Rule]) -> RuleSet:

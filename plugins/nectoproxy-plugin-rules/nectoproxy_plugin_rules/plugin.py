@@ -12,8 +12,8 @@ So a request answered by a rule that needs no body is answered before its body i
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +24,12 @@ import anyio
 import anyio.to_thread
 
 from nectoproxy import Config, ConfigError, Flow, Request, hookimpl
+from nectoproxy.settings import FileWatch, SettingsProvider
 from nectoproxy_plugin_rules import actions
-from nectoproxy_plugin_rules.loading import Stamp, combine, load_file, parse_options, stamp
+from nectoproxy_plugin_rules.loading import DEFAULT_FILE, combine, load_file, parse_options
 from nectoproxy_plugin_rules.model import RequestView, Rule, RuleSet
 
 log = logging.getLogger("nectoproxy.rules")
-#: How often (at most) the rules file's modification time is looked at.
-CHECK_INTERVAL = 1.0
 
 
 @dataclass
@@ -57,10 +56,14 @@ class RulesPlugin:
     def __init__(self) -> None:
         self.rules = RuleSet()
         self.file: Path | None = None
-        self._inline: list[Rule] = []
-        self._reload = True
-        self._stamp: Stamp = None
-        self._next_check = 0.0
+        #: The file is the default one (``$NECTOPROXY_HOME/rules.toml``): it may not exist yet.
+        self.default_file = False
+        self.inline: list[Rule] = []
+        #: The ``[[plugins.rules.rule]]`` tables as written (the inspector shows them).
+        self.inline_tables: list[Any] = []
+        self.reload = True
+        self._watch: FileWatch | None = None
+        self.config: Config | None = None
         self._flows: WeakKeyDictionary[Flow, _FlowState] = WeakKeyDictionary()
 
     # -- configuration and reloading ---------------------------------------------------------
@@ -68,20 +71,29 @@ class RulesPlugin:
     @hookimpl
     def on_configure(self, config: Config, options: Mapping[str, Any]
                      ) -> Literal[False] | set[str] | None:
-        """Read ``[plugins.rules]`` (and its rules file); without any rule, switch off."""
+        """Read ``[plugins.rules]`` (and its rules file); without a table, switch off.
+
+        A table without ``file`` (even an empty one) keeps the rules file in
+        ``$NECTOPROXY_HOME/rules.toml``, where the inspector saves rules.
+        """
         settings = parse_options(options, config)
-        if not settings.inline and settings.file is None:
+        self.file, self.default_file = settings.file, False
+        if self.file is None and (settings.inline or self.name in config.plugin_options):
+            self.file, self.default_file = config.home_dir / DEFAULT_FILE, True
+        if not settings.inline and self.file is None:
             return False
-        self._inline, self.file, self._reload = settings.inline, settings.file, settings.reload
+        self.inline, self.reload = settings.inline, settings.reload
+        self.config = config
+        self.inline_tables = list(options.get("rule", []))
         from_file: list[Rule] = []
         if self.file is not None:
-            self._stamp = stamp(self.file)
-            from_file = load_file(self.file)
-        self.rules = combine(self._inline, from_file)
+            self._watch = FileWatch(self.file)  # (before reading: a change meanwhile is seen)
+            from_file = load_file(self.file, missing_ok=self.default_file)
+        self.rules = combine(self.inline, from_file)
         log.info("rules: %d in force%s", len(self.rules.rules),
-                 f" ({self.file}{', reloaded when it changes' if self._reload else ''})"
+                 f" ({self.file}{', reloaded when it changes' if self.reload else ''})"
                  if self.file else "")
-        if self.file is not None and self._reload:
+        if self.file is not None and self.reload:
             return None  # a reload may bring rules that need any hook
         # Keep only the hooks these rules need: an on_request/on_response that is not needed
         # would make every body buffer for nothing.
@@ -93,23 +105,34 @@ class RulesPlugin:
             keep.add("on_response")
         return keep
 
+    @hookimpl
+    def on_settings(self) -> list[SettingsProvider]:
+        """The rules file's rules, for the inspector (not with ``reload = false``: the other
+        worker processes would never see a change)."""
+        if self.file is None or not self.reload:
+            return []
+        from nectoproxy_plugin_rules.live import RulesSettings
+
+        return [RulesSettings(self)]
+
+    def apply(self, rules: RuleSet) -> None:
+        """Put ``rules`` in force now: the rules file as just written by this process."""
+        self.rules = rules
+        if self._watch is not None:
+            self._watch.seen()
+
     async def check_file(self) -> None:
-        """Reload the rules file if it changed (looked at no more than once a second).
+        """Reload the rules file if it changed (looked at no more than four times a second).
 
         A file with an error is reported and the rules in force stay in force.
         """
-        if self.file is None or not self._reload:
+        if self._watch is None or not self.reload or not self._watch.due():
             return
-        now = time.monotonic()
-        if now < self._next_check:
-            return
-        self._next_check = now + CHECK_INTERVAL
-        current = stamp(self.file)
-        if current == self._stamp:
-            return
-        self._stamp = current
+        assert self.file is not None
+        read = functools.partial(load_file, self.file, missing_ok=self.default_file)
         try:
-            rules = combine(self._inline, await anyio.to_thread.run_sync(load_file, self.file))
+            from_file = await anyio.to_thread.run_sync(read)
+            rules = combine(self.inline, from_file)
         except ConfigError as exc:
             log.error("rules: not reloaded: %s (the previous rules stay in force)", exc)
             return

@@ -16,12 +16,16 @@ import logging
 import random
 import weakref
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 import nectoproxy
-from nectoproxy import Flow, Response
+from nectoproxy import ConfigError, Flow, Response
+from nectoproxy.settings import FileWatch, SettingsProvider
+from nectoproxy_plugin_throttle.live import LIVE_FILE, ThrottleSettings, read_live
 from nectoproxy_plugin_throttle.options import Settings, parse_options
 from nectoproxy_plugin_throttle.pacing import Pacer
 from nectoproxy_plugin_throttle.profiles import Profile
@@ -48,26 +52,76 @@ class Throttle:
         # of flow.metadata, which other plugins may serialise).
         self._profiles: weakref.WeakKeyDictionary[Flow, Profile] = weakref.WeakKeyDictionary()
         self._exempt: set[str] = set()
+        #: The ``[plugins.throttle]`` table as written (what applies without a live file).
+        self.table: dict[str, Any] = {}
+        #: Where the inspector keeps the settings it set (None: the plugin is not live).
+        self.live_path: Path | None = None
+        self._watch: FileWatch | None = None
 
     @nectoproxy.hookimpl
     def on_configure(self, config: nectoproxy.Config,
                      options: Mapping[str, Any]) -> bool | None:
-        """Check ``[plugins.throttle]``; switch off when no profile and no host rule is set."""
+        """Check ``[plugins.throttle]``; without a table, switch off when no profile and no
+        host rule is set. With one (even empty), stay on: the inspector may set a profile,
+        kept in ``$NECTOPROXY_HOME/throttle.toml``, which then replaces the table."""
+        self.table = dict(options)
         self.settings = parse_options(options)
         # The proxy's own setup pages are not "the network": Offline must not hide the CA.
         self._exempt = {config.proxy.onboarding_host.lower()} - {""}
-        self.rng = random.Random(self.settings.seed)
         self._profiles = weakref.WeakKeyDictionary()
-        return None if self.settings.active else False
+        self.live_path, self._watch = None, None
+        if self.name in config.plugin_options:
+            self.live_path = config.home_dir / LIVE_FILE
+            self._watch = FileWatch(self.live_path)
+            self._load_live()
+        self.rng = random.Random(self.settings.seed)
+        return None if self.settings.active or self.live_path is not None else False
+
+    def _load_live(self) -> bool:
+        """Apply the live file if it is there; a broken one is logged and changes nothing."""
+        assert self.live_path is not None
+        try:
+            live = read_live(self.live_path)
+        except ConfigError as exc:
+            log.error("throttle: not reloaded: %s (the settings in force stay)", exc)
+            return False
+        self.settings = live if live is not None else parse_options(self.table)
+        return True
+
+    def apply(self, settings: Settings) -> None:
+        """Put ``settings`` in force now: the live file as just written by this process."""
+        self.settings = settings
+        if settings.seed is not None:
+            self.rng = random.Random(settings.seed)
+        if self._watch is not None:
+            self._watch.seen()
+        self._log_summary()
+
+    async def _check_live(self) -> None:
+        if self._watch is None or not self._watch.due():
+            return
+        if await anyio.to_thread.run_sync(self._load_live):
+            if self.settings.seed is not None:
+                self.rng = random.Random(self.settings.seed)
+            self._log_summary()
+
+    def _log_summary(self) -> None:
+        for line in self.settings.summary():
+            log.info("%s", line)
 
     @nectoproxy.hookimpl
     def on_start(self) -> None:
         """Show the active profiles."""
-        for line in self.settings.summary():
-            log.info("%s", line)
+        self._log_summary()
+
+    @nectoproxy.hookimpl
+    def on_settings(self) -> list[SettingsProvider]:
+        """The network profile, for the inspector (only with a ``[plugins.throttle]`` table)."""
+        return [ThrottleSettings(self)] if self.live_path is not None else []
 
     @nectoproxy.hookimpl(trylast=True)
     async def on_request_headers(self, flow: Flow) -> None:
+        await self._check_live()
         if flow.request.host in self._exempt:
             return
         profile = self.settings.profile_for(flow.request.host)

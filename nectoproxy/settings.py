@@ -1,0 +1,241 @@
+"""Live settings: what a plugin lets the inspector read and change while the proxy runs.
+
+A plugin offers settings by implementing the ``on_settings`` hook, which returns
+:class:`SettingsProvider` objects. Each has a ``name`` (its place in the API:
+``/api/settings/{name}``), a JSON schema of its value, ``get()`` and ``put(value)``.
+
+With ``workers = N`` every process has its own plugin instances and only the first serves the
+inspector, so ``put`` cannot reach the other processes' objects. The rule is: ``put``
+validates (raising :class:`SettingsError` naming the field), **writes a file** atomically with
+:func:`write_atomically`, and applies the value to its own instance; every instance (in every
+process) watches that file with a :class:`FileWatch` and reloads it when it changes. The
+file also makes the change survive a restart.
+
+:class:`SettingsRegistry` is the inspector's side: it collects the providers through the hook
+(:meth:`SettingsRegistry.collect`) and remembers what changed, for the event socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import anyio
+
+if TYPE_CHECKING:
+    from nectoproxy.config import Config
+
+#: How often (at most) a :class:`FileWatch` looks at its file: a change made in one worker
+#: process reaches the others within this long (once traffic arrives).
+WATCH_INTERVAL = 0.25
+
+
+class SettingsError(ValueError):
+    """A value ``put`` refuses. ``field`` is where (``rules[2].mock``, ``hosts[0]``, ...);
+    the message names it too, so it can be shown alone."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+@runtime_checkable
+class SettingsProvider(Protocol):
+    """One group of live settings (the rules, the network profile, the pass-through hosts).
+
+    ``get`` and ``put`` are called in a worker thread, never on the event loop, so they may
+    read and write files; ``put`` calls come one at a time (a ``get`` may run meanwhile).
+    """
+
+    @property
+    def name(self) -> str:
+        """The URL segment: lower-case letters, digits and dashes (``rules``, ``throttle``)."""
+
+    @property
+    def title(self) -> str:
+        """A few words for a UI ("Rules", "Network profile")."""
+
+    @property
+    def description(self) -> str:
+        """What the settings do and where they are kept (a sentence or two)."""
+
+    @property
+    def schema(self) -> Mapping[str, Any]:
+        """A JSON schema (draft 2020-12) of the value; ``readOnly`` properties are ignored by
+        ``put``, so a client may send back what ``get`` gave it."""
+
+    def get(self) -> Any:
+        """The value now (JSON-compatible: dicts, lists, strings, numbers, booleans)."""
+
+    def put(self, value: Any) -> Any:
+        """Validate ``value``, persist it, apply it; return the new value (as ``get`` would).
+
+        Raise :class:`SettingsError` naming the field for a value that is refused; nothing
+        changes then.
+        """
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in one step: readers (the other worker processes) see the
+    old file or the new one, never half of one. The file is owner-only (it may hold mock
+    bodies with credentials in them)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+#: What identifies one version of a file: (mtime in ns, size, inode); None when missing.
+Stamp = tuple[int, int, int] | None
+
+
+def file_stamp(path: Path) -> Stamp:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+class FileWatch:
+    """Notices that a file changed, looking at it at most every ``interval`` seconds.
+
+    :meth:`due` is cheap enough for every request (a clock read; a ``stat`` once per
+    interval). A file replaced by :func:`write_atomically` is a new file (another inode than
+    the one it replaces, a new mtime), so a change that keeps the size is seen too.
+    """
+
+    def __init__(self, path: Path, interval: float = WATCH_INTERVAL) -> None:
+        self.path = path
+        self.interval = interval
+        self.stamp: Stamp = file_stamp(path)
+        self._next = 0.0
+
+    def due(self) -> bool:
+        """Whether the file changed since the last call that returned True (or :meth:`seen`)."""
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.interval
+        current = file_stamp(self.path)
+        if current == self.stamp:
+            return False
+        self.stamp = current
+        return True
+
+    def seen(self) -> None:
+        """The file as it is now is already applied (this process just wrote it)."""
+        self.stamp = file_stamp(self.path)
+
+
+def private_paths(config: Config) -> tuple[Path, ...]:
+    """What the inspector must never make reachable, whatever a setting says: the CA's folder
+    (its private key), the API's token file and the flow store. A provider whose settings can
+    name local files (a rule serving a folder, say) refuses these and any folder holding one.
+    """
+    store = config.store_path
+    token = config.home_dir / "web-token"  # (nectoproxy.inspector.TOKEN_FILE)
+    return (config.certs_dir, token, store,
+            store.with_name(store.name + "-wal"), store.with_name(store.name + "-shm"))
+
+
+def exposes_private(path: Path, config: Config) -> bool:
+    """Whether serving ``path`` (a file, or a folder and everything in it) would serve one of
+    :func:`private_paths`."""
+    target = path.expanduser().resolve()
+    for private in private_paths(config):
+        private = private.expanduser().resolve()
+        if target == private or private in target.parents or target in private.parents:
+            return True
+    return False
+
+
+# -- the inspector's side ---------------------------------------------------------------------
+
+
+class PluginHooks(Protocol):
+    """What :meth:`SettingsRegistry.collect` needs of :class:`nectoproxy.plugins.PluginHost`
+    (named by shape, so that this module does not import the plugin machinery, which imports
+    the built-in plugins, which use this module)."""
+
+    config: Config
+
+    def implementations(self, hook: str) -> Sequence[Any]: ...
+
+    def report_failure(self, plugin: str, hook: str, exc: BaseException) -> None: ...
+
+
+class SettingsRegistry:
+    """The providers the inspector serves, and a log of changes for the event socket."""
+
+    def __init__(self, providers: Iterable[SettingsProvider] = ()) -> None:
+        self.providers: dict[str, SettingsProvider] = {}
+        self.version = 0
+        self._changes: list[tuple[int, str]] = []
+        self._lock = threading.Lock()
+        self._locks: dict[str, anyio.Lock] = {}
+        for provider in providers:
+            self.add(provider)
+
+    def add(self, provider: SettingsProvider, owner: str = "") -> None:
+        where = f"plugin {owner!r}: " if owner else ""
+        if not isinstance(provider, SettingsProvider):
+            raise TypeError(f"{where}on_settings returned {provider!r}, not a SettingsProvider "
+                            "(name, title, description, schema, get, put)")
+        name = provider.name
+        if not name or not all(c.isascii() and (c.isalnum() or c == "-") for c in name) \
+                or name != name.lower():
+            raise ValueError(f"{where}settings name {name!r}: use lower-case letters, digits "
+                             "and dashes")
+        if name in self.providers:
+            raise ValueError(f"{where}settings name {name!r} is already taken")
+        self.providers[name] = provider
+
+    def collect(self, hooks: PluginHooks) -> None:
+        """Ask every active plugin's ``on_settings`` for its providers. A plugin that fails, or
+        returns something else than providers, is logged and left out."""
+        arguments = {"config": hooks.config}
+        for impl in hooks.implementations("on_settings"):
+            try:
+                offered = impl.function(*[arguments[name] for name in impl.argnames])
+                for provider in offered or ():
+                    self.add(provider, impl.plugin_name)
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the inspector
+                hooks.report_failure(impl.plugin_name, "on_settings", exc)
+
+    def get(self, name: str) -> SettingsProvider | None:
+        return self.providers.get(name)
+
+    def lock(self, name: str) -> anyio.Lock:
+        """Held around a read-modify-write of ``name`` (two API calls never interleave)."""
+        return self._locks.setdefault(name, anyio.Lock())
+
+    def changed(self, name: str) -> None:
+        """``name`` was changed (announced on the event socket)."""
+        with self._lock:
+            self.version += 1
+            self._changes.append((self.version, name))
+            del self._changes[:-1000]  # (a client that far behind misses the oldest)
+
+    def changes_since(self, version: int) -> list[tuple[int, str]]:
+        """The changes after ``version``, oldest first, as (version, name)."""
+        with self._lock:
+            return [change for change in self._changes if change[0] > version]

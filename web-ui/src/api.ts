@@ -1,0 +1,269 @@
+// The one network module: every call the UI makes to the inspector's public API (docs/api.md).
+// The browser holds the token as an HttpOnly cookie (set by opening /?token=...), so requests
+// carry no credentials of their own.
+
+export type Headers = [string, string][];
+
+export interface FlowSummary {
+  id: string;
+  sessionId: number;
+  seq: number;
+  version: number;
+  kind: string;
+  method: string;
+  url: string;
+  host: string;
+  path: string;
+  scheme: string;
+  httpVersion: string;
+  status: number | null;
+  reason: string | null;
+  contentType: string | null;
+  requestSize: number | null;
+  responseSize: number | null;
+  startedAt: number;
+  duration: number | null;
+  error: string | null;
+  mark: string | null;
+  tags: string[];
+  comment: string;
+  websocket: boolean;
+}
+
+export interface Timings {
+  connect?: number;
+  tlsHandshake?: number;
+  requestSent?: number;
+  firstByte?: number;
+  complete?: number;
+}
+
+export interface TlsInfo {
+  sni?: string;
+  version?: string;
+  cipher?: string;
+  alpn?: string;
+  subject?: string;
+  issuer?: string;
+  notAfter?: string;
+}
+
+export interface FlowRecord extends FlowSummary {
+  mode: string;
+  clientAddr: string | null;
+  serverAddr: string | null;
+  port: number | null;
+  requestHeaders: Headers;
+  requestHeadersSent: Headers | null;
+  responseHeaders: Headers | null;
+  responseHeadersSent: Headers | null;
+  requestSizeDecoded: number | null;
+  responseSizeDecoded: number | null;
+  requestBodyEncoding: string;
+  responseBodyEncoding: string;
+  requestStored: number;
+  responseStored: number;
+  requestTruncated: boolean;
+  responseTruncated: boolean;
+  timings: Timings;
+  tlsClient: TlsInfo | null;
+  tlsServer: TlsInfo | null;
+  modifiedBy: string[];
+  replayOf: string | null;
+  bytesUp: number | null;
+  bytesDown: number | null;
+}
+
+export interface Session {
+  id: number;
+  name: string;
+  createdAt: number;
+  active: boolean;
+  flowCount: number;
+  storedBytes: number;
+}
+
+export interface Stats {
+  total: number;
+  errors: number;
+  requestBytes: number;
+  responseBytes: number;
+  storedBytes: number;
+}
+
+export interface Status {
+  version: string;
+  capturing?: boolean;
+  flowsWritten?: number;
+  bytesDropped?: number;
+  eventClients: number;
+  store: { sessions: number; flows: number; storedBytes: number; activeSession: Session };
+  [key: string]: unknown;
+}
+
+export interface TrafficPage {
+  entries: FlowSummary[];
+  next: number | null;
+}
+
+export interface ReplayResult {
+  id: string;
+  replayOf: string | null;
+  status: number | null;
+  error: string | null;
+}
+
+export interface ReplayEdit {
+  method?: string;
+  url?: string;
+  headers?: Headers;
+  body?: string;
+}
+
+/** A refusal of the API: its message, and for a filter syntax error the 0-based position. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly position: number | null = null,
+    readonly parameter: string | null = null,
+  ) {
+    super(message);
+  }
+}
+
+async function failure(response: Response): Promise<ApiError> {
+  let message = `${response.status} ${response.statusText}`;
+  let position: number | null = null;
+  let parameter: string | null = null;
+  try {
+    const data = await response.json();
+    if (typeof data.error === "string") message = data.error;
+    if (typeof data.position === "number") position = data.position;
+    if (typeof data.parameter === "string") parameter = data.parameter;
+  } catch {
+    // not JSON: keep the status line
+  }
+  return new ApiError(response.status, message, position, parameter);
+}
+
+async function call<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  const init: RequestInit = { method, signal, credentials: "same-origin" };
+  if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers = { "Content-Type": "application/json" };
+  }
+  const response = await fetch(path, init);
+  if (!response.ok) throw await failure(response);
+  return (await response.json()) as T;
+}
+
+export interface ListQuery {
+  sessionId: number | null;
+  filter: string;
+  search: string;
+}
+
+export interface PageRequest {
+  order: "newest" | "oldest";
+  cursor?: number;
+  limit: number;
+}
+
+export function trafficUrl(query: ListQuery, page: PageRequest): string {
+  const params = new URLSearchParams();
+  if (query.sessionId !== null) params.set("sessionId", String(query.sessionId));
+  if (query.filter.trim()) params.set("filter", query.filter);
+  if (query.search.trim()) params.set("search", query.search);
+  params.set("limit", String(page.limit));
+  params.set("order", page.order);
+  if (page.cursor !== undefined) params.set("cursor", String(page.cursor));
+  return `/api/traffic?${params}`;
+}
+
+export const api = {
+  traffic: (query: ListQuery, page: PageRequest, signal?: AbortSignal) =>
+    call<TrafficPage>("GET", trafficUrl(query, page), undefined, signal),
+  stats: (sessionId: number, filter: string, signal?: AbortSignal) =>
+    call<Stats>("GET", `/api/traffic/stats/${sessionId}?top=1${filter.trim() ? `&filter=${encodeURIComponent(filter)}` : ""}`,
+      undefined, signal),
+  flow: (id: string, signal?: AbortSignal) => call<FlowRecord>("GET", `/api/traffic/${id}`, undefined, signal),
+  annotate: (id: string, changes: { mark?: string | null; tags?: string[]; comment?: string }) =>
+    call<FlowSummary>("PATCH", `/api/traffic/${id}`, changes),
+  deleteFlow: (id: string) => call<{ deleted: boolean }>("DELETE", `/api/traffic/${id}`),
+  clearSession: (sessionId: number) => call<{ deleted: number }>("DELETE", `/api/traffic/session/${sessionId}`),
+  replay: (id: string, edit: ReplayEdit = {}) => call<ReplayResult>("POST", `/api/traffic/${id}/replay`, edit),
+  sessions: () => call<{ sessions: Session[] }>("GET", "/api/sessions"),
+  createSession: (name: string, activate: boolean) => call<Session>("POST", "/api/sessions", { name, activate }),
+  renameSession: (id: number, name: string) => call<Session>("PATCH", `/api/sessions/${id}`, { name }),
+  deleteSession: (id: number) => call<unknown>("DELETE", `/api/sessions/${id}`),
+  activateSession: (id: number) => call<Session>("POST", `/api/sessions/${id}/activate`),
+  status: () => call<Status>("GET", "/api/status"),
+
+  async exportText(id: string, format: "curl" | "httpie" | "raw"): Promise<string> {
+    const response = await fetch(`/api/traffic/${id}/export?format=${format}`, { credentials: "same-origin" });
+    if (!response.ok) throw await failure(response);
+    return response.text();
+  },
+
+  async harOfSelection(ids: string[]): Promise<Blob> {
+    const response = await fetch("/api/har/export", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ids }),
+    });
+    if (!response.ok) throw await failure(response);
+    return response.blob();
+  },
+
+  async importHar(file: File): Promise<Session> {
+    const response = await fetch(`/api/har/import?name=${encodeURIComponent(`Imported ${file.name}`)}`, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json" }, body: file,
+    });
+    if (!response.ok) throw await failure(response);
+    return (await response.json()) as Session;
+  },
+};
+
+export function bodyUrl(id: string, direction: "request" | "response", decoded: boolean): string {
+  return `/api/traffic/${id}/${direction}/body${decoded ? "?decoded=1" : ""}`;
+}
+
+export function harSessionUrl(sessionId: number, filter: string): string {
+  return `/api/har/export/${sessionId}${filter.trim() ? `?filter=${encodeURIComponent(filter)}` : ""}`;
+}
+
+/** A body's first ``limit`` bytes (read from the stream, then the request is cancelled). */
+export async function fetchBodyPrefix(url: string, limit: number, signal?: AbortSignal):
+    Promise<{ bytes: Uint8Array; complete: boolean; truncatedInStore: boolean; contentType: string }> {
+  const response = await fetch(url, { credentials: "same-origin", signal });
+  if (!response.ok) throw await failure(response);
+  const contentType = response.headers.get("content-type") ?? "";
+  const truncatedInStore = response.headers.get("x-nectoproxy-truncated") === "1";
+  const reader = response.body?.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  let complete = true;
+  if (reader) {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.length;
+      if (size > limit) {
+        complete = false;
+        await reader.cancel();
+        break;
+      }
+    }
+  }
+  const bytes = new Uint8Array(Math.min(size, limit));
+  let at = 0;
+  for (const chunk of chunks) {
+    const part = chunk.subarray(0, Math.min(chunk.length, bytes.length - at));
+    bytes.set(part, at);
+    at += part.length;
+    if (at >= bytes.length) break;
+  }
+  return { bytes, complete, truncatedInStore, contentType };
+}
