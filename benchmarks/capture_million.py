@@ -57,15 +57,16 @@ def main() -> int:
         print(f"served {served:,} requests at {result.get('rps')} req/s; RSS before "
               f"{result['rss_before_mib']} MiB, peak {result['peak_rss_mib']} MiB "
               f"(growth {result['growth_mib']} MiB)", flush=True)
-        # Let the writer and the search index catch up, then the settled figure.
+        # Let the writer and the search index catch up (the count stops moving: retention may
+        # have deleted flows, so it need not reach what was served), then the settled figure.
         deadline = time.monotonic() + 600
-        stored = 0
-        while time.monotonic() < deadline:
+        stored, still = -1, 0
+        while time.monotonic() < deadline and still < 3:
             stats = api.get("/api/status").json()
             sessions = api.get("/api/sessions").json()["sessions"]
-            stored = sum(s["flowCount"] for s in sessions)
-            if stored >= served and not stats.get("queuedBytes"):
-                break
+            count = sum(s["flowCount"] for s in sessions)
+            still = still + 1 if count == stored and not stats.get("queuedBytes") else 0
+            stored = count
             time.sleep(2)
         time.sleep(5)
         settled = procs.rss_kib(bench.proxy.pid) / 1024

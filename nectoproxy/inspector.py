@@ -126,6 +126,8 @@ class Inspector:
                                     retention=retention, retention_seconds=RETENTION_SECONDS)
         self.capture = Capture(self.writer, token=self.token, max_body_size=web.max_body_size)
         self.address: tuple[str, int] | None = None
+        #: Where the proxy listens, once it does (``/api/status`` says it).
+        self.proxy_address: tuple[str, int] | None = None
         self.replayer: Replayer | None = None
         #: The plugins' live settings the web API serves (collected once the proxy runs).
         self.settings = SettingsRegistry()
@@ -137,7 +139,9 @@ class Inspector:
 
     def status(self) -> Mapping[str, Any]:
         stats = self.writer.stats
-        return {"capturing": self.capture.enabled, "store": str(self.path),
+        address = self.proxy_address
+        proxy = f"{_reachable(address[0])}:{address[1]}" if address is not None else None
+        return {"proxy": proxy, "capturing": self.capture.enabled, "store": str(self.path),
                 "flowsWritten": stats.flows_written, "bytesDropped": stats.bytes_dropped,
                 "messagesDropped": stats.messages_dropped, "queuedBytes": self.writer.queued_bytes}
 
@@ -165,6 +169,7 @@ class Inspector:
     def proxy_started(self, address: tuple[str, int], hooks: PluginHost | None = None) -> None:
         """The proxy listens at ``address``: replays go there, and (in the first process) the
         web API serves the live settings its plugins offer (``on_settings``)."""
+        self.proxy_address = address
         if self.replayer is not None:
             self.replayer.proxy_url = proxy_url(self.config, address)
         if hooks is not None and self.primary:

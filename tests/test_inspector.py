@@ -106,6 +106,8 @@ def test_the_command_captures_and_serves_the_inspector(tmp_path: Path, origin: A
             assert body.json() == {"hello": "world", "n": 1}
             session = api.get("/api/sessions/active").json()
             assert session["name"].startswith("Run ")
+            status = api.get("/api/status").json()
+            assert status["proxy"] == f"127.0.0.1:{proxy.port}" and status["capturing"]
         refused = httpx.get(f"http://127.0.0.1:{proxy.web_port}/api/traffic", trust_env=False)
         assert refused.status_code == 401
     store = tmp_path / "flows.db"
