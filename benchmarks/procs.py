@@ -132,6 +132,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def children_of(pid: int) -> list[int]:
+    """The process's child processes (the proxy's store writer), from /proc."""
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                found += [int(child) for child in children.read().split()]
+    except OSError:
+        pass
+    return found
+
+
+def children_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds used so far by each of the process's children."""
+    used = {}
+    for child in children_of(pid):
+        try:
+            used[child] = cpu_seconds(child)
+        except OSError:
+            pass
+    return used
+
+
 def core_busy_seconds(core: int) -> float:
     """CPU time one core spent on anything but idling (steal included), from /proc/stat."""
     with open("/proc/stat") as stat:
@@ -161,6 +184,9 @@ class Sampler:
         self.peak_kib = 0
         self.cpu = 0.0
         self._cpu_start = 0.0
+        #: CPU used meanwhile by the process's children (with capture: its store writer).
+        self.children_cpu = 0.0
+        self._children_start: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._hwm_reset = False
@@ -170,6 +196,7 @@ class Sampler:
         self.peak_kib = self.rss_before
         self._hwm_reset = reset_hwm(self.pid)
         self._cpu_start = cpu_seconds(self.pid)
+        self._children_start = children_cpu(self.pid)
         self._wall_start = time.monotonic()
         if self.core is not None:
             self._core_start = core_busy_seconds(self.core)
@@ -190,6 +217,8 @@ class Sampler:
             self._thread.join(2)
         try:
             self.cpu = cpu_seconds(self.pid) - self._cpu_start
+            self.children_cpu = sum(used - self._children_start.get(child, 0.0)
+                                    for child, used in children_cpu(self.pid).items())
             wall = time.monotonic() - self._wall_start
             if self.core is not None and wall > 0:
                 others = core_busy_seconds(self.core) - self._core_start - self.cpu

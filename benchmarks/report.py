@@ -63,7 +63,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def rows_table(rows: list[dict[str, Any]]) -> str:
     header = ["scenario", "run", "load", "req/s", "p50 ms", "p99 ms", "errors", "MB/s",
-              "proxy peak RSS MiB", "proxy CPU s/1k req", "req per proxy CPU-s",
+              "proxy peak RSS MiB", "proxy CPU s/1k req", "writer CPU s/1k req",
+              "req per proxy CPU-s",
               "others on proxy core", "figure", "vs direct"]
     body = []
     for row in rows:
@@ -71,7 +72,8 @@ def rows_table(rows: list[dict[str, Any]]) -> str:
             row["scenario"], row["run"], row.get("generator", "-"), _fmt(row.get("rps")),
             _fmt(row.get("p50_ms"), 2), _fmt(row.get("p99_ms"), 2), _fmt(row.get("errors")),
             _fmt(row.get("mb_per_s")), _fmt(row.get("peak_rss_mib")),
-            _fmt(row.get("cpu_s_per_1k"), 3), _fmt(row.get("rps_per_cpu_s")),
+            _fmt(row.get("cpu_s_per_1k"), 3), _fmt(row.get("writer_cpu_s_per_1k"), 3),
+            _fmt(row.get("rps_per_cpu_s")),
             f"{row['others_on_proxy_core_pct']:.0f}%" if "others_on_proxy_core_pct" in row
             else "-",
             f"{_fmt(row.get('figure'))} {row.get('unit', '')}".strip(),

@@ -223,8 +223,12 @@ class Bench:
         result["rss_before_mib"] = round(sampler.rss_before / 1024, 1)
         result["growth_mib"] = round((sampler.peak_kib - sampler.rss_before) / 1024, 1)
         result["cpu_s"] = round(sampler.cpu, 3)
+        result["writer_cpu_s"] = round(sampler.children_cpu, 3)
         if result.get("requests"):
             result["cpu_s_per_1k"] = round(sampler.cpu / result["requests"] * 1000, 4)
+            if sampler.children_cpu:
+                result["writer_cpu_s_per_1k"] = round(
+                    sampler.children_cpu / result["requests"] * 1000, 4)
             if sampler.cpu > 0:
                 # What one whole core would serve: steadier than req/s when others share it.
                 result["rps_per_cpu_s"] = round(result["requests"] / sampler.cpu)

@@ -81,6 +81,48 @@ def test_started_and_finished_in_separate_batches(store):
     assert store.get_body("b", "response") == (b"12345", False)
 
 
+def test_the_search_text_made_while_storing_is_the_one_read_back(store):
+    """Flows stored complete in one batch are indexed from what the writer held; the text
+    must be what the store reads back (gzip decoded, capped bodies, sent headers, notes)."""
+    import gzip
+
+    from nectoproxy.store import textindex
+
+    page = b"<p>" + b"needle-in-gzip " * 200 + b"</p>"
+    with CaptureWriter(store.path, start=False, max_body_size=1000) as writer:
+        writer.flow_started(record("gz", request_headers=[("Host", "w.test")], tags=["t1"],
+                                   comment="look here"))
+        writer.body_chunk("gz", "request", b'{"q": "posted"}')
+        packed = gzip.compress(page)
+        writer.body_chunk("gz", "response", packed[:500])
+        writer.body_chunk("gz", "response", packed[500:])
+        writer.flow_finished("gz", {
+            "status": 200, "response_body_encoding": "gzip",
+            "request_headers_sent": [("Host", "w.test"), ("X-Added", "by-a-plugin")],
+            "response_headers": [("Content-Encoding", "gzip")]})
+        writer.flow_started(record("big"))
+        writer.body_chunk("big", "response", b"A" * 900 + b"B" * 900)  # capped at 1000
+        writer.flow_finished("big", {"status": 200})
+        writer.tunnel(record("tun", kind="tunnel", url="pinned.test:443"))
+        writer.flow_started(record("late"))  # finishes in a later batch: read back
+        writer.start()
+        assert writer.flush()
+        writer.body_chunk("late", "response", b"late body")
+        writer.flow_finished("late", {"status": 201})
+        assert writer.flush()
+    conn = store._conn
+    rows = {seq: tuple(text) for seq, *text in conn.execute(
+        "SELECT rowid, url, headers, request_body, response_body, notes FROM flow_text")}
+    seqs = dict(conn.execute("SELECT id, seq FROM flows"))
+    assert sorted(rows) == sorted(seqs.values())
+    for flow_id, seq in seqs.items():
+        assert rows[seq] == textindex._stored_text(conn, seq, textindex.INDEX_BODY_BYTES), flow_id
+    assert "X-Added: by-a-plugin" in rows[seqs["gz"]][1]
+    assert rows[seqs["big"]][3] == "A" * 900 + "B" * 100
+    assert [f.id for f in store.list_flows(search="needle-in-gzip")[0]] == ["gz"]
+    assert [f.id for f in store.list_flows(search="look here")[0]] == ["gz"]
+
+
 def test_the_body_cap_truncates_as_chunks_arrive(store):
     with CaptureWriter(store.path, max_body_size=1000, batch_messages=2) as writer:
         writer.flow_started(record("c"))

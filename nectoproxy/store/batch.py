@@ -14,10 +14,10 @@ import collections
 import dataclasses
 import logging
 import sqlite3
-import threading
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
-from nectoproxy.store import ingest
+from nectoproxy.store import ingest, textindex
 from nectoproxy.store.records import FlowRecord
 
 log = logging.getLogger("nectoproxy.store")
@@ -25,6 +25,9 @@ log = logging.getLogger("nectoproxy.store")
 ROW_BYTES = 1024**2
 #: Open flows whose row id and body counters are cached.
 OPEN_FLOWS_CACHED = 10_000
+#: Search texts made while storing, kept for the index at most (count, and characters).
+READY_TEXTS = 20_000
+READY_CHARS = 16 * 1024**2
 _DIRECTIONS = ("request", "response")
 
 
@@ -51,11 +54,18 @@ class Tunnel:
     record: FlowRecord
 
 
+class Done(Protocol):
+    """What a :class:`Control` message signals: a ``threading.Event``, or the child writer's
+    answer to its parent (see ``store.process``)."""
+
+    def set(self) -> None: ...
+
+
 @dataclasses.dataclass(slots=True)
 class Control:
     """Flush (set ``done`` once everything before it is written) or close."""
 
-    done: threading.Event
+    done: Done
     close: bool = False
 
 
@@ -85,14 +95,21 @@ class _Unwritten:
 
 
 class Batches:
-    def __init__(self, max_body_size: int) -> None:
+    def __init__(self, max_body_size: int,
+                 index_body_bytes: int = textindex.INDEX_BODY_BYTES) -> None:
         self.max_body_size = max_body_size
         self.open: collections.OrderedDict[str, _Open] = collections.OrderedDict()
         self.flows_written = 0
         self.rejected = 0
         self._pending: dict[tuple[int, int], _Unwritten] = {}
         self._complete: dict[str, dict[str, Any]] = {}
+        self._bodies: dict[tuple[str, int], list[bytes]] = {}
         self._refused: set[str] = set()
+        #: Search texts of flows stored complete (their parts were at hand), by seq: the
+        #: index takes them instead of reading each flow back (``take_text``).
+        self._texts: dict[int, textindex.Text] = {}
+        self._text_chars = 0
+        self.index_body_bytes = index_body_bytes
 
     def _completed_here(self, messages: list[Message]) -> dict[str, dict[str, Any]]:
         """Final fields of the flows that start and finish in this batch (most flows last
@@ -100,18 +117,18 @@ class Batches:
         updated, which halves the row writes. Their body counters are worked out here, by the
         same cap ``_chunk`` applies."""
         finished = {m.flow_id: m.fields for m in messages if isinstance(m, Finished)}
+        self._bodies = {}
         if not finished:
             return {}
         started = {m.record.id for m in messages if isinstance(m, Started)}
         complete = {flow_id: dict(finished[flow_id]) for flow_id in started & finished.keys()}
-        totals: dict[tuple[str, int], int] = {}
+        bodies = self._bodies = {}
         for m in messages:
             if isinstance(m, Chunk) and m.flow_id in complete:
-                key = (m.flow_id, m.direction)
-                totals[key] = totals.get(key, 0) + len(m.data)
+                bodies.setdefault((m.flow_id, m.direction), []).append(m.data)
         for flow_id, fields in complete.items():
             for code, direction in enumerate(_DIRECTIONS):
-                total = totals.get((flow_id, code), 0)
+                total = sum(map(len, bodies.get((flow_id, code), ())))
                 fields[f"{direction}_stored"] = min(total, self.max_body_size)
                 fields[f"{direction}_truncated"] = bool(
                     fields.get(f"{direction}_truncated") or total > self.max_body_size)
@@ -132,10 +149,46 @@ class Batches:
     def committed(self) -> None:
         while len(self.open) > OPEN_FLOWS_CACHED:
             self.open.popitem(last=False)
+        self._bodies = {}
 
     def rolled_back(self) -> None:
         self.open.clear()  # it may describe rows that no longer exist
+        self._texts.clear()
+        self._text_chars = 0
         self._pending = {}
+        self._bodies = {}
+
+    def _keep_text(self, seq: int, record: FlowRecord) -> None:
+        """Make the search text of a flow stored complete from what this batch holds: the
+        same text ``textindex`` would read back, without reading it back (what made
+        indexing cost twice what storing did)."""
+        if len(self._texts) >= READY_TEXTS or self._text_chars >= READY_CHARS:
+            return  # the index reads these back from the store instead
+        flow_id = record.id
+        text = textindex.flow_text(
+            record.url, (record.request_headers, record.request_headers_sent,
+                         record.response_headers, record.response_headers_sent),
+            (self._stored(flow_id, 0), self._stored(flow_id, 1)),
+            (record.request_body_encoding, record.response_body_encoding), record.tags,
+            record.comment, self.index_body_bytes)
+        self._texts[seq] = text
+        self._text_chars += sum(map(len, text))
+
+    def _stored(self, flow_id: str, direction: int) -> Iterator[bytes]:
+        """A body's chunks in this batch as far as they are stored (``max_body_size``)."""
+        room = self.max_body_size
+        for data in self._bodies.get((flow_id, direction), ()):
+            if room <= 0:
+                return
+            yield data[:room]
+            room -= len(data)
+
+    def take_text(self, seq: int) -> textindex.Text | None:
+        """The search text ``_keep_text`` made for flow ``seq`` (forgotten now), or None."""
+        text = self._texts.pop(seq, None)
+        if text is not None:
+            self._text_chars -= sum(map(len, text))
+        return text
 
     def _apply(self, conn: sqlite3.Connection, clock: ingest.VersionClock,
                message: Message) -> None:
@@ -145,12 +198,16 @@ class Batches:
             if isinstance(message, Started):
                 record, complete = message.record, self._complete.get(message.record.id)
                 if complete is not None:
-                    record = dataclasses.replace(record, **complete)
+                    for name, value in complete.items():  # the record is this writer's now
+                        setattr(record, name, value)
                 seq = ingest.insert_flow(conn, record, clock.next(),
                                          text_pending=complete is not None)
                 self.open[record.id] = _Open(seq, (_Body(), _Body()))
+                if complete is not None:
+                    self._keep_text(seq, record)
             elif isinstance(message, Tunnel):
-                ingest.insert_flow(conn, message.record, clock.next(), text_pending=True)
+                seq = ingest.insert_flow(conn, message.record, clock.next(), text_pending=True)
+                self._keep_text(seq, message.record)
                 self.flows_written += 1
             elif isinstance(message, Chunk):
                 self._chunk(conn, message)

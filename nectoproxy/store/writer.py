@@ -44,8 +44,9 @@ log = logging.getLogger("nectoproxy.store")
 
 DEFAULT_MAX_QUEUED_BYTES = 32 * 1024**2
 DEFAULT_MAX_QUEUED_MESSAGES = 100_000
-#: Flows indexed per transaction while idle (a few tens of milliseconds of work).
-INDEX_STEP = 128
+#: Flows indexed per transaction (FTS5 writes a segment per transaction and merges them: steps
+#: of 128 flows made that merging half of the indexing time); about 0.1 s of work.
+INDEX_STEP = 1024
 #: Indexing waits for this long a pause in capture, or for this many flows to wait for it.
 INDEX_DELAY = 0.25
 INDEX_LAG = 5000
@@ -67,6 +68,15 @@ class WriterStats:
     batches_failed: int = 0
     messages_rejected: int = 0
     flows_indexed: int = 0
+
+
+class MessageSource(Protocol):
+    """Where the writing loop takes messages from: its queue, or (``serve``) another source;
+    ``queue.Empty`` when none came in time."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> batch.Message: ...
+
+    def get_nowait(self) -> batch.Message: ...
 
 
 class FlowWriter(Protocol):
@@ -111,6 +121,7 @@ class CaptureWriter:
         self.index_body_bytes = index_body_bytes
         self.stats = WriterStats()
         self._queue: queue.SimpleQueue[batch.Message] = queue.SimpleQueue()
+        self._source: MessageSource = self._queue
         self._lock = threading.Lock()
         self._queued_bytes = 0
         self._queued_messages = 0
@@ -119,7 +130,7 @@ class CaptureWriter:
         self._closed = False
         self._thread: threading.Thread | None = None
         # Owned by the writer thread:
-        self._batches = batch.Batches(max_body_size)
+        self._batches = batch.Batches(max_body_size, index_body_bytes)
         self._conn: sqlite3.Connection | None = None
         self._reopen_at = 0.0
         self._backlog = True  # flows may be waiting to be indexed (from an earlier run too)
@@ -158,6 +169,8 @@ class CaptureWriter:
         return self._queued_messages
 
     def flow_started(self, record: FlowRecord) -> None:
+        """A flow whose request head is in. The writer owns ``record`` from now on (it may
+        complete it in place with what ``flow_finished`` brings): do not change or reuse it."""
         self._put(batch.Started(record))
 
     def tunnel(self, record: FlowRecord) -> None:
@@ -253,6 +266,20 @@ class CaptureWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def serve(self, source: MessageSource) -> None:
+        """Write what ``source`` gives, in the calling thread, until a close message: for a
+        process whose only job is writing (``ProcessWriter``'s child), which needs neither
+        this writer's queue nor a second thread taking turns with it for the GIL. The
+        writer must have been made with ``start=False``; its capture-side methods are not
+        used then (the caller bounds what it queues)."""
+        if self._thread is not None:
+            raise RuntimeError("serve() is for a writer made with start=False")
+        self._source = source
+        try:
+            self._run()
+        finally:
+            self._close_connection()
+
     # -- the writer thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -280,10 +307,11 @@ class CaptureWriter:
             log.exception("flow store %s: the writer failed", self.path)
             self._failure(exc, len(work))
         finally:
-            queued = sum(len(m.data) for m in work if isinstance(m, batch.Chunk))
-            with self._lock:
-                self._queued_messages -= len(work)
-                self._queued_bytes -= queued
+            if self._source is self._queue:  # counted in by the capture-side methods
+                queued = sum(len(m.data) for m in work if isinstance(m, batch.Chunk))
+                with self._lock:
+                    self._queued_messages -= len(work)
+                    self._queued_bytes -= queued
         for message in messages:
             if isinstance(message, batch.Control):
                 if message.close:
@@ -304,24 +332,24 @@ class CaptureWriter:
             # a busy capture by that many flows at most).
             delay = 0.0 if self._unindexed >= self.index_lag else self.index_delay
             try:
-                first = self._queue.get(timeout=delay) if delay else self._queue.get_nowait()
+                first = self._source.get(timeout=delay) if delay else self._source.get_nowait()
             except queue.Empty:
                 return None
         elif self.retention is not None:
             try:
-                first = self._queue.get(timeout=self.retention_seconds)
+                first = self._source.get(timeout=self.retention_seconds)
             except queue.Empty:
                 return None
         else:
-            first = self._queue.get()
+            first = self._source.get()
         messages = [first]
         deadline = time.monotonic() + self.batch_seconds
         while len(messages) < self.batch_messages and not isinstance(messages[-1],
                                                                      batch.Control):
             remaining = deadline - time.monotonic()
             try:
-                messages.append(self._queue.get(timeout=remaining) if remaining > 0
-                                else self._queue.get_nowait())
+                messages.append(self._source.get(timeout=remaining) if remaining > 0
+                                else self._source.get_nowait())
             except queue.Empty:
                 break
         return messages
@@ -451,7 +479,8 @@ class CaptureWriter:
         done: list[int] = []
 
         def work(conn: sqlite3.Connection) -> bool:
-            done.append(textindex.index_pending(conn, INDEX_STEP, self.index_body_bytes))
+            done.append(textindex.index_pending(conn, INDEX_STEP, self.index_body_bytes,
+                                                self._batches.take_text))
             return done[0] > 0
 
         if not self._transaction(work):
