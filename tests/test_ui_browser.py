@@ -747,6 +747,13 @@ def test_reordering_rules_in_the_ui_changes_which_one_answers(tmp_path: Path, pa
         sync_api.expect(editor.get_by_label("Response body")).to_be_disabled()
         sync_api.expect(editor.get_by_role("button", name="Save")).to_have_count(0)
         editor.get_by_role("button", name="Close").click()
+        # a rule made elsewhere (the API) shows up: the event socket announces the change
+        with inspector.api() as api:
+            assert api.post("/api/rules", json={
+                "name": "maintenance", "host": "app.example.test", "enabled": False,
+                "mock": {"status": 503, "body": "Back soon"}}).status_code == 201
+        sync_api.expect(names).to_have_text(["first", "second", "beta header", "slow",
+                                             "maintenance"])
         rule_item(page, "second").get_by_role("button", name="Edit").click()
         sync_api.expect(panel).to_contain_text("Edit \"second\"")
         shot(page, "ui-rules.png")
@@ -858,3 +865,9 @@ def test_a_plugin_that_is_not_enabled_says_how_to_enable_it(tmp_path: Path,
         page.keyboard.press("?")
         sync_api.expect(page.get_by_role("dialog", name="Keyboard shortcuts")).to_contain_text(
             "Shift+R")
+        page.keyboard.press("Escape")  # the dialog, then the view, close
+        sync_api.expect(page.get_by_role("dialog")).to_have_count(0)
+        sync_api.expect(panel).to_be_visible()
+        page.keyboard.press("Escape")
+        sync_api.expect(panel).to_have_count(0)
+        sync_api.expect(page.get_by_test_id("list-body")).to_be_visible()
