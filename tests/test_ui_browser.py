@@ -871,3 +871,81 @@ def test_a_plugin_that_is_not_enabled_says_how_to_enable_it(tmp_path: Path,
         page.keyboard.press("Escape")
         sync_api.expect(panel).to_have_count(0)
         sync_api.expect(page.get_by_test_id("list-body")).to_be_visible()
+
+
+def make_rule(page: Page, name: str, match: dict[str, str], kind: str,
+              fields: dict[str, str], replace: tuple[str, str] | None = None) -> None:
+    """A rule made with the form: ``match`` and ``fields`` map the inputs' labels to text."""
+    page.get_by_test_id("rules-panel").get_by_role("button", name="New rule").click()
+    editor = page.get_by_test_id("rule-editor")
+    editor.get_by_label("Name", exact=True).fill(name)
+    for label, value in match.items():
+        editor.get_by_label(label, exact=True).fill(value)
+    editor.get_by_label("Kind").select_option(kind)
+    for label, value in fields.items():
+        editor.get_by_label(label, exact=True).fill(value)
+    if replace is not None:
+        editor.get_by_role("button", name="Add a replacement").click()
+        editor.get_by_label("Find 1").fill(replace[0])
+        editor.get_by_label("Replace 1").fill(replace[1])
+    editor.get_by_role("button", name="Create").click()
+    sync_api.expect(editor).to_have_count(0)
+    sync_api.expect(rule_item(page, name)).to_be_visible()
+
+
+def timed_curl(inspector: Inspector, *args: str) -> tuple[float, str]:
+    started = time.monotonic()
+    result = inspector.curl(*args)
+    assert result.returncode == 0, result.stderr
+    return time.monotonic() - started, result.stdout
+
+
+def test_each_kind_of_rule_made_with_its_form_applies(tmp_path: Path, pages: Pages,
+                                                      origin: Any) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "page.html").write_text("<p>from a local folder</p>")
+    with running(tmp_path, config=config_text(throttle=False)) as inspector:
+        page = pages.open(inspector)
+        open_rules(page)
+        make_rule(page, "blocked", {"Host": "blocked.example.test"}, "block",
+                  {"Status": "451", "Response body": "no, thanks"})
+        make_rule(page, "to the origin", {"Host": "mapped.example.test"}, "map_remote",
+                  {"Target URL": origin.url})
+        make_rule(page, "local files", {"Host": "local.example.test"}, "map_local",
+                  {"Folder or file": "site"})
+        make_rule(page, "slow html", {"Path": "/html"}, "delay", {"Delay (ms)": "400"})
+        make_rule(page, "slow start", {"Path": "/bytes/*"}, "throttle",
+                  {"Bytes per second": "1000000", "Latency (ms)": "400"})
+        make_rule(page, "beta", {"Path": "/echo", "Methods": "POST"}, "modify_request",
+                  {"Set headers": "X-Beta: 1", "Set query": "from=ui"})
+        make_rule(page, "rewritten", {"Path": "/json"}, "modify_response",
+                  {"Set headers": "X-From-UI: yes"}, replace=("world", "UI"))
+        kinds = page.get_by_test_id("rules").locator("li .rule-kind")
+        sync_api.expect(kinds).to_have_text(["Block", "Map remote", "Map local", "Delay",
+                                             "Throttle", "Modify request", "Modify response"])
+
+        blocked = inspector.curl("-w", " %{http_code}", "http://blocked.example.test/x")
+        assert blocked.stdout == "no, thanks 451", blocked
+        assert json.loads(inspector.curl("http://mapped.example.test/json").stdout)["n"] == 1
+        assert inspector.curl("http://local.example.test/page.html").stdout == \
+            "<p>from a local folder</p>"
+        took, html = timed_curl(inspector, origin.url + "/html")
+        assert took >= 0.4 and "<html" in html.lower()
+        took, size = timed_curl(inspector, "-o", "/dev/null", "-w", "%{size_download}",
+                                origin.url + "/bytes/1000")
+        assert took >= 0.4 and size == "1000"
+        inspector.curl("-X", "POST", "-d", "hi", origin.url + "/echo")
+        [echoed] = [r for r in origin.requests if r.path.startswith("/echo")]
+        assert echoed.header("X-Beta") == "1" and "from=ui" in echoed.path
+        rewritten = inspector.curl("-i", origin.url + "/json").stdout
+        assert re.search(r"(?im)^x-from-ui: yes\r?$", rewritten), rewritten
+        assert rewritten.rstrip().endswith('{"hello": "UI", "n": 1}'), rewritten
+        with inspector.api() as api:
+            rules = {r["name"]: r for r in api.get("/api/rules").json()["rules"]}
+        assert rules["blocked"]["block"] == {"status": 451, "body": "no, thanks"}
+        assert rules["to the origin"]["map_remote"] == origin.url
+        assert rules["local files"]["map_local"] == "site"
+        assert rules["slow start"]["throttle"] == {"bytes_per_second": 1000000,
+                                                   "latency_ms": 400}
+        assert rules["rewritten"]["modify_response"] == {
+            "set_headers": {"X-From-UI": "yes"}, "replace": [{"find": "world", "replace": "UI"}]}
