@@ -25,6 +25,7 @@ import httpx
 import jsonschema
 import pytest
 from playwright import sync_api  # the [test] extra
+from test_live_settings import config_text
 
 from nectoproxy.store import CaptureWriter, FlowRecord, SQLiteStore, new_flow_id
 from nectoproxy.testing.origin import free_port
@@ -71,6 +72,12 @@ class Inspector:
         return httpx.Client(proxy=f"http://127.0.0.1:{self.port}", trust_env=False,
                             timeout=30, verify=verify)
 
+    def curl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """curl through the proxy (a new client, a new connection, each time)."""
+        return subprocess.run(["curl", "-sS", "--noproxy", "", "--proxy",
+                               f"http://127.0.0.1:{self.port}", *args],
+                              capture_output=True, text=True, timeout=30, check=False)
+
     def entries(self, **params: Any) -> list[dict[str, Any]]:
         with self.api() as api:
             answer = api.get("/api/traffic", params={"limit": 1000, **params})
@@ -80,11 +87,18 @@ class Inspector:
 
 
 @contextmanager
-def running(home: Path, *args: str) -> Iterator[Inspector]:
+def running(home: Path, *args: str, config: str | None = None) -> Iterator[Inspector]:
+    """``config``: the text of a nectoproxy.toml to run with (written into ``home``); without
+    one, no configuration file and no plugins of entry points."""
     port = free_port()
     environ = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(home)}
+    if config is None:
+        configuration = ["--no-config", "--no-entry-points"]
+    else:
+        (home / "nectoproxy.toml").write_text(config, encoding="utf-8")
+        configuration = ["--config", str(home / "nectoproxy.toml")]
     process = subprocess.Popen(
-        [sys.executable, "-m", "nectoproxy", "--no-config", "--no-entry-points", "-q",
+        [sys.executable, "-m", "nectoproxy", *configuration, "-q",
          "--listen-host", "127.0.0.1", "--listen-port", str(port), "--web-port", "0", *args],
         env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     inspector = Inspector(home, port)
@@ -596,3 +610,342 @@ def test_2000_flows_a_second_keep_the_page_responsive(tmp_path: Path, pages: Pag
         assert max(latencies) < 500, latencies
         assert sorted(latencies)[len(latencies) // 2] < 100, latencies
         assert max(frames) < 1000, "the page froze"
+
+
+# -- live configuration: rules, network profile, pass-through hosts -----------------------------
+
+#: How long a change made in the UI may take to apply to the next request (the API answers at
+#: once; the UI waits for that answer first).
+APPLIED_WITHIN = 2.0
+
+
+def curl_answers(inspector: Inspector, url: str, text: str,
+                 within: float = APPLIED_WITHIN) -> float:
+    """Seconds until curl through the proxy is answered with ``text``; fails after ``within``."""
+    started = time.monotonic()
+    while True:
+        result = inspector.curl(url)
+        if result.stdout == text:
+            return time.monotonic() - started
+        assert time.monotonic() - started < within, (
+            f"not answered with {text!r} within {within} s: {result.stdout!r} {result.stderr}")
+        time.sleep(0.05)
+
+
+def open_rules(page: Page) -> Any:
+    page.keyboard.press("Shift+R")
+    panel = page.get_by_test_id("rules-panel")
+    sync_api.expect(panel).to_be_visible()
+    return panel
+
+
+def new_mock(page: Page, name: str, url: str, body: str, status: str = "") -> None:
+    panel = page.get_by_test_id("rules-panel")
+    panel.get_by_role("button", name="New rule").click()
+    editor = page.get_by_test_id("rule-editor")
+    editor.get_by_label("Name", exact=True).fill(name)
+    editor.get_by_label("URL", exact=True).fill(url)
+    editor.get_by_label("Kind").select_option("mock")
+    if status:
+        editor.get_by_label("Status").fill(status)
+    editor.get_by_label("Response body").fill(body)
+    editor.get_by_role("button", name="Create").click()
+
+
+def rule_item(page: Page, name: str) -> Any:
+    return page.get_by_test_id("rules").locator(f'li[data-rule="{name}"]')
+
+
+def test_a_mock_rule_made_in_the_ui_answers_then_survives_a_restart_and_switches_off(
+        tmp_path: Path, pages: Pages, origin: Any) -> None:
+    url = origin.url + "/json"
+    config = config_text(throttle=False)
+    with running(tmp_path, config=config) as inspector:
+        assert json.loads(inspector.curl(url).stdout) == {"hello": "world", "n": 1}
+        page = pages.open(inspector)
+        open_rules(page)
+        sync_api.expect(page.get_by_test_id("rules-panel")).to_contain_text("No rules yet")
+        new_mock(page, "hello from the UI", origin.url + "/js*", "mocked in the UI\n", "203")
+        sync_api.expect(page.get_by_test_id("rule-editor")).to_have_count(0)
+        took = curl_answers(inspector, url, "mocked in the UI\n")
+        assert "203" in inspector.curl("-o", "/dev/null", "-w", "%{http_code}", url).stdout
+        item = rule_item(page, "hello from the UI")
+        sync_api.expect(item).to_contain_text("Mock")
+        sync_api.expect(item).to_contain_text(origin.url + "/js*")
+        with inspector.api() as api:
+            [rule] = api.get("/api/rules").json()["rules"]
+        assert rule["mock"] == {"status": 203, "body": "mocked in the UI\n"}
+        page.close()  # before the proxy stops: its event socket would retry, as a console error
+    print(f"a mock rule made in the UI answered curl after {took:.2f} s")
+    with running(tmp_path, config=config) as again:
+        assert again.curl(url).stdout == "mocked in the UI\n"  # kept in rules.toml
+        page = pages.open(again)
+        open_rules(page)
+        item = rule_item(page, "hello from the UI")
+        switch = item.get_by_role("switch", name="Enabled: hello from the UI")
+        sync_api.expect(switch).to_be_checked()
+        switch.click()
+        sync_api.expect(switch).not_to_be_checked()
+        sync_api.expect(item).to_have_class(re.compile("disabled"))
+        curl_answers(again, url, json.dumps({"hello": "world", "n": 1}))  # the origin again
+        switch.click()
+        curl_answers(again, url, "mocked in the UI\n")
+        # edit it: the form holds the rule, the change applies
+        item.get_by_role("button", name="Edit").click()
+        editor = page.get_by_test_id("rule-editor")
+        sync_api.expect(editor.get_by_label("Response body")).to_have_value("mocked in the UI\n")
+        editor.get_by_label("Response body").fill("edited in the UI")
+        editor.get_by_role("button", name="Save").click()
+        curl_answers(again, url, "edited in the UI")
+        # delete it, after saying yes
+        page.once("dialog", lambda d: d.accept())
+        item.get_by_role("button", name="Delete").click()
+        sync_api.expect(rule_item(page, "hello from the UI")).to_have_count(0)
+        curl_answers(again, url, json.dumps({"hello": "world", "n": 1}))
+        page.keyboard.press("Shift+R")  # and back to the traffic
+        sync_api.expect(page.get_by_test_id("list-body")).to_be_visible()
+
+
+def test_reordering_rules_in_the_ui_changes_which_one_answers(tmp_path: Path, pages: Pages,
+                                                              origin: Any) -> None:
+    url = origin.url + "/which"
+    config = config_text(throttle=False) + (
+        '[[plugins.rules.rule]]\nname = "from the config"\nhost = "config.example.test"\n'
+        'mock = { body = "configured" }\n')
+    with running(tmp_path, config=config) as inspector:
+        with inspector.api() as api:
+            for name in ("first", "second"):
+                created = api.post("/api/rules", json={"name": name, "url": url,
+                                                       "mock": {"body": name}})
+                assert created.status_code == 201, created.text
+            api.post("/api/rules", json={"name": "beta header", "host": "api.example.test",
+                                         "priority": 10, "modify_request": {
+                                             "set_headers": {"X-Beta": "1"}}})
+            api.post("/api/rules", json={"name": "slow", "path": "/reports/*",
+                                         "delay": {"ms": 300, "variance_ms": 100},
+                                         "enabled": False})
+        assert inspector.curl(url).stdout == "first"
+        page = pages.open(inspector)
+        panel = open_rules(page)
+        names = page.get_by_test_id("rules").locator("li .rule-name")
+        sync_api.expect(names).to_have_text(["first", "second", "beta header", "slow"])
+        rule_item(page, "second").get_by_role("button", name="Move second up").click()
+        sync_api.expect(names).to_have_text(["second", "first", "beta header", "slow"])
+        curl_answers(inspector, url, "second")
+        # dragging works as well: first back above second
+        rule_item(page, "first").drag_to(rule_item(page, "second"))
+        sync_api.expect(names).to_have_text(["first", "second", "beta header", "slow"])
+        curl_answers(inspector, url, "first")
+        # the rules of nectoproxy.toml are shown, read-only
+        configured = page.get_by_test_id("configured-rules").locator("li")
+        sync_api.expect(configured).to_contain_text("from the config")
+        sync_api.expect(configured.get_by_role("switch")).to_be_disabled()
+        sync_api.expect(configured.get_by_role("button", name="Delete")).to_have_count(0)
+        configured.get_by_role("button", name="View").click()
+        editor = page.get_by_test_id("rule-editor")
+        sync_api.expect(editor).to_contain_text("read-only")
+        sync_api.expect(editor.get_by_label("Response body")).to_be_disabled()
+        sync_api.expect(editor.get_by_role("button", name="Save")).to_have_count(0)
+        editor.get_by_role("button", name="Close").click()
+        # a rule made elsewhere (the API) shows up: the event socket announces the change
+        with inspector.api() as api:
+            assert api.post("/api/rules", json={
+                "name": "maintenance", "host": "app.example.test", "enabled": False,
+                "mock": {"status": 503, "body": "Back soon"}}).status_code == 201
+        sync_api.expect(names).to_have_text(["first", "second", "beta header", "slow",
+                                             "maintenance"])
+        rule_item(page, "second").get_by_role("button", name="Edit").click()
+        sync_api.expect(panel).to_contain_text("Edit \"second\"")
+        shot(page, "ui-rules.png")
+    with running(tmp_path, config=config) as again:
+        assert again.curl(url).stdout == "first"  # the order was saved
+
+
+def test_an_invalid_rule_shows_the_apis_error(tmp_path: Path, pages: Pages,
+                                              origin: Any) -> None:
+    with running(tmp_path, config=config_text(throttle=False)) as inspector:
+        page = pages.open(inspector)
+        open_rules(page)
+        pages.allowed.append(re.compile(r"status of 400"))  # the API's refusals
+        new_mock(page, "bad", origin.url + "/bad", "x", status="two hundred")
+        editor = page.get_by_test_id("rule-editor")
+        alert = editor.get_by_test_id("rule-error")
+        sync_api.expect(alert).to_contain_text("mock: status")
+        sync_api.expect(alert).not_to_contain_text("rules[0]")
+        sync_api.expect(editor.locator("fieldset.invalid .field-error")).to_contain_text(
+            "mock: status")
+        # the JSON of the rule, with a misspelled key: the API's message names it
+        editor.get_by_role("button", name="JSON").click()
+        text = editor.get_by_label("Rule JSON")
+        text.fill(json.dumps({"name": "bad", "url": origin.url + "/bad",
+                              "mock": {"stauts": 500}}))
+        editor.get_by_role("button", name="Create").click()
+        sync_api.expect(alert).to_contain_text(
+            "mock: unknown key 'stauts' (known: status, headers, body, body_file, delay_ms)")
+        # a bad pattern is marked at the URL field
+        editor.get_by_role("button", name="Form").click()
+        editor.get_by_label("URL", exact=True).fill("/(/")
+        editor.get_by_label("Status").fill("")
+        editor.get_by_role("button", name="Create").click()
+        sync_api.expect(editor.locator(".rule-field.invalid")).to_contain_text("URL")
+        sync_api.expect(editor.locator(".rule-field.invalid .field-error")).to_contain_text(
+            "url:")
+        with inspector.api() as api:
+            assert api.get("/api/rules").json()["rules"] == []  # nothing was saved
+
+
+def test_a_pass_through_host_added_in_the_ui_is_relayed_untouched(
+        tmp_path: Path, pages: Pages, tls_origin: Any) -> None:
+    url = f"https://localhost:{tls_origin.port}/json"
+    trust_the_origin_only = ("--cacert", tls_origin.ca_pem_path, url)
+    with running(tmp_path, config=config_text()) as inspector:
+        intercepted = inspector.curl(*trust_the_origin_only)
+        assert intercepted.returncode == 60, intercepted  # the proxy's certificate
+        page = pages.open(inspector)
+        panel = open_rules(page)
+        panel.get_by_role("tab", name="Pass-through hosts").click()
+        editor = page.get_by_test_id("passthrough-editor")
+        pages.allowed.append(re.compile(r"status of 400"))
+        editor.get_by_label("Pass-through host 1", exact=True).fill("not a host")
+        editor.get_by_role("button", name="Add a host").click()
+        editor.get_by_label("Pass-through host 2", exact=True).fill("LOCALHOST")
+        editor.get_by_role("button", name="Save").click()
+        sync_api.expect(editor.get_by_test_id("settings-error")).to_contain_text(
+            "not a host name")
+        sync_api.expect(editor.get_by_label("Pass-through host 1", exact=True)).to_have_class(
+            re.compile("invalid"))
+        assert inspector.curl(*trust_the_origin_only).returncode == 60  # nothing changed
+        editor.get_by_role("button", name="Remove pass-through host 1").click()
+        editor.get_by_role("button", name="Save").click()
+        sync_api.expect(editor.get_by_role("status")).to_contain_text("Saved")
+        sync_api.expect(editor.get_by_label("Pass-through host 1", exact=True)).to_have_value("localhost")
+        started = time.monotonic()
+        while (relayed := inspector.curl(*trust_the_origin_only)).returncode != 0:
+            assert time.monotonic() - started < APPLIED_WITHIN, relayed.stderr
+            time.sleep(0.05)
+        assert json.loads(relayed.stdout) == {"hello": "world", "n": 1}
+        verbose = inspector.curl("-v", "-o", "/dev/null", *trust_the_origin_only).stderr
+        assert re.search(r"issuer: .*trustme", verbose), verbose  # the origin's certificate
+        # the network profile: a refused profile is shown; a good one is saved
+        panel.get_by_role("tab", name="Network profile").click()
+        throttle = page.get_by_test_id("throttle-editor")
+        throttle.get_by_label("Default profile").fill("warp speed")
+        throttle.get_by_role("button", name="Save").click()
+        sync_api.expect(throttle.get_by_test_id("settings-error")).to_contain_text(
+            "unknown profile 'warp speed'")
+        throttle.get_by_role("button", name="Add a profile").click()
+        throttle.get_by_label("Profile name 1").fill("dial-up")
+        throttle.get_by_label("download_bps 1").fill("100000")
+        throttle.get_by_label("Default profile").fill("dial-up")
+        throttle.get_by_role("button", name="Add a host").click()
+        throttle.get_by_label("Host pattern 1").fill("localhost")
+        throttle.get_by_label("Host profile 1").fill("none")
+        throttle.get_by_role("button", name="Save").click()
+        sync_api.expect(throttle.get_by_role("status")).to_contain_text("Saved")
+        with inspector.api() as api:
+            value = api.get("/api/settings/throttle").json()
+        assert value["profile"] == "dial-up" and value["source"] == "inspector"
+        assert value["profiles"] == {"dial-up": {"download_bps": 100000}}
+        assert value["hosts"] == {"localhost": "none"}
+
+
+def test_a_plugin_that_is_not_enabled_says_how_to_enable_it(tmp_path: Path,
+                                                            pages: Pages) -> None:
+    with running(tmp_path) as inspector:  # no configuration: no rules, no throttle plugin
+        page = pages.open(inspector)
+        page.locator(".toolbar").get_by_role("button", name="Rules").click()
+        panel = page.get_by_test_id("rules-panel")
+        sync_api.expect(panel.get_by_test_id("not-enabled")).to_contain_text(
+            "pip install nectoproxy-plugin-rules")
+        sync_api.expect(panel.get_by_test_id("not-enabled")).to_contain_text("[plugins.rules]")
+        panel.get_by_role("tab", name="Network profile").click()
+        sync_api.expect(panel.get_by_test_id("not-enabled")).to_contain_text("[plugins.throttle]")
+        panel.get_by_role("tab", name="Pass-through hosts").click()  # built in: always there
+        sync_api.expect(page.get_by_test_id("passthrough-editor")).to_be_visible()
+        page.keyboard.press("?")
+        sync_api.expect(page.get_by_role("dialog", name="Keyboard shortcuts")).to_contain_text(
+            "Shift+R")
+        page.keyboard.press("Escape")  # the dialog, then the view, close
+        sync_api.expect(page.get_by_role("dialog")).to_have_count(0)
+        sync_api.expect(panel).to_be_visible()
+        page.keyboard.press("Escape")
+        sync_api.expect(panel).to_have_count(0)
+        sync_api.expect(page.get_by_test_id("list-body")).to_be_visible()
+
+
+def make_rule(page: Page, name: str, match: dict[str, str], kind: str,
+              fields: dict[str, str], replace: tuple[str, str] | None = None) -> None:
+    """A rule made with the form: ``match`` and ``fields`` map the inputs' labels to text."""
+    page.get_by_test_id("rules-panel").get_by_role("button", name="New rule").click()
+    editor = page.get_by_test_id("rule-editor")
+    editor.get_by_label("Name", exact=True).fill(name)
+    for label, value in match.items():
+        editor.get_by_label(label, exact=True).fill(value)
+    editor.get_by_label("Kind").select_option(kind)
+    for label, value in fields.items():
+        editor.get_by_label(label, exact=True).fill(value)
+    if replace is not None:
+        editor.get_by_role("button", name="Add a replacement").click()
+        editor.get_by_label("Find 1").fill(replace[0])
+        editor.get_by_label("Replace 1").fill(replace[1])
+    editor.get_by_role("button", name="Create").click()
+    sync_api.expect(editor).to_have_count(0)
+    sync_api.expect(rule_item(page, name)).to_be_visible()
+
+
+def timed_curl(inspector: Inspector, *args: str) -> tuple[float, str]:
+    started = time.monotonic()
+    result = inspector.curl(*args)
+    assert result.returncode == 0, result.stderr
+    return time.monotonic() - started, result.stdout
+
+
+def test_each_kind_of_rule_made_with_its_form_applies(tmp_path: Path, pages: Pages,
+                                                      origin: Any) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "page.html").write_text("<p>from a local folder</p>")
+    with running(tmp_path, config=config_text(throttle=False)) as inspector:
+        page = pages.open(inspector)
+        open_rules(page)
+        make_rule(page, "blocked", {"Host": "blocked.example.test"}, "block",
+                  {"Status": "451", "Response body": "no, thanks"})
+        make_rule(page, "to the origin", {"Host": "mapped.example.test"}, "map_remote",
+                  {"Target URL": origin.url})
+        make_rule(page, "local files", {"Host": "local.example.test"}, "map_local",
+                  {"Folder or file": "site"})
+        make_rule(page, "slow html", {"Path": "/html"}, "delay", {"Delay (ms)": "400"})
+        make_rule(page, "slow start", {"Path": "/bytes/*"}, "throttle",
+                  {"Bytes per second": "1000000", "Latency (ms)": "400"})
+        make_rule(page, "beta", {"Path": "/echo", "Methods": "POST"}, "modify_request",
+                  {"Set headers": "X-Beta: 1", "Set query": "from=ui"})
+        make_rule(page, "rewritten", {"Path": "/json"}, "modify_response",
+                  {"Set headers": "X-From-UI: yes"}, replace=("world", "UI"))
+        kinds = page.get_by_test_id("rules").locator("li .rule-kind")
+        sync_api.expect(kinds).to_have_text(["Block", "Map remote", "Map local", "Delay",
+                                             "Throttle", "Modify request", "Modify response"])
+
+        blocked = inspector.curl("-w", " %{http_code}", "http://blocked.example.test/x")
+        assert blocked.stdout == "no, thanks 451", blocked
+        assert json.loads(inspector.curl("http://mapped.example.test/json").stdout)["n"] == 1
+        assert inspector.curl("http://local.example.test/page.html").stdout == \
+            "<p>from a local folder</p>"
+        took, html = timed_curl(inspector, origin.url + "/html")
+        assert took >= 0.4 and "<html" in html.lower()
+        took, size = timed_curl(inspector, "-o", "/dev/null", "-w", "%{size_download}",
+                                origin.url + "/bytes/1000")
+        assert took >= 0.4 and size == "1000"
+        inspector.curl("-X", "POST", "-d", "hi", origin.url + "/echo")
+        [echoed] = [r for r in origin.requests if r.path.startswith("/echo")]
+        assert echoed.header("X-Beta") == "1" and "from=ui" in echoed.path
+        rewritten = inspector.curl("-i", origin.url + "/json").stdout
+        assert re.search(r"(?im)^x-from-ui: yes\r?$", rewritten), rewritten
+        assert rewritten.rstrip().endswith('{"hello": "UI", "n": 1}'), rewritten
+        with inspector.api() as api:
+            rules = {r["name"]: r for r in api.get("/api/rules").json()["rules"]}
+        assert rules["blocked"]["block"] == {"status": 451, "body": "no, thanks"}
+        assert rules["to the origin"]["map_remote"] == origin.url
+        assert rules["local files"]["map_local"] == "site"
+        assert rules["slow start"]["throttle"] == {"bytes_per_second": 1000000,
+                                                   "latency_ms": 400}
+        assert rules["rewritten"]["modify_response"] == {
+            "set_headers": {"X-From-UI": "yes"}, "replace": [{"find": "world", "replace": "UI"}]}

@@ -1,5 +1,6 @@
 // The inspector's page: the filter bar, the live traffic list, the detail of the selected flow,
-// the sessions panel and the status bar. State lives here; the network in api.ts and
+// the sessions panel, the live configuration (rules, network profile, pass-through hosts) and
+// the status bar. State lives here; the network in api.ts and
 // events.ts; the list's rows in a RowCache.
 import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
 import { api, ApiError, bodyUrl, fetchBodyPrefix, harSessionUrl, type FlowRecord, type FlowSummary, type ReplayEdit, type Session, type Status } from "./api";
@@ -7,6 +8,7 @@ import { bodyKind } from "./bodyKind";
 import { FilterBar } from "./components/FilterBar";
 import { DetailPane } from "./components/DetailPane";
 import { EditReplay, ExportText, Shortcuts } from "./components/Modals";
+import { RulesPanel } from "./components/RulesPanel";
 import { SessionsPanel } from "./components/SessionsPanel";
 import { StatusBar } from "./components/StatusBar";
 import { TrafficList } from "./components/TrafficList";
@@ -60,6 +62,9 @@ export function App() {
   const [anchor, setAnchor] = useState<number | null>(null);
   const [detail, setDetail] = useState<FlowSummary | null>(null);
   const [showSessions, setShowSessions] = useState(false);
+  const [showLive, setShowLive] = useState(false);
+  /** Changes when the event socket says live settings changed: the live view reads them again. */
+  const [settingsVersion, setSettingsVersion] = useState(0);
   const [dialog, setDialog] = useState<Dialog | null>(null);
   const [toast, setToast] = useState<string | null>(null);
   const [status, setStatus] = useState<Status | null>(null);
@@ -123,6 +128,8 @@ export function App() {
           cacheRef.current.live(message.flows.filter((flow) => flow.sessionId === viewRef.current));
           if (message.deleted.length) cacheRef.current.remove(message.deleted);
           setDetail((current) => current && (message.flows.find((f) => f.id === current.id) ?? current));
+        } else if (message.type === "settings") {
+          setSettingsVersion((n) => n + 1);
         } else if (message.type === "reset") {
           setReload((n) => n + 1);
         }
@@ -322,12 +329,20 @@ export function App() {
     const onKey = (event: KeyboardEvent) => {
       if (event.key === "Escape") {
         if (dialog) setDialog(null);
+        else if (showLive && isTyping(event.target)) (event.target as HTMLElement).blur();
+        else if (showLive) setShowLive(false);
         else if (detail) setDetail(null);
         else if (isTyping(event.target)) (event.target as HTMLElement).blur();
         else setSelected(new Set());
         return;
       }
       if (dialog || isTyping(event.target) || event.ctrlKey || event.metaKey || event.altKey) return;
+      if (event.key === "R") {
+        setShowLive((shown) => !shown);
+        event.preventDefault();
+        return;
+      }
+      if (showLive && event.key !== "?") return;  // the list's keys, for a list not shown
       const current = focus ?? (count ? count - 1 : 0);
       const focused = focus !== null ? rowAt(focus) : undefined;
       switch (event.key) {
@@ -352,7 +367,7 @@ export function App() {
     };
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }, [dialog, detail, focus, count, rowAt, moveTo, replay, openEditor, mark]);
+  }, [dialog, detail, showLive, focus, count, rowAt, moveTo, replay, openEditor, mark]);
 
   // -- drag and drop of HAR files --------------------------------------------------------------
   useEffect(() => {
@@ -390,15 +405,18 @@ export function App() {
             e.target.value = "";
             if (file) void importHar(file);
           }} /></label>
+        <button className={showLive ? "active" : ""} onClick={() => setShowLive(!showLive)} aria-pressed={showLive}
+          title="Rules, network profile and pass-through hosts (Shift+R)">Rules</button>
         <button className="ghost" onClick={() => setDialog({ kind: "shortcuts" })} title="Keyboard shortcuts (?)">?</button>
       </header>
       <main className="main">
         {showSessions && (
           <SessionsPanel sessions={sessions} viewed={viewId} onView={setViewId} onNotify={notify} onChanged={() => void refreshSessions()} />
         )}
-        <TrafficList cache={cache} version={version} selected={selected} focus={focus} onSelect={onSelect}
-          onOpen={(index) => { const row = rowAt(index); if (row) setDetail(row); }} onQuickFilter={onQuickFilter} scrollRequest={scrollRequest} />
-        {detail && (
+        {showLive && <RulesPanel version={settingsVersion} onNotify={notify} onClose={() => setShowLive(false)} />}
+        {!showLive && <TrafficList cache={cache} version={version} selected={selected} focus={focus} onSelect={onSelect}
+          onOpen={(index) => { const row = rowAt(index); if (row) setDetail(row); }} onQuickFilter={onQuickFilter} scrollRequest={scrollRequest} />}
+        {detail && !showLive && (
           <DetailPane summary={detail} onClose={() => setDetail(null)} onReplay={(flow) => void replay(flow)}
             onEdit={(flow) => void openEditor(flow)} onExport={(flow, format) => void exportAs(flow, format)}
             onQuickFilter={onQuickFilter} onNotify={notify} />

@@ -120,13 +120,15 @@ export interface ReplayEdit {
   body?: string;
 }
 
-/** A refusal of the API: its message, and for a filter syntax error the 0-based position. */
+/** A refusal of the API: its message; for a filter syntax error the 0-based position, for a
+ * refused settings value the field (`rules[2]`, `hosts[0]`). */
 export class ApiError extends Error {
   constructor(
     readonly status: number,
     message: string,
     readonly position: number | null = null,
     readonly parameter: string | null = null,
+    readonly field: string | null = null,
   ) {
     super(message);
   }
@@ -136,15 +138,17 @@ async function failure(response: Response): Promise<ApiError> {
   let message = `${response.status} ${response.statusText}`;
   let position: number | null = null;
   let parameter: string | null = null;
+  let field: string | null = null;
   try {
     const data = await response.json();
     if (typeof data.error === "string") message = data.error;
     if (typeof data.position === "number") position = data.position;
     if (typeof data.parameter === "string") parameter = data.parameter;
+    if (typeof data.field === "string") field = data.field;
   } catch {
     // not JSON: keep the status line
   }
-  return new ApiError(response.status, message, position, parameter);
+  return new ApiError(response.status, message, position, parameter, field);
 }
 
 async function call<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
@@ -156,6 +160,31 @@ async function call<T>(method: string, path: string, body?: unknown, signal?: Ab
   const response = await fetch(path, init);
   if (!response.ok) throw await failure(response);
   return (await response.json()) as T;
+}
+
+/** One group of live settings (docs/api.md, Live settings). */
+export interface SettingsGroup {
+  name: string;
+  title: string;
+  description: string;
+  schema: Record<string, unknown>;
+  value: Record<string, unknown>;
+}
+
+export interface SettingsList {
+  settings: SettingsGroup[];
+  /** Settings of bundled plugins that are not active -> how to enable them. */
+  unavailable: Record<string, string>;
+}
+
+/** A rule of the rules plugin: the JSON form of a [[rule]] table (see src/rules.ts). */
+export type Rule = Record<string, unknown> & { id?: string; name?: string; enabled?: boolean; readOnly?: boolean };
+
+export interface RuleList {
+  rules: Rule[];
+  configured: Rule[];
+  file: string;
+  error?: string;
 }
 
 export interface ListQuery {
@@ -199,6 +228,15 @@ export const api = {
   deleteSession: (id: number) => call<unknown>("DELETE", `/api/sessions/${id}`),
   activateSession: (id: number) => call<Session>("POST", `/api/sessions/${id}/activate`),
   status: () => call<Status>("GET", "/api/status"),
+  settings: () => call<SettingsList>("GET", "/api/settings"),
+  putSettings: (name: string, value: unknown) =>
+    call<Record<string, unknown>>("PUT", `/api/settings/${encodeURIComponent(name)}`, value),
+  rules: () => call<RuleList>("GET", "/api/rules"),
+  createRule: (rule: Rule) => call<Rule>("POST", "/api/rules", rule),
+  replaceRule: (id: string, rule: Rule) => call<Rule>("PUT", `/api/rules/${encodeURIComponent(id)}`, rule),
+  toggleRule: (id: string) => call<Rule>("POST", `/api/rules/${encodeURIComponent(id)}/toggle`),
+  deleteRule: (id: string) => call<{ deleted: string }>("DELETE", `/api/rules/${encodeURIComponent(id)}`),
+  reorderRules: (ids: string[]) => call<RuleList>("POST", "/api/rules/reorder", { ids }),
 
   async exportText(id: string, format: "curl" | "httpie" | "raw"): Promise<string> {
     const response = await fetch(`/api/traffic/${id}/export?format=${format}`, { credentials: "same-origin" });

@@ -5,6 +5,7 @@ import type { FlowSummary, Session } from "./api";
 export type EventMessage =
   | { type: "flows"; flows: FlowSummary[]; deleted: string[] }
   | { type: "sessions"; sessions: Session[] }
+  | { type: "settings"; name: string }
   | { type: "reset" };
 
 export interface EventHandlers {

@@ -8,7 +8,7 @@ export const SHORTCUTS: [string, string][] = [
   ["Enter", "open the detail"], ["Esc", "close the detail or a dialog"], ["/", "focus the filter"],
   ["r", "replay the flow"], ["e", "edit and replay"], ["m", "mark the flow (red) or clear it"],
   ["Shift+click / Ctrl+click", "select a range / more flows"], ["Alt+click a host or status", "filter by it"],
-  ["?", "this list"],
+  ["Shift+R", "rules, network profile, pass-through hosts (again: back to the traffic)"], ["?", "this list"],
 ];
 
 export function Modal({ title, onClose, children }: { title: string; onClose: () => void; children: ReactNode }) {
