@@ -66,6 +66,27 @@ def test_sni_names_the_leaf_and_the_upstream(proxy, tls_origin):
     assert reply.endswith(b'{"hello": "world", "n": 1}')
 
 
+def test_a_server_name_that_is_no_host_name_falls_back_to_the_connect_target(proxy, tls_origin):
+    # Go's hey sends "host:port" as its SNI: not a name a certificate can hold. The leaf is
+    # for the CONNECT target instead (here an IP, in its IP SAN) and the request goes through.
+    sock = tunnel(proxy.port, f"127.0.0.1:{tls_origin.port}")
+    context = ssl.create_default_context(cafile=str(proxy.ca_path))
+    context.check_hostname = False  # ssl would check the name it sent, not the IP
+    with context.wrap_socket(sock, server_hostname=f"127.0.0.1:{tls_origin.port}") as tls:
+        der = tls.getpeercert(binary_form=True)
+        tls.sendall(b"GET /json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := tls.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    assert reply.endswith(b'{"hello": "world", "n": 1}')
+    from cryptography import x509
+
+    names = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+
+
 def test_ip_literal_target_gets_ip_san(proxy, tls_origin):
     with proxy.client() as client:
         response = client.get(f"https://127.0.0.1:{tls_origin.port}/json")

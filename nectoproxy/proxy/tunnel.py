@@ -19,6 +19,7 @@ import anyio
 import anyio.abc
 import h11
 
+from nectoproxy.certs import parse_host
 from nectoproxy.errors import CertError, NectoProxyError
 from nectoproxy.flow import Connection, TLSInfo, Tunnel, split_host_port
 from nectoproxy.hosts import host_matches
@@ -142,7 +143,7 @@ async def _peek(stream: EngineStream, prefix: bytes) -> bytes:
 @asynccontextmanager
 async def _intercepted(services: Services, stream: EngineStream, connection: Connection,
                        host: str, port: int, sni: str | None) -> AsyncIterator[Inner | None]:
-    name = sni or host
+    name = sni if sni and _valid_name(sni) else host
     early = None
     async with anyio.create_task_group() as group:
         if services.config.proxy.connection_strategy == "eager":
@@ -157,6 +158,17 @@ async def _intercepted(services: Services, stream: EngineStream, connection: Con
             group.cancel_scope.cancel()  # an eager connect still running is not needed
     if early is not None:
         await early.discard()
+
+
+def _valid_name(sni: str) -> bool:
+    """Whether a ClientHello's server name can name a certificate. Some clients send what is
+    not a host name (Go's hey sends "host:port"); the CONNECT target names the leaf then."""
+    try:
+        parse_host(sni)
+    except CertError:
+        log.debug("client sent an unusable server name %r; using the CONNECT target", sni)
+        return False
+    return True
 
 
 async def _handshake(services: Services, stream: EngineStream, connection: Connection,
