@@ -34,6 +34,9 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--tls", action="store_true", help="HTTPS intercepted (slower)")
     parser.add_argument("--pin", action="store_true", help="proxy on core 0, load on core 1")
+    parser.add_argument("--max-gib", type=float, default=0.0,
+                        help="the store's size limit ([web] max_bytes; default: the default "
+                             "2 GiB, which keeps about 400,000 such flows)")
     args = parser.parse_args()
     bench_args = argparse.Namespace(
         pin=args.pin, loadgen="python", cprofile=None, entry_points=False, capture="on",
@@ -42,6 +45,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="nectoproxy-million-") as tmp, \
             procs.Children() as children:
         bench = run.Bench(bench_args, Path(tmp), children)
+        if args.max_gib:
+            bench.config_text = f"[web]\nmax_bytes = {int(args.max_gib * 1024**3)}\n"
         bench.start_origin()
         bench.start_proxy(record=False, capture=True)
         log = (Path(tmp) / "proxy.log").read_text()

@@ -53,6 +53,8 @@ class Bench:
         self.candidates: dict[str, list[tuple[float, float | None, float | None]]] = {}
         self.meta: dict[str, Any] = {}
         self.wrk = wrk.wrk_binary() if args.loadgen == "auto" else None
+        #: A nectoproxy.toml for the proxy (None: ``--no-config``, the defaults).
+        self.config_text: str | None = None
         self.hey = hey.hey_binary() if args.loadgen == "auto" else None
         self.current = ""
 
@@ -88,7 +90,11 @@ class Bench:
         python = [sys.executable]
         if self.args.cprofile:
             python += ["-m", "cProfile", "-o", str(Path(self.args.cprofile).resolve())]
-        command = [*python, "-m", "nectoproxy", "--no-config", "--listen-host", "127.0.0.1",
+        config = ["--no-config"]
+        if self.config_text:
+            (self.tmp / "nectoproxy.toml").write_text(self.config_text)
+            config = ["--config", str(self.tmp / "nectoproxy.toml")]
+        command = [*python, "-m", "nectoproxy", *config, "--listen-host", "127.0.0.1",
                    "--listen-port", str(self.proxy_port), "--certs-dir", str(self.certs),
                    "--upstream-ca", str(self.files.ca), "-q"]
         if not self.args.entry_points:
