@@ -12,6 +12,7 @@ is buffered and no hook is dispatched when no plugin implements it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -193,8 +194,23 @@ class Exchange:
     async def _hook(self, name: str) -> None:
         if self.hooks.has(name):
             await self.hooks.call(name, flow=self.flow)
+            if self.flow.intercepted:
+                await self._paused(name)
             if self.flow.killed:
                 raise FlowKilled
+
+    async def _paused(self, hook: str) -> None:
+        """Wait while a plugin holds the flow (``flow.intercept()``); only this flow waits. A
+        client that goes away meanwhile cancels the wait as it cancels any other."""
+        flow = self.flow
+        timeout = self.config.intercept_timeout or math.inf
+        log.debug("flow %s paused after %s", flow.request.url, hook)
+        with anyio.move_on_after(timeout) as waiting:
+            await flow.wait_for_resume()
+        if waiting.cancelled_caught:
+            log.warning("%s %s was paused after %s for %gs (proxy.intercept_timeout): it "
+                        "continues", flow.request.method, flow.request.url, hook, timeout)
+            flow.resume()
 
     async def _forward(self, pending: Chunk) -> None:
         """Send the request to its origin and read the response head (and body, if wanted)."""
