@@ -676,13 +676,18 @@ class Flow:
     # -- pausing (intercept / resume) --------------------------------------------------------
 
     def intercept(self) -> None:
-        """Pause the flow: once the hook that calls this has returned (``on_request_headers``,
-        ``on_request``, ``on_response_headers`` or ``on_response``; every plugin's
+        """Pause the flow: once the hook that calls this has returned (every plugin's
         implementation of it), the flow's exchange waits, and no other flow does, until
         :meth:`resume` or :meth:`kill` is called (from another task: a plugin's own API, a
         timer), or ``proxy.intercept_timeout`` has passed (then it continues, logged). What
         was changed meanwhile is what is sent, as if the hook had changed it.
-        Call it on the event loop's thread (a hook, or a task on the proxy's loop)."""
+
+        Called in ``on_request`` or ``on_response``, the flow waits right after that hook.
+        Called in ``on_request_headers`` or ``on_response_headers``, it waits once that
+        message's body is buffered (up to ``proxy.body_buffer_limit``) and ``on_request`` /
+        ``on_response`` ran, so its body can be edited too, though no plugin asked for the
+        bodies of the flows it does not pause. Call it on the event loop's thread (a hook,
+        or a task on the proxy's loop)."""
         if not self.intercepted:
             self.intercepted = True
             self._resumed = anyio.Event()

@@ -114,6 +114,47 @@ def test_a_flow_paused_on_response_is_edited_before_the_client_sees_it(make_prox
     assert answer.text == "changed while paused"
 
 
+def test_paused_in_the_head_hooks_a_flow_waits_with_its_body_buffered(make_proxy, origin):
+    """The head hooks buffer nothing for flows that are not paused; a paused one is held once
+    its body is in, so the body can be edited."""
+    class HeadPauser:
+        def __init__(self) -> None:
+            self.paused: list[Flow] = []
+
+        def on_request_headers(self, flow: Flow) -> None:
+            if "pause" in flow.request.path:
+                flow.intercept()
+                self.paused.append(flow)
+
+        def on_response_headers(self, flow: Flow) -> None:
+            self.on_request_headers(flow)
+
+    pauser = HeadPauser()
+    with make_proxy(plugins=[pauser]) as proxy:
+        pending = Background(proxy, origin.url + "/echo?pause", method="POST",
+                             content=b"as sent")
+        assert wait_until(lambda: len(pauser.paused) == 1)
+        flow = pauser.paused[0]
+        assert flow.request.raw_content == b"as sent"
+
+        def edit_request() -> None:
+            flow.request.content = b"edited request"
+            flow.resume()
+
+        on_loop(proxy, edit_request)
+        assert wait_until(lambda: len(pauser.paused) == 2)  # again, with the response
+        assert flow.response is not None and b"edited request" in flow.response.content
+
+        def edit_response() -> None:
+            assert flow.response is not None
+            flow.response.text = "edited response"
+            flow.resume()
+
+        on_loop(proxy, edit_response)
+        assert pending.result().text == "edited response"
+        assert origin.requests[-1].body == b"edited request"
+
+
 @pytest.mark.parametrize("hook", ["on_request_headers", "on_response_headers"])
 def test_a_paused_flow_killed_closes_its_connection(make_proxy, origin, hook):
     pauser = Pauser(hook)
