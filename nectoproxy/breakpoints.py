@@ -357,6 +357,8 @@ class PausedFlows:
         elif action == "mock":
             flow.response = mock_response(changes)
             flow.metadata["breakpoint"] = "mocked"
+        if (changes or action == "mock") and "breakpoints" not in flow.modified_by:
+            flow.modified_by.append("breakpoints")  # (the inspector shows who changed a flow)
         self._drop(flow_id, action)
         if action == "abort":
             flow.kill("aborted at a breakpoint")
@@ -379,6 +381,8 @@ class Breakpoints:
     """The ``breakpoints`` plugin (one per process: with ``workers`` > 1, none pauses)."""
 
     name = "breakpoints"
+    #: Its hooks only pause; what a person changes meanwhile is recorded by PausedFlows.
+    changes_flows = False
 
     def __init__(self, config: Config) -> None:
         self.path = config.home_dir / FILE_NAME

@@ -117,6 +117,9 @@ def test_two_flows_paused_on_request_while_a_third_completes_then_edited_and_abo
         api.post(f"/api/breakpoints/paused/{second['id']}/resume", json={"action": "abort"})
         assert isinstance(aborted.result(), httpx.HTTPError)  # the connection was closed
         assert [r.path for r in origin.requests] == ["/json", "/echo?edited"]
+        stored = wait_for(lambda: (got := api.get(f"/api/traffic/{first['id']}")).status_code
+                          == 200 and got.json().get("status") and got.json())
+        assert stored["modifiedBy"] == ["breakpoints"]  # the flow store says who changed it
         assert api.get("/api/breakpoints/paused").json()["paused"] == []
         assert api.post(f"/api/breakpoints/paused/{second['id']}/resume",
                         json={"action": "continue"}).status_code == 404

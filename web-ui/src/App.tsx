@@ -3,6 +3,7 @@
 // breakpoints with their paused flows, and the status bar. State lives here; the network in api.ts and
 // events.ts; the list's rows in a RowCache.
 import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
+import { breakpointsApi } from "./breakpoints";
 import { BreakpointsPanel } from "./components/BreakpointsPanel";
 import { api, ApiError, bodyUrl, fetchBodyPrefix, harSessionUrl, type FlowRecord, type FlowSummary, type ReplayEdit, type Session, type Status } from "./api";
 import { bodyKind } from "./bodyKind";
@@ -113,8 +114,18 @@ export function App() {
     }
   }, [notify]);
 
+  /** The paused flows' ids from the API (the events keep them up to date from there on). */
+  const syncPaused = useCallback(async () => {
+    try {
+      setPausedIds(new Set((await breakpointsApi.paused()).paused.map((p) => p.id)));
+    } catch {
+      // no breakpoints in this run: nothing is paused
+    }
+  }, []);
+
   useEffect(() => {
     void refreshSessions();
+    void syncPaused();
     const socket = new EventSocket(null, {
       connected: setConnected,
       message: (message: EventMessage) => {
@@ -148,12 +159,13 @@ export function App() {
           if (hit) setToast(`Paused at a breakpoint: ${message.flow.request.method} ${message.flow.request.url} (Shift+B opens the breakpoints)`);
         } else if (message.type === "reset") {
           setReload((n) => n + 1);
+          void syncPaused();  // (announcements may have been missed while disconnected)
         }
       },
     });
     socketRef.current = socket;
     return () => socket.close();
-  }, [meter, refreshSessions]);
+  }, [meter, refreshSessions, syncPaused]);
 
   useEffect(() => {
     viewRef.current = viewId;
