@@ -176,12 +176,20 @@ def test_an_unattended_flow_continues_after_the_timeout(tmp_path: Path, origin: 
         assert api.get("/api/breakpoints/paused").json()["paused"] == []
 
 
-def test_with_several_workers_breakpoints_are_refused(tmp_path: Path) -> None:
+def test_with_several_workers_breakpoints_are_refused(tmp_path: Path, origin: Any) -> None:
+    (tmp_path / "breakpoints.toml").write_text(
+        '[[breakpoint]]\nid = "by-hand"\nfilter = "path:/json"\nphase = "request"\n')
     config = config_text(workers=2, rules=False, throttle=False)
     with nectoproxy(tmp_path, config, workers=2) as proxy, proxy.api() as api:
+        assert any("proxy.workers = 1" in line for line in proxy.stderr_lines)
+        for _ in range(6):  # new connections: both processes serve some, neither pauses
+            assert proxy.get(origin.url + "/json").status_code == 200
+        assert api.get("/api/breakpoints/paused").json()["paused"] == []
         refused = api.post("/api/breakpoints", json={"filter": "host:a.test"})
         assert refused.status_code == 400
         assert "proxy.workers = 1" in refused.json()["error"]
+        # switched off, breakpoints are kept (for a run with one process)
+        assert api.patch("/api/breakpoints/by-hand", json={"enabled": False}).status_code == 200
         disabled = api.post("/api/breakpoints", json={"filter": "host:a.test",
                                                       "enabled": False})
-        assert disabled.status_code == 201  # kept for a run with one process
+        assert disabled.status_code == 201
