@@ -22,6 +22,10 @@ Order of a flow: `on_connect` (client connects; again per CONNECT) -> `on_reques
 Lifecycle: `on_configure` -> `on_start` ... `on_stop`. `on_cert_generated` fires when a leaf
 certificate is minted; `on_tunnel` when a connection relayed untouched (pass-through) ends.
 `on_settings` collects the settings a plugin lets the inspector change while the proxy runs.
+
+In any of `on_request_headers`, `on_request`, `on_response_headers` and `on_response`, a plugin
+may call `flow.intercept()` to pause the flow once the hook returns (for the two head hooks,
+once the body is buffered too), and `flow.resume()` later, from another task (see [Pausing a flow](plugins.md#pausing-a-flow)).
 """
 
 

@@ -76,6 +76,9 @@ class ProxyConfig:
     idle_timeout: float = _opt(60.0, "Seconds an idle keep-alive client connection is kept.")
     max_header_size: int = _opt(65536, "Largest request line + headers accepted, in bytes.")
     max_header_count: int = _opt(100, "Most header fields accepted in one request.")
+    intercept_timeout: float = _opt(
+        300.0, "Seconds a flow paused by flow.intercept() (a breakpoint) waits to be resumed "
+        "before it continues on its own, logged; 0 = wait for ever.")
     max_body_size: int = _opt(
         0, "Largest request body accepted (413) and response body relayed (502); 0 = no limit."
     )
@@ -322,6 +325,8 @@ def _validate_values(config: Config, where: str) -> None:
                 "idle_timeout"):
         if getattr(p, key) <= 0:
             raise ConfigError(f"{where}: proxy.{key} must be greater than 0")
+    if p.intercept_timeout < 0:
+        raise ConfigError(f"{where}: proxy.intercept_timeout must not be negative")
     if p.upstream_proxy:
         from urllib.parse import urlsplit
 

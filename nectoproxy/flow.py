@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import anyio
+
 from nectoproxy import encoding
 
 HeaderFields = Iterable[tuple[str, str]]
@@ -606,6 +608,9 @@ class Flow:
         self.server_address: tuple[str, int] | None = None
         self.killed = False
         self.kill_reason = "killed by a plugin"
+        #: Whether the flow waits to be resumed (see :meth:`intercept`).
+        self.intercepted = False
+        self._resumed: anyio.Event | None = None
         #: Body bytes relayed each way (after any plugin changes), filled in as they are sent.
         self.request_body_size = 0
         self.response_body_size = 0
@@ -666,6 +671,39 @@ class Flow:
         """
         self.killed = True
         self.kill_reason = reason
+        self.resume()  # (a paused flow ends now, not when it would have been resumed)
+
+    # -- pausing (intercept / resume) --------------------------------------------------------
+
+    def intercept(self) -> None:
+        """Pause the flow: once the hook that calls this has returned (every plugin's
+        implementation of it), the flow's exchange waits, and no other flow does, until
+        :meth:`resume` or :meth:`kill` is called (from another task: a plugin's own API, a
+        timer), or ``proxy.intercept_timeout`` has passed (then it continues, logged). What
+        was changed meanwhile is what is sent, as if the hook had changed it.
+
+        Called in ``on_request`` or ``on_response``, the flow waits right after that hook.
+        Called in ``on_request_headers`` or ``on_response_headers``, it waits once that
+        message's body is buffered (up to ``proxy.body_buffer_limit``) and ``on_request`` /
+        ``on_response`` ran, so its body can be edited too, though no plugin asked for the
+        bodies of the flows it does not pause. Call it on the event loop's thread (a hook,
+        or a task on the proxy's loop)."""
+        if not self.intercepted:
+            self.intercepted = True
+            self._resumed = anyio.Event()
+
+    def resume(self) -> None:
+        """Let a flow paused by :meth:`intercept` go on (nothing happens if it is not)."""
+        self.intercepted = False
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None:
+            resumed.set()
+
+    async def wait_for_resume(self) -> None:
+        """Return once the flow is no longer paused (the engine calls this after a hook)."""
+        resumed = self._resumed
+        if self.intercepted and resumed is not None:
+            await resumed.wait()
 
     def __repr__(self) -> str:
         return f"<Flow {self.request!r} -> {self.response!r}>"

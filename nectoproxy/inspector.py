@@ -23,6 +23,7 @@ from urllib.parse import quote
 import anyio
 import anyio.abc
 
+from nectoproxy.breakpoints import Breakpoints
 from nectoproxy.capture import Capture
 from nectoproxy.config import Config
 from nectoproxy.errors import ConfigError
@@ -125,12 +126,20 @@ class Inspector:
         self.writer = ProcessWriter(self.path, max_body_size=web.max_body_size,
                                     retention=retention, retention_seconds=RETENTION_SECONDS)
         self.capture = Capture(self.writer, token=self.token, max_body_size=web.max_body_size)
+        #: Flows that pause for a person (``/api/breakpoints``), unless disabled by name.
+        self.breakpoints = Breakpoints(config) \
+            if "breakpoints" not in config.plugins.disable else None
         self.address: tuple[str, int] | None = None
         #: Where the proxy listens, once it does (``/api/status`` says it).
         self.proxy_address: tuple[str, int] | None = None
         self.replayer: Replayer | None = None
         #: The plugins' live settings the web API serves (collected once the proxy runs).
         self.settings = SettingsRegistry()
+
+    @property
+    def plugins(self) -> list[object]:
+        """The plugins the proxy needs for the inspector: capture, breakpoints."""
+        return [self.capture] + ([self.breakpoints] if self.breakpoints is not None else [])
 
     @property
     def url(self) -> str:

@@ -70,7 +70,7 @@ async def _serve(config: Config, scripts: list[str], primary: bool) -> None:
                 # Closed after the proxy and the web server stopped: flows finishing in the
                 # grace time are kept.
                 stack.push_async_callback(anyio.to_thread.run_sync, inspector.close)
-            plugins = [inspector.capture] if inspector is not None else []
+            plugins = inspector.plugins if inspector is not None else []
             proxy = Proxy(config, plugins=plugins, scripts=scripts)
             if inspector is not None:
                 await stack.enter_async_context(inspector.running(proxy.ca_path))

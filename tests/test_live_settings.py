@@ -341,7 +341,7 @@ def test_without_the_plugins_their_settings_do_not_appear(tmp_path: Path) -> Non
     config = config_text(rules=False, throttle=False)
     with nectoproxy(tmp_path, config) as proxy, proxy.api() as api:
         listing = api.get("/api/settings").json()
-        assert [s["name"] for s in listing["settings"]] == ["passthrough"]
+        assert sorted(s["name"] for s in listing["settings"]) == ["breakpoints", "passthrough"]
         assert "[plugins.rules]" in listing["unavailable"]["rules"]
         assert "[plugins.throttle]" in listing["unavailable"]["throttle"]
         missing = api.get("/api/rules")
@@ -357,7 +357,8 @@ def test_without_the_plugins_their_settings_do_not_appear(tmp_path: Path) -> Non
 def test_changes_are_announced_on_the_event_socket(tmp_path: Path, origin: Any) -> None:
     with nectoproxy(tmp_path) as proxy, proxy.api() as api:
         listing = api.get("/api/settings").json()
-        assert {s["name"] for s in listing["settings"]} == {"rules", "throttle", "passthrough"}
+        assert {s["name"] for s in listing["settings"]} == {"rules", "throttle", "passthrough",
+                                                            "breakpoints"}
         assert listing["unavailable"] == {}
         for entry in listing["settings"]:
             assert entry["schema"]["type"] == "object" and entry["title"]

@@ -949,3 +949,65 @@ def test_each_kind_of_rule_made_with_its_form_applies(tmp_path: Path, pages: Pag
                                                    "latency_ms": 400}
         assert rules["rewritten"]["modify_response"] == {
             "set_headers": {"X-From-UI": "yes"}, "replace": [{"find": "world", "replace": "UI"}]}
+
+
+# -- breakpoints ------------------------------------------------------------------------------
+
+
+class Background:
+    """curl through the proxy from another thread (it waits at a breakpoint meanwhile)."""
+
+    def __init__(self, inspector: Inspector, *args: str) -> None:
+        self.result: subprocess.CompletedProcess[str] | None = None
+        self._thread = threading.Thread(target=self._run, args=(inspector, args))
+        self._thread.start()
+
+    def _run(self, inspector: Inspector, args: tuple[str, ...]) -> None:
+        self.result = inspector.curl(*args)
+
+    def done(self) -> subprocess.CompletedProcess[str]:
+        self._thread.join(30)
+        assert self.result is not None
+        return self.result
+
+
+def test_a_curl_paused_at_a_breakpoint_is_edited_in_the_page_and_reaches_the_origin(
+        tmp_path: Path, pages: Pages, origin: Any) -> None:
+    with running(tmp_path) as inspector:
+        page = pages.open(inspector)
+        page.get_by_label("Filter", exact=True).fill("path:/echo")
+        page.get_by_label("Filter", exact=True).press("Enter")
+        page.get_by_role("button", name="Breakpoints").click()
+        panel = page.get_by_test_id("breakpoints-panel")
+        panel.get_by_label("Phase of a new breakpoint").select_option("request")
+        panel.get_by_role("button", name="Add from the filter").click()
+        sync_api.expect(panel.get_by_test_id("breakpoints")).to_contain_text("path:/echo")
+        sync_api.expect(panel.get_by_test_id("breakpoints")).to_contain_text("request")
+
+        edited = Background(inspector, "-d", "as sent", origin.url + "/echo?from=curl")
+        queue = panel.get_by_test_id("paused-queue")
+        sync_api.expect(queue).to_contain_text("/echo?from=curl")
+        sync_api.expect(page.get_by_role("button", name="Breakpoints (1 paused)")).to_be_visible()
+        editor = page.get_by_test_id("paused-editor")
+        sync_api.expect(editor.get_by_label("Body")).to_have_value("as sent")
+        editor.get_by_label("URL").fill(origin.url + "/echo?edited")
+        headers = editor.get_by_label("Headers")
+        headers.fill(headers.input_value() + "\nX-Edited: in the page")
+        editor.get_by_label("Body").fill("edited in the page")
+        shot(page, "breakpoints.png")
+        editor.get_by_label("Body").press("Control+Enter")  # continue, from the keyboard
+        echo = json.loads(edited.done().stdout)
+        assert echo["path"] == "/echo?edited" and echo["body"] == "edited in the page"
+        assert ["X-Edited", "in the page"] in echo["headers"]
+        assert origin.requests[-1].body == b"edited in the page"
+        sync_api.expect(panel).to_contain_text("No flow is paused")
+
+        aborted = Background(inspector, "-d", "never sent", origin.url + "/echo?aborted")
+        sync_api.expect(queue).to_contain_text("/echo?aborted")
+        sync_api.expect(editor.get_by_label("Body")).to_have_value("never sent")
+        page.keyboard.press("Control+Shift+Enter")  # abort
+        assert aborted.done().returncode != 0  # the connection closed without an answer
+        sync_api.expect(panel).to_contain_text("No flow is paused")
+        assert [r.path for r in origin.requests] == ["/echo?edited"]
+        sync_api.expect(page.get_by_role("button", name="Breakpoints", exact=True)).to_be_visible()
+        page.close()  # before the proxy stops: its event socket would retry, as a console error

@@ -12,6 +12,7 @@ is buffered and no hook is dispatched when no plugin implements it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -48,6 +49,7 @@ from nectoproxy.proxy.upstream import Target, Upstream, upstream_errors
 log = logging.getLogger("nectoproxy.http")
 
 _NO_BODY_STATUS = frozenset({204, 304})
+_HEAD_HOOKS = frozenset({"on_request_headers", "on_response_headers"})
 Chunk = bytes | bytearray
 
 
@@ -171,7 +173,7 @@ class Exchange:
         if not with_body:
             await self._client_chunk()  # the end of a request without a body
             request.raw_content = b""
-        if flow.response is None and self.hooks.has("on_request"):
+        if flow.response is None and (self.hooks.has("on_request") or flow.intercepted):
             if with_body:
                 buffered, complete = await self._buffer(self._client_chunk, request.headers)
                 if complete:
@@ -193,8 +195,25 @@ class Exchange:
     async def _hook(self, name: str) -> None:
         if self.hooks.has(name):
             await self.hooks.call(name, flow=self.flow)
-            if self.flow.killed:
-                raise FlowKilled
+        # A flow paused by a head hook waits once its body is buffered and the body hook ran
+        # (see Flow.intercept), so the whole message can be edited.
+        if self.flow.intercepted and name not in _HEAD_HOOKS:
+            await self._paused(name)
+        if self.flow.killed:
+            raise FlowKilled
+
+    async def _paused(self, hook: str) -> None:
+        """Wait while a plugin holds the flow (``flow.intercept()``); only this flow waits. A
+        client that goes away meanwhile cancels the wait as it cancels any other."""
+        flow = self.flow
+        timeout = self.config.intercept_timeout or math.inf
+        log.debug("flow %s paused after %s", flow.request.url, hook)
+        with anyio.move_on_after(timeout) as waiting:
+            await flow.wait_for_resume()
+        if waiting.cancelled_caught:
+            log.warning("%s %s was paused after %s for %gs (proxy.intercept_timeout): it "
+                        "continues", flow.request.method, flow.request.url, hook, timeout)
+            flow.resume()
 
     async def _forward(self, pending: Chunk) -> None:
         """Send the request to its origin and read the response head (and body, if wanted)."""
@@ -239,7 +258,7 @@ class Exchange:
         elif request.method == "HEAD" or response.status_code in _NO_BODY_STATUS:
             response.raw_content = b""
             await self._upstream_chunk()
-        elif self.hooks.has("on_response"):
+        elif self.hooks.has("on_response") or flow.intercepted:
             buffered, complete = await self._buffer(self._upstream_chunk, response.headers)
             if complete:
                 response.raw_content = bytes(buffered)

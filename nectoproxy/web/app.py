@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from nectoproxy.settings import SettingsRegistry
 from nectoproxy.store import FilterError, FlowStore, SessionNotFound, StoreError
 from nectoproxy.web import (
+    breakpointsapi,
     events,
     export,
     harapi,
@@ -42,7 +43,8 @@ log = logging.getLogger("nectoproxy.web")
 
 #: Matching order matters where a literal segment and a ``{param}`` share a place.
 ROUTE_TABLES = (traffic.routes, replayapi.routes, export.routes, sessions.routes,
-                harapi.routes, settingsapi.routes, rulesapi.routes, meta.routes, ui.routes)
+                harapi.routes, settingsapi.routes, rulesapi.routes, breakpointsapi.routes,
+                meta.routes, ui.routes)
 
 EVENTS = Endpoint(
     method="GET", path="/api/events", handler=None, websocket=True,

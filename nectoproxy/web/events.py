@@ -9,6 +9,8 @@ message per poll, so a client gets at most ~10 messages a second however fast tr
 - ``{"type": "flows", "flows": [...summaries], "deleted": [...ids]}``: flows added or updated
   (each once, as it is now) and ids deleted since the last message;
 - ``{"type": "settings", "name": ...}``: live settings changed through the API (re-read them);
+- ``{"type": "breakpoint:hit", "flow": {...}}`` and ``{"type": "breakpoint:resumed", "id": ...,
+  "action": ...}``: a flow paused at a breakpoint, and went on (see ``/api/breakpoints``);
 - ``{"type": "reset"}``: the client is too far behind (the store forgot the deletions it
   missed, or more than :data:`MAX_BATCH` changes piled up): reload the list.
 
@@ -28,8 +30,10 @@ from dataclasses import dataclass
 import anyio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from nectoproxy.breakpoints import PausedFlows
 from nectoproxy.settings import SettingsRegistry
 from nectoproxy.store import FlowStore, FlowSummary
+from nectoproxy.web.breakpointsapi import paused_flows
 from nectoproxy.web.common import ApiError, WebContext, context, query_int
 
 log = logging.getLogger("nectoproxy.web")
@@ -63,6 +67,16 @@ class Feed:
     #: Live settings changed through the API are announced (``{"type": "settings"}``).
     settings: SettingsRegistry | None = None
     settings_version: int = 0
+    #: Flows paused at breakpoints are announced (``breakpoint:hit`` / ``breakpoint:resumed``).
+    paused: PausedFlows | None = None
+    paused_version: int = 0
+
+    def _breakpoints(self) -> str | None:
+        events = self.paused.events_since(self.paused_version) if self.paused else []
+        if not events:
+            return None
+        self.paused_version, event = events[0]
+        return json.dumps(event)
 
     def _settings(self) -> str | None:
         changes = self.settings.changes_since(self.settings_version) if self.settings else []
@@ -80,9 +94,9 @@ class Feed:
         return json.dumps({"type": "sessions", "sessions": [s.to_json() for s in sessions]})
 
     def next_message(self) -> str | None:
-        """The message to send now, if any (one per call: sessions first, then settings, then
-        flows)."""
-        first = self._sessions() or self._settings()
+        """The message to send now, if any (one per call: sessions first, then settings,
+        breakpoints, flows)."""
+        first = self._sessions() or self._settings() or self._breakpoints()
         if first is not None:
             return first
         flows: dict[str, FlowSummary] = {}
@@ -175,6 +189,8 @@ async def events(websocket: WebSocket) -> None:
     feed = Feed(ctx.store, await ctx.run(ctx.store.current_marker), session_id,
                 settings=ctx.settings, settings_version=ctx.settings.version if ctx.settings
                 else 0)
+    feed.paused = paused_flows(ctx.settings)
+    feed.paused_version = feed.paused.version if feed.paused else 0
     await websocket.accept()
     ctx.event_clients += 1
     try:

@@ -1,8 +1,10 @@
 // The inspector's page: the filter bar, the live traffic list, the detail of the selected flow,
-// the sessions panel, the live configuration (rules, network profile, pass-through hosts) and
-// the status bar. State lives here; the network in api.ts and
+// the sessions panel, the live configuration (rules, network profile, pass-through hosts), the
+// breakpoints with their paused flows, and the status bar. State lives here; the network in api.ts and
 // events.ts; the list's rows in a RowCache.
 import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
+import { breakpointsApi } from "./breakpoints";
+import { BreakpointsPanel } from "./components/BreakpointsPanel";
 import { api, ApiError, bodyUrl, fetchBodyPrefix, harSessionUrl, type FlowRecord, type FlowSummary, type ReplayEdit, type Session, type Status } from "./api";
 import { bodyKind } from "./bodyKind";
 import { FilterBar } from "./components/FilterBar";
@@ -63,6 +65,10 @@ export function App() {
   const [detail, setDetail] = useState<FlowSummary | null>(null);
   const [showSessions, setShowSessions] = useState(false);
   const [showLive, setShowLive] = useState(false);
+  // -- breakpoints: the panel, and the flows paused now (from the event socket) --
+  const [showBreakpoints, setShowBreakpoints] = useState(false);
+  const [pausedIds, setPausedIds] = useState<ReadonlySet<string>>(new Set());
+  const [breakpointsVersion, setBreakpointsVersion] = useState(0);
   /** Changes when the event socket says live settings changed: the live view reads them again. */
   const [settingsVersion, setSettingsVersion] = useState(0);
   const [dialog, setDialog] = useState<Dialog | null>(null);
@@ -108,8 +114,18 @@ export function App() {
     }
   }, [notify]);
 
+  /** The paused flows' ids from the API (the events keep them up to date from there on). */
+  const syncPaused = useCallback(async () => {
+    try {
+      setPausedIds(new Set((await breakpointsApi.paused()).paused.map((p) => p.id)));
+    } catch {
+      // no breakpoints in this run: nothing is paused
+    }
+  }, []);
+
   useEffect(() => {
     void refreshSessions();
+    void syncPaused();
     const socket = new EventSocket(null, {
       connected: setConnected,
       message: (message: EventMessage) => {
@@ -130,14 +146,26 @@ export function App() {
           setDetail((current) => current && (message.flows.find((f) => f.id === current.id) ?? current));
         } else if (message.type === "settings") {
           setSettingsVersion((n) => n + 1);
+        } else if (message.type === "breakpoint:hit" || message.type === "breakpoint:resumed") {
+          const hit = message.type === "breakpoint:hit";
+          const id = hit ? message.flow.id : message.id;
+          setPausedIds((current) => {
+            const next = new Set(current);
+            if (hit) next.add(id);
+            else next.delete(id);
+            return next;
+          });
+          setBreakpointsVersion((n) => n + 1);
+          if (hit) setToast(`Paused at a breakpoint: ${message.flow.request.method} ${message.flow.request.url} (Shift+B opens the breakpoints)`);
         } else if (message.type === "reset") {
           setReload((n) => n + 1);
+          void syncPaused();  // (announcements may have been missed while disconnected)
         }
       },
     });
     socketRef.current = socket;
     return () => socket.close();
-  }, [meter, refreshSessions]);
+  }, [meter, refreshSessions, syncPaused]);
 
   useEffect(() => {
     viewRef.current = viewId;
@@ -329,6 +357,8 @@ export function App() {
     const onKey = (event: KeyboardEvent) => {
       if (event.key === "Escape") {
         if (dialog) setDialog(null);
+        else if (showBreakpoints && isTyping(event.target)) (event.target as HTMLElement).blur();
+        else if (showBreakpoints) setShowBreakpoints(false);
         else if (showLive && isTyping(event.target)) (event.target as HTMLElement).blur();
         else if (showLive) setShowLive(false);
         else if (detail) setDetail(null);
@@ -339,10 +369,17 @@ export function App() {
       if (dialog || isTyping(event.target) || event.ctrlKey || event.metaKey || event.altKey) return;
       if (event.key === "R") {
         setShowLive((shown) => !shown);
+        setShowBreakpoints(false);
         event.preventDefault();
         return;
       }
-      if (showLive && event.key !== "?") return;  // the list's keys, for a list not shown
+      if (event.key === "B") {
+        setShowBreakpoints((shown) => !shown);
+        setShowLive(false);
+        event.preventDefault();
+        return;
+      }
+      if ((showLive || showBreakpoints) && event.key !== "?") return;  // the list's keys, for a list not shown
       const current = focus ?? (count ? count - 1 : 0);
       const focused = focus !== null ? rowAt(focus) : undefined;
       switch (event.key) {
@@ -367,7 +404,7 @@ export function App() {
     };
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }, [dialog, detail, showLive, focus, count, rowAt, moveTo, replay, openEditor, mark]);
+  }, [dialog, detail, showLive, showBreakpoints, focus, count, rowAt, moveTo, replay, openEditor, mark]);
 
   // -- drag and drop of HAR files --------------------------------------------------------------
   useEffect(() => {
@@ -405,7 +442,10 @@ export function App() {
             e.target.value = "";
             if (file) void importHar(file);
           }} /></label>
-        <button className={showLive ? "active" : ""} onClick={() => setShowLive(!showLive)} aria-pressed={showLive}
+        <button className={showBreakpoints ? "active" : pausedIds.size ? "paused-alert" : ""} aria-pressed={showBreakpoints}
+          onClick={() => { setShowBreakpoints(!showBreakpoints); setShowLive(false); }}
+          title="Breakpoints and the flows paused at them (Shift+B)">Breakpoints{pausedIds.size ? ` (${pausedIds.size} paused)` : ""}</button>
+        <button className={showLive ? "active" : ""} onClick={() => { setShowLive(!showLive); setShowBreakpoints(false); }} aria-pressed={showLive}
           title="Rules, network profile and pass-through hosts (Shift+R)">Rules</button>
         <button className="ghost" onClick={() => setDialog({ kind: "shortcuts" })} title="Keyboard shortcuts (?)">?</button>
       </header>
@@ -414,9 +454,11 @@ export function App() {
           <SessionsPanel sessions={sessions} viewed={viewId} onView={setViewId} onNotify={notify} onChanged={() => void refreshSessions()} />
         )}
         {showLive && <RulesPanel version={settingsVersion} onNotify={notify} onClose={() => setShowLive(false)} />}
-        {!showLive && <TrafficList cache={cache} version={version} selected={selected} focus={focus} onSelect={onSelect}
+        {showBreakpoints && <BreakpointsPanel version={breakpointsVersion + settingsVersion} filter={filter} onNotify={notify}
+          onClose={() => setShowBreakpoints(false)} />}
+        {!showLive && !showBreakpoints && <TrafficList cache={cache} version={version} selected={selected} focus={focus} onSelect={onSelect}
           onOpen={(index) => { const row = rowAt(index); if (row) setDetail(row); }} onQuickFilter={onQuickFilter} scrollRequest={scrollRequest} />}
-        {detail && !showLive && (
+        {detail && !showLive && !showBreakpoints && (
           <DetailPane summary={detail} onClose={() => setDetail(null)} onReplay={(flow) => void replay(flow)}
             onEdit={(flow) => void openEditor(flow)} onExport={(flow, format) => void exportAs(flow, format)}
             onQuickFilter={onQuickFilter} onNotify={notify} />

@@ -1,11 +1,14 @@
-// The event socket (/api/events): flows added/updated/deleted, sessions, resets. Reconnects
+// The event socket (/api/events): flows added/updated/deleted, sessions, breakpoints, resets. Reconnects
 // with a growing delay; a reconnect counts as a reset (changes may have been missed).
 import type { FlowSummary, Session } from "./api";
+import type { PausedFlow } from "./breakpoints";
 
 export type EventMessage =
   | { type: "flows"; flows: FlowSummary[]; deleted: string[] }
   | { type: "sessions"; sessions: Session[] }
   | { type: "settings"; name: string }
+  | { type: "breakpoint:hit"; flow: PausedFlow }
+  | { type: "breakpoint:resumed"; id: string; action: string; phase: string }
   | { type: "reset" };
 
 export interface EventHandlers {

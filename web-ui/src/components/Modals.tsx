@@ -8,7 +8,8 @@ export const SHORTCUTS: [string, string][] = [
   ["Enter", "open the detail"], ["Esc", "close the detail or a dialog"], ["/", "focus the filter"],
   ["r", "replay the flow"], ["e", "edit and replay"], ["m", "mark the flow (red) or clear it"],
   ["Shift+click / Ctrl+click", "select a range / more flows"], ["Alt+click a host or status", "filter by it"],
-  ["Shift+R", "rules, network profile, pass-through hosts (again: back to the traffic)"], ["?", "this list"],
+  ["Shift+R", "rules, network profile, pass-through hosts (again: back to the traffic)"],
+  ["Shift+B", "breakpoints and paused flows; there Ctrl+Enter continues, Ctrl+Shift+Enter aborts"], ["?", "this list"],
 ];
 
 export function Modal({ title, onClose, children }: { title: string; onClose: () => void; children: ReactNode }) {
