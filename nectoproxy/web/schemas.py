@@ -125,9 +125,10 @@ COMPONENTS: dict[str, Schema] = {
     }),
     "Error": ERROR,
     "TrafficPage": obj({"entries": array(ref("FlowSummary")),
-                        "next": {"type": ["integer", "null"],
+                        "next": {"type": ["integer", "string", "null"],
                                  "description": "The cursor of the next page; null after the "
-                                 "last."}}),
+                                 "last. With `sort`, the JSON text `[key, seq]` of the page's "
+                                 "last row."}}),
     "SessionList": obj({"sessions": array(ref("Session"))}),
     "Deleted": obj({"deleted": {"type": ["integer", "boolean"]}}),
     "ReplayEdits": REPLAY_EDITS,
