@@ -14,7 +14,7 @@ import pytest
 from test_web_support import WebServer
 
 from nectoproxy.store import SQLiteStore
-from nectoproxy.store.sorting import SORT_KEYS
+from nectoproxy.store.sorting import SORT_KEYS, after
 
 
 @pytest.fixture
@@ -130,16 +130,21 @@ def test_bad_sorts_and_cursors_are_400(web: WebServer, params: dict[str, str],
     assert message in answer.json()["error"]
 
 
-@pytest.mark.parametrize("sort", ["status", "size", "duration", "host"])
-def test_sorted_pages_read_an_index_in_order(tmp_path: Path, sort: str) -> None:
+@pytest.mark.parametrize("sort", sorted(SORT_KEYS))
+def test_each_part_of_a_sorted_page_seeks_an_index(tmp_path: Path, sort: str) -> None:
     store = SQLiteStore(tmp_path / "flows.db")
     try:
         store.start_run()
-        plan = store._read().execute(
-            "EXPLAIN QUERY PLAN SELECT f.seq FROM flows AS f WHERE f.session_id = ? AND "
-            f"({SORT_KEYS[sort][0]}, f.seq) < (?, ?) ORDER BY {SORT_KEYS[sort][0]} DESC, "
-            "f.seq DESC LIMIT 10", (1, 0, 0)).fetchall()
-        text = " ".join(str(row[-1]) for row in plan)
-        assert "INDEX flows_" in text and "TEMP B-TREE" not in text, text
+        stand_in = SORT_KEYS[sort][1]
+        cursor = (stand_in if stand_in is not None else "m", 10)
+        (same, same_args, same_order), (beyond, beyond_args, beyond_order) = after(
+            sort, cursor, descending=True)
+        for clause, args, order_by, seek in ((same, same_args, same_order, "=? AND seq<?)"),
+                                             (beyond, beyond_args, beyond_order, "<?)")):
+            plan = store._read().execute(
+                f"EXPLAIN QUERY PLAN SELECT f.id FROM flows AS f WHERE f.session_id = ? AND "
+                f"{clause} ORDER BY {order_by} LIMIT 10", (1, *args)).fetchall()
+            text = " ".join(str(row[-1]) for row in plan)
+            assert "INDEX flows_" in text and seek in text and "TEMP B-TREE" not in text, text
     finally:
         store.close()

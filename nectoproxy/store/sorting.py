@@ -5,11 +5,9 @@ and the next page holds the rows after that pair, so a flow that arrives or comp
 never shifts a page and a page deep into a million flows is as quick as the first. A column
 that may be NULL (status and duration while pending, size, content type) is sorted through
 ``coalesce`` with a value below every real one, so NULLs come first ascending and last
-descending, and the comparison ``(key, seq) < (?, ?)`` has no NULL to trip on. Migration 4
-indexes those expressions per session (``flows (session_id, <key>, seq)``), so the page reads
-the index in order and stops; ``host`` already has such an index. Method and content type are
-sortable without an index: a page reads every matching row and keeps the top ones (about a
-tenth of a second per 100,000 flows).
+descending, and the comparisons have no NULL to trip on. Migration 4 indexes those expressions per session
+(``flows (session_id, <key>, seq)``), so a page seeks the index and reads it in order until it
+has enough; ``host`` already had such an index.
 """
 
 from __future__ import annotations
@@ -57,12 +55,19 @@ def check_cursor(sort: str, cursor: object) -> SortCursor:
                      f"{' or null' if nullable else ''}, seq an integer")
 
 
-def keyset_clause(sort: str, cursor: SortCursor, descending: bool) -> tuple[str, list[Any]]:
-    """The WHERE fragment that keeps the rows after ``cursor`` in this order."""
+def after(sort: str, cursor: SortCursor, descending: bool) -> list[tuple[str, list[Any], str]]:
+    """The rows after ``cursor`` in this order, as two parts to be read one after the other:
+    (WHERE fragment, its parameters, ORDER BY) for the rows of the cursor's key beyond its
+    seq, then for the rows beyond its key. SQLite seeks an index to the start of each; a
+    row-value comparison ``(key, seq) < (?, ?)`` would only seek on the key and then read
+    every row of that key before the cursor (most of a session, for status 200)."""
     value, seq = cursor
+    key = sort_key(sort)
     if value is None:
         value = SORT_KEYS[sort][1]
-    return f"({sort_key(sort)}, f.seq) {'<' if descending else '>'} (?, ?)", [value, seq]
+    beyond, direction = ("<", "DESC") if descending else (">", "ASC")
+    return [(f"{key} = ? AND f.seq {beyond} ?", [value, seq], f"f.seq {direction}"),
+            (f"{key} {beyond} ?", [value], f"{key} {direction}, f.seq {direction}")]
 
 
 def cursor_of(sort: str, summary_json: dict[str, Any]) -> SortCursor:

@@ -292,15 +292,22 @@ class SQLiteStore(FlowStore):
         where, params = parsed.sql(fts=self.fts)
         clauses += ["f.session_id = ?", where]
         args += [self._session_id(session_id), *params]
-        if cursor is not None:
-            clause, cursor_args = sorting.keyset_clause(sort, sorting.check_cursor(sort, cursor),
-                                                        descending)
-            clauses.append(clause)
-            args += cursor_args
         direction = "DESC" if descending else "ASC"
-        sql = (f"SELECT {ingest.SUMMARY_SQL} FROM {source} WHERE {' AND '.join(clauses)} "
-               f"ORDER BY {key} {direction}, f.seq {direction} LIMIT ?")
-        rows = self._read().execute(sql, (*args, limit + 1)).fetchall()
+        parts: list[tuple[str, list[Any], str]] = [
+            ("1", [], f"{key} {direction}, f.seq {direction}")]
+        if cursor is not None:
+            parts = sorting.after(sort, sorting.check_cursor(sort, cursor), descending)
+        selects, all_args = [], []
+        for clause, part_args, order_by in parts:  # each part a subquery: LIMIT inside it
+            selects.append(f"SELECT * FROM (SELECT {ingest.SUMMARY_SQL}, {key} AS sort_key "
+                           f"FROM {source} WHERE {' AND '.join([*clauses, clause])} "
+                           f"ORDER BY {order_by} LIMIT ?)")
+            all_args += [*args, *part_args, limit + 1]
+        # One statement, so one snapshot however rows change meanwhile; the outer ORDER BY
+        # sorts at most two pages.
+        sql = (" UNION ALL ".join(selects) +
+               f" ORDER BY sort_key {direction}, seq {direction} LIMIT ?")
+        rows = [r[:-1] for r in self._read().execute(sql, (*all_args, limit + 1)).fetchall()]
         flows = [ingest.summary_from_row(r) for r in rows[:limit]]
         if len(rows) <= limit:
             return flows, None
