@@ -37,7 +37,7 @@ export function CaptureControls({ paused, sessionId, sessionName, onPaused, onCl
     <>
       <button className={paused ? "active" : ""} aria-pressed={!!paused} disabled={paused === null} onClick={() => void toggle()}
         title={paused ? "Capture is paused: flows are proxied but not stored. Resume storing them" : "Pause capture (flows are still proxied)"}>
-        {paused ? "▶ Resume" : "⏸ Pause"}
+        {paused ? "▶ Resume" : "Pause"}
       </button>
       <button className="danger" disabled={sessionId === null} onClick={() => setConfirming(true)} title="Delete every flow of this session">
         Clear

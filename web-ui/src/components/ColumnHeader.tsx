@@ -7,12 +7,14 @@ export interface ColumnHeaderProps {
   columns: ColumnState;
   shown: Column[];
   template: string;
+  /** The width of the rows' scrollbar. */
+  gutter: number;
   widthOf: (column: Column) => number;
   onColumns: (columns: ColumnState) => void;
   onSort: (column: Column) => void;
 }
 
-export function ColumnHeader({ columns, shown, template, widthOf, onColumns, onSort }: ColumnHeaderProps) {
+export function ColumnHeader({ columns, shown, template, gutter, widthOf, onColumns, onSort }: ColumnHeaderProps) {
   const [menu, setMenu] = useState<{ x: number; y: number } | null>(null);
   const drag = useRef<{ id: string; x: number; width: number } | null>(null);
   const menuRef = useRef<HTMLDivElement>(null);
@@ -20,8 +22,8 @@ export function ColumnHeader({ columns, shown, template, widthOf, onColumns, onS
   useEffect(() => {
     if (!menu) return;
     const close = (event: Event) => {
-      if (event instanceof KeyboardEvent && event.key !== "Escape") return;
-      if (event.target instanceof Node && menuRef.current?.contains(event.target)) return;
+      if (event instanceof KeyboardEvent ? event.key !== "Escape"
+        : event.target instanceof Node && menuRef.current?.contains(event.target)) return;
       setMenu(null);
     };
     window.addEventListener("mousedown", close);
@@ -49,7 +51,7 @@ export function ColumnHeader({ columns, shown, template, widthOf, onColumns, onS
   };
 
   return (
-    <div className="row header" role="row" style={{ gridTemplateColumns: template }}
+    <div className="row header" role="row" style={{ gridTemplateColumns: template, paddingRight: 6 + gutter }}
       onContextMenu={(event) => { event.preventDefault(); setMenu({ x: event.clientX, y: event.clientY }); }}>
       {shown.map((column) => {
         const sort = sortOf(column);

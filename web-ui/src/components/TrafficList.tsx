@@ -108,6 +108,13 @@ export function TrafficList({ cache, version, selected, focus, onSelect, onOpen,
     cache.ensure(count - 1 - last, count - 1 - first);
   }, [cache, version, count, first, last]);
 
+  // The header lines up with the rows, which are narrower by the list's scrollbar.
+  const [gutter, setGutter] = useState(0);
+  useLayoutEffect(() => {
+    const element = scroller.current;
+    if (element) setGutter(element.offsetWidth - element.clientWidth);
+  });
+
   useLayoutEffect(() => {  // a sorted list starts at its top, arrival order at the newest
     follow.current = !sorted;
     setFollowing(!sorted);
@@ -141,7 +148,7 @@ export function TrafficList({ cache, version, selected, focus, onSelect, onOpen,
 
   return (
     <div className="list" role="grid" aria-rowcount={count}>
-      <ColumnHeader columns={columns} shown={shown} template={template} onColumns={onColumns}
+      <ColumnHeader columns={columns} shown={shown} template={template} gutter={gutter} onColumns={onColumns}
         onSort={(column) => onColumns({ ...columns, sort: column.sort === "none" ? columns.sort
           : column.sort === null ? null : nextSort(columns.sort, column.sort) })}
         widthOf={(column) => widthOf(columns, column)} />
