@@ -39,6 +39,9 @@ export interface Plan {
 interface Cell {
   flow: FlowSummary;
   approximate: boolean;
+  /** A sorted list's cursor after the row, as it was loaded: a live update may change the
+   * row's key (a status arrives), not where the API sorted it. */
+  cursor?: string;
 }
 
 export class RowCache {
@@ -207,12 +210,12 @@ export class RowCache {
     const [low, high] = this.bounds();
     const above = this.cells.get(first - 1);
     if (above) {
-      return { request: { order: "newest", cursor: this.cursorOf(above.flow), limit: size }, place: first, step: 1,
+      return { request: { order: "newest", cursor: this.cursorOf(above), limit: size }, place: first, step: 1,
         approximate: above.approximate };
     }
     const below = this.cells.get(last + 1);
     if (below) {
-      return { request: { order: "oldest", cursor: this.cursorOf(below.flow), limit: size }, place: last, step: -1,
+      return { request: { order: "oldest", cursor: this.cursorOf(below), limit: size }, place: last, step: -1,
         approximate: below.approximate };
     }
     if (first === low) return { request: { order: "newest", limit: size }, place: first, step: 1, approximate: false };
@@ -227,12 +230,12 @@ export class RowCache {
     }
     if (nearestAbove !== null && last - nearestAbove <= MAX_LIMIT) {
       const anchor = this.cells.get(nearestAbove)!;
-      return { request: { order: "newest", cursor: this.cursorOf(anchor.flow), limit: last - nearestAbove }, place: nearestAbove + 1,
+      return { request: { order: "newest", cursor: this.cursorOf(anchor), limit: last - nearestAbove }, place: nearestAbove + 1,
         step: 1, approximate: anchor.approximate };
     }
     if (nearestBelow !== null && nearestBelow - first <= MAX_LIMIT) {
       const anchor = this.cells.get(nearestBelow)!;
-      return { request: { order: "oldest", cursor: this.cursorOf(anchor.flow), limit: nearestBelow - first }, place: nearestBelow - 1,
+      return { request: { order: "oldest", cursor: this.cursorOf(anchor), limit: nearestBelow - first }, place: nearestBelow - 1,
         step: -1, approximate: anchor.approximate };
     }
     if (this.sortCursor) {
@@ -240,11 +243,11 @@ export class RowCache {
       const fromAbove = nearestAbove ?? low - 1;
       const fromBelow = nearestBelow ?? (this.base !== null ? this.base : null);
       if (fromBelow === null || first - fromAbove <= fromBelow - last) {
-        const anchor = nearestAbove !== null ? this.cells.get(nearestAbove)!.flow : null;
+        const anchor = nearestAbove !== null ? this.cells.get(nearestAbove)! : null;
         return { request: { order: "newest", cursor: anchor ? this.cursorOf(anchor) : undefined, limit: MAX_LIMIT },
           place: fromAbove + 1, step: 1, approximate: false, chain: true };
       }
-      const anchor = nearestBelow !== null ? this.cells.get(nearestBelow)!.flow : null;
+      const anchor = nearestBelow !== null ? this.cells.get(nearestBelow)! : null;
       return { request: { order: "oldest", cursor: anchor ? this.cursorOf(anchor) : undefined, limit: MAX_LIMIT },
         place: fromBelow - 1, step: -1, approximate: false, chain: true };
     }
@@ -259,8 +262,8 @@ export class RowCache {
     return { request: { order: "newest", cursor, limit: size }, place: first, step: 1, approximate: true };
   }
 
-  private cursorOf(flow: FlowSummary): number | string {
-    return this.sortCursor ? this.sortCursor(flow) : flow.seq;
+  private cursorOf(cell: Cell): number | string {
+    return cell.cursor ?? cell.flow.seq;
   }
 
   /** Put a fetched page where its plan says (exported for the tests). */
@@ -301,7 +304,8 @@ export class RowCache {
       } else if (!old.approximate && approximate) {
         return;  // an exact row is never moved by a guess
       } else {
-        if (!old.approximate) this.inconsistent = true;
+        // (Sorted, a row moves when its key changed since it was loaded: no cause to reload.)
+        if (!old.approximate && !this.sortCursor) this.inconsistent = true;
         this.cells.delete(existing);
       }
     }
@@ -310,7 +314,7 @@ export class RowCache {
       if (!occupant.approximate && approximate) return;
       if (this.slotOf.get(occupant.flow.id) === slot) this.slotOf.delete(occupant.flow.id);
     }
-    this.cells.set(slot, { flow, approximate });
+    this.cells.set(slot, { flow, approximate, cursor: this.sortCursor?.(flow) });
     this.slotOf.set(flow.id, slot);
   }
 
@@ -366,7 +370,7 @@ export class RowCache {
       if (slot !== undefined) {
         const cell = this.cells.get(slot)!;
         if (flow.version >= cell.flow.version) {
-          this.cells.set(slot, { flow, approximate: cell.approximate });
+          this.cells.set(slot, { ...cell, flow });
           touched = true;
         }
       } else if (flow.seq > this.maxSeq) {

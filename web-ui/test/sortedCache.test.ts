@@ -106,4 +106,20 @@ describe("RowCache sorted by a column", () => {
     expect(cache.newFlows).toBe(2);
     expect(cache.count()).toBe(10);
   });
+
+  it("pages on from where a row was sorted, not from a key it got later", async () => {
+    const server = new SortedServer(statuses(1000));
+    const cache = new RowCache(server.fetch, 1000, true, 20_000, cursorOf);
+    await cache.start();
+    const edge = cache.rowAt(PAGE - 1)!;  // the first page's last row
+    const completed = { ...edge, status: edge.status === null ? 200 : null, version: 2 };
+    cache.live([completed]);
+    expect(cache.rowAt(PAGE - 1)?.status).toBe(completed.status);
+    cache.ensure(PAGE, 2 * PAGE - 1);
+    await settle();
+    const next = server.requests.find((r) => r.cursor !== undefined && !r.arrival);
+    expect(next?.cursor).toBe(cursorOf(edge));
+    const expected = server.expected();
+    for (let i = PAGE; i < 2 * PAGE; i += 1) expect(cache.rowAt(i)?.id).toBe(expected[i].id);
+  });
 });

@@ -115,11 +115,12 @@ export function TrafficList({ cache, version, selected, focus, onSelect, onOpen,
     if (element) setGutter(element.offsetWidth - element.clientWidth);
   });
 
-  useLayoutEffect(() => {  // a sorted list starts at its top, arrival order at the newest
-    follow.current = !sorted;
-    setFollowing(!sorted);
-    if (scroller.current && sorted) scroller.current.scrollTop = 0;
-  }, [cache, sorted]);
+  const sort = columns.sort;
+  useLayoutEffect(() => {  // a new sort starts at its top, arrival order at the newest
+    follow.current = sort === null;
+    setFollowing(sort === null);
+    if (scroller.current && sort !== null) scroller.current.scrollTop = 0;
+  }, [sort]);
 
   useLayoutEffect(() => {
     const element = scroller.current;
