@@ -228,7 +228,6 @@ _V4_SORT_INDEXES = [
     "CREATE INDEX flows_sort_size ON flows (session_id, coalesce(response_size, -1), seq)",
     "CREATE INDEX flows_sort_duration ON flows (session_id, coalesce(duration, -1.0), seq)",
     "CREATE INDEX flows_sort_method ON flows (session_id, method, seq)",
-    "CREATE INDEX flows_sort_type ON flows (session_id, coalesce(content_type, ''), seq)",
 ]
 
 MIGRATIONS: list[Migration] = [_V1_CORE, _V2_TOMBSTONES, _v3_search_index, _V4_SORT_INDEXES]

@@ -2,7 +2,7 @@
 // choices are kept in localStorage. Pure functions, so the tests need no DOM.
 
 /** The API's `sort` values (GET /api/traffic?sort=...). */
-export type SortKey = "status" | "host" | "method" | "size" | "duration" | "type";
+export type SortKey = "status" | "host" | "method" | "size" | "duration";
 
 export interface Column {
   id: string;
@@ -19,7 +19,7 @@ export const COLUMNS: readonly Column[] = [
   { id: "status", label: "Status", width: 54, sort: "status" },
   { id: "host", label: "Host", width: 180, sort: "host" },
   { id: "path", label: "Path", width: 320, sort: "none" },
-  { id: "type", label: "Type", width: 128, sort: "type" },
+  { id: "type", label: "Type", width: 128, sort: "none" },
   { id: "size", label: "Size", width: 72, sort: "size" },
   { id: "duration", label: "Duration", width: 72, sort: "duration" },
   { id: "proto", label: "Protocol", width: 88, sort: "none" },
@@ -106,6 +106,6 @@ export function toggled(state: ColumnState, id: string): ColumnState {
 }
 
 /** The summary field a sort reads, to make a cursor from a row (the API's `[key, seq]`). */
-export const SORT_FIELDS: Record<SortKey, "status" | "host" | "method" | "responseSize" | "duration" | "contentType"> = {
-  status: "status", host: "host", method: "method", size: "responseSize", duration: "duration", type: "contentType",
+export const SORT_FIELDS: Record<SortKey, "status" | "host" | "method" | "responseSize" | "duration"> = {
+  status: "status", host: "host", method: "method", size: "responseSize", duration: "duration",
 };
