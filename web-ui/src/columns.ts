@@ -21,7 +21,7 @@ export const COLUMNS: readonly Column[] = [
   { id: "path", label: "Path", width: 320, sort: "none" },
   { id: "type", label: "Type", width: 128, sort: "none" },
   { id: "size", label: "Size", width: 72, sort: "size" },
-  { id: "duration", label: "Duration", width: 72, sort: "duration" },
+  { id: "duration", label: "Duration", width: 80, sort: "duration" },
   { id: "proto", label: "Protocol", width: 88, sort: "none" },
   { id: "time", label: "Time", width: 104, sort: null },
 ];
@@ -87,11 +87,18 @@ export function widthOf(state: ColumnState, column: Column): number {
   return state.widths[column.id] ?? column.width;
 }
 
-/** The rows' CSS grid: each column at its width, the path (or the last column) taking what is left. */
-export function gridTemplate(state: ColumnState, compact = false): string {
+/** The column that takes the room the others leave (the path, or the last one shown): it has
+ * no width of its own, so the list fits beside the sessions panel or the detail. */
+export function stretchColumn(state: ColumnState, compact = false): string | undefined {
   const columns = visibleColumns(state, compact);
-  const stretch = columns.some((c) => c.id === "path") ? "path" : columns[columns.length - 1]?.id;
-  return columns.map((c) => (c.id === stretch ? `minmax(${widthOf(state, c)}px, 1fr)` : `${widthOf(state, c)}px`)).join(" ");
+  return columns.some((c) => c.id === "path") ? "path" : columns[columns.length - 1]?.id;
+}
+
+/** The rows' CSS grid: each column at its width, the stretching one taking what is left. */
+export function gridTemplate(state: ColumnState, compact = false): string {
+  const stretch = stretchColumn(state, compact);
+  return visibleColumns(state, compact)
+    .map((c) => (c.id === stretch ? `minmax(${2 * MIN_WIDTH}px, 1fr)` : `${widthOf(state, c)}px`)).join(" ");
 }
 
 export function resized(state: ColumnState, id: string, width: number): ColumnState {

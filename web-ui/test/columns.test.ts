@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { COLUMNS, DEFAULT_STATE, gridTemplate, loadColumns, MIN_WIDTH, nextSort, resized, saveColumns, toggled, visibleColumns } from "../src/columns";
+import { COLUMNS, DEFAULT_STATE, gridTemplate, loadColumns, MIN_WIDTH, nextSort, resized, saveColumns, stretchColumn, toggled, visibleColumns } from "../src/columns";
 
 class MemoryStorage {
   items = new Map<string, string>();
@@ -38,7 +38,8 @@ describe("columns", () => {
     const template = gridTemplate(resized(toggled(DEFAULT_STATE, "proto"), "status", 90));
     expect(template.match(/minmax\([^)]*\)|\d+px/g)).toHaveLength(COLUMNS.length - 1);
     expect(template).toContain("90px");
-    expect(template).toContain("minmax(320px, 1fr)");  // the path takes the rest
+    expect(template).toContain(`minmax(${2 * MIN_WIDTH}px, 1fr)`);  // the path takes the rest
+    expect(stretchColumn(toggled(DEFAULT_STATE, "path"))).toBe("time");
     expect(visibleColumns(DEFAULT_STATE, true).map((c) => c.id)).toEqual(["num", "method", "status", "host", "path"]);
   });
 });

@@ -5,6 +5,8 @@ import { COLUMNS, resized, toggled, type Column, type ColumnState } from "../col
 
 export interface ColumnHeaderProps {
   columns: ColumnState;
+  /** The column that fills the rest (not resized by hand). */
+  stretch: string | undefined;
   shown: Column[];
   template: string;
   /** The width of the rows' scrollbar. */
@@ -14,7 +16,7 @@ export interface ColumnHeaderProps {
   onSort: (column: Column) => void;
 }
 
-export function ColumnHeader({ columns, shown, template, gutter, widthOf, onColumns, onSort }: ColumnHeaderProps) {
+export function ColumnHeader({ columns, stretch, shown, template, gutter, widthOf, onColumns, onSort }: ColumnHeaderProps) {
   const [menu, setMenu] = useState<{ x: number; y: number } | null>(null);
   const drag = useRef<{ id: string; x: number; width: number } | null>(null);
   const menuRef = useRef<HTMLDivElement>(null);
@@ -62,8 +64,10 @@ export function ColumnHeader({ columns, shown, template, gutter, widthOf, onColu
             title={column.sort === "none" ? column.label : column.sort === null ? "Arrival order" : `Sort by ${column.label.toLowerCase()}`}
             onClick={() => onSort(column)}>
             {column.label}{arrow}
-            <span className="col-resize" aria-hidden="true" onPointerDown={startResize(column)} onPointerMove={moveResize}
-              onPointerUp={endResize} onPointerCancel={endResize} onClick={(event) => event.stopPropagation()} />
+            {column.id !== stretch && (
+              <span className="col-resize" aria-hidden="true" onPointerDown={startResize(column)} onPointerMove={moveResize}
+                onPointerUp={endResize} onPointerCancel={endResize} onClick={(event) => event.stopPropagation()} />
+            )}
           </span>
         );
       })}

@@ -4,7 +4,7 @@
 import { Fragment, memo, useCallback, useEffect, useLayoutEffect, useRef, useState, type MouseEvent, type ReactNode } from "react";
 import { useVirtualizer } from "@tanstack/react-virtual";
 import type { FlowSummary } from "../api";
-import { gridTemplate, nextSort, visibleColumns, widthOf, type Column, type ColumnState } from "../columns";
+import { gridTemplate, nextSort, stretchColumn, visibleColumns, widthOf, type Column, type ColumnState } from "../columns";
 import { formatClock, formatDuration, formatSize, mediaType, statusClass } from "../format";
 import type { RowCache } from "../rowCache";
 import { ColumnHeader } from "./ColumnHeader";
@@ -149,7 +149,7 @@ export function TrafficList({ cache, version, selected, focus, onSelect, onOpen,
 
   return (
     <div className="list" role="grid" aria-rowcount={count}>
-      <ColumnHeader columns={columns} shown={shown} template={template} gutter={gutter} onColumns={onColumns}
+      <ColumnHeader columns={columns} stretch={stretchColumn(columns, compact)} shown={shown} template={template} gutter={gutter} onColumns={onColumns}
         onSort={(column) => onColumns({ ...columns, sort: column.sort === "none" ? columns.sort
           : column.sort === null ? null : nextSort(columns.sort, column.sort) })}
         widthOf={(column) => widthOf(columns, column)} />
