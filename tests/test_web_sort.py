@@ -102,6 +102,22 @@ def test_a_sorted_page_with_a_filter_and_new_flows_meanwhile(web: WebServer) -> 
         assert {e["method"] for e in first["entries"] + rest} == {"GET"}
 
 
+def test_a_sorted_search_pages_its_matches_in_order(web: WebServer) -> None:
+    for n in range(12):
+        web.save(url=f"http://needle.test/{n}", host="needle.test", path=f"/{n}",
+                 status=(500, 200, None)[n % 3], body_response=b"a needle in it")
+    web.store.index_pending()
+    with web.client() as client:
+        first = client.get("/api/traffic", params={
+            "sort": "status", "search": "needle", "limit": 5}).json()
+        rest = _pages_from(client, first["next"], {"sort": "status", "search": "needle",
+                                                   "limit": 5})
+    found = first["entries"] + rest
+    assert len(found) == 12 and {e["host"] for e in found} == {"needle.test"}
+    assert [_key("status", e) for e in found] == sorted((_key("status", e) for e in found),
+                                                         reverse=True)
+
+
 def _pages_from(client: httpx.Client, cursor: str | None,
                 params: dict[str, Any]) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = []
