@@ -770,3 +770,29 @@ def test_pause_stops_capture_resume_brings_it_back_and_clear_empties(
         assert inspector.entries() == []
         client.get(origin.url + "/json?after=1")  # capture goes on into the emptied session
         sync_api.expect(row_with(page, "/json?after=1")).to_be_visible()
+
+
+@pytest.mark.timeout(600)
+def test_a_sorted_session_of_100000_flows_reaches_its_middle(tmp_path: Path,
+                                                             pages: Pages) -> None:
+    session_id = _fill(tmp_path / "flows.db", 100_000)
+    with running(tmp_path, "--session", str(session_id)) as inspector:
+        page = pages.open(inspector)
+        sync_api.expect(page.get_by_test_id("shown")).to_have_text("100,000 in the list")
+        header(page, "size").click()  # 100..1099 bytes, a hundred flows of each
+        sync_api.expect(rows(page).first.locator(".c-size")).to_have_text("100 B")
+        page.wait_for_timeout(500)
+        started = time.monotonic()
+        page.get_by_test_id("list-body").evaluate("el => { el.scrollTop = el.scrollHeight / 2; }")
+        placeholders = page.locator("[data-testid=list-body] .row.placeholder")
+        sync_api.expect(placeholders).to_have_count(0, timeout=60_000)
+        elapsed = time.monotonic() - started
+        middle = int(rows(page).nth(10).locator(".c-num").inner_text())
+        assert 45_000 < middle < 55_000
+        # rows n-1..: size 100 + n // 100 in the sorted order, ties in arrival order
+        size = 100 + (middle - 1) // 100
+        assert rows(page).nth(10).locator(".c-size").inner_text() == f"{size} B"
+        loaded = int(re.sub(r"\D", "", page.get_by_test_id("loaded").inner_text()))
+        print(f"a jump to the middle of 100,000 flows sorted by size: {elapsed:.1f} s, "
+              f"{loaded} rows held")
+        assert loaded <= 20_000

@@ -130,6 +130,23 @@ def _pages_from(client: httpx.Client, cursor: str | None,
     raise AssertionError("paging did not end")
 
 
+def test_a_jump_to_a_position_starts_a_page_there_and_pages_on(web: WebServer) -> None:
+    with web.client() as client:
+        ascending = _pages(client, "duration", "oldest", 1000)
+        for position in (0, 7, 30, len(ascending) - 1, len(ascending) + 5):
+            page = client.get("/api/traffic", params={
+                "sort": "duration", "order": "oldest", "position": position, "limit": 4}).json()
+            assert [e["id"] for e in page["entries"]] == \
+                [e["id"] for e in ascending[position:position + 4]]
+            rest = _pages_from(client, page["next"], {"sort": "duration", "order": "oldest",
+                                                      "limit": 9})
+            assert [e["id"] for e in page["entries"] + rest] == \
+                [e["id"] for e in ascending[position:]]
+        down = client.get("/api/traffic", params={"sort": "duration", "position": 3,
+                                                   "limit": 2}).json()
+        assert [e["id"] for e in down["entries"]] == [e["id"] for e in ascending[::-1][3:5]]
+
+
 @pytest.mark.parametrize(("params", "message"), [
     ({"sort": "colour"}, "sort must be one of time, status"),
     ({"sort": "status", "cursor": "12"}, "cursor: a cursor of sort status is [key, seq]"),
@@ -137,6 +154,9 @@ def _pages_from(client: httpx.Client, cursor: str | None,
     ({"sort": "host", "cursor": "[null, 3]"}, "the key a string, seq"),
     ({"sort": "host", "cursor": '["a", 1.5]'}, "seq an integer"),
     ({"sort": "size", "cursor": "[1,"}, "cursor:"),
+    ({"position": "3"}, "position is for a sorted list"),
+    ({"sort": "size", "position": "3", "cursor": "[1, 2]"}, "instead of a cursor"),
+    ({"sort": "size", "position": "-1"}, "position must be at least 0"),
 ])
 def test_bad_sorts_and_cursors_are_400(web: WebServer, params: dict[str, str],
                                        message: str) -> None:

@@ -106,11 +106,13 @@ class FlowStore(abc.ABC):
     def list_sorted(self, sort: str, session_id: int | None = None,
                     filter: str | Filter | None = None, search: str | None = None,
                     limit: int = 100, cursor: SortCursor | None = None,
-                    order: Order = "newest") -> tuple[list[FlowSummary], SortCursor | None]:
+                    order: Order = "newest", position: int | None = None,
+                    ) -> tuple[list[FlowSummary], SortCursor | None]:
         """:meth:`list_flows` sorted by a column (``nectoproxy.store.sorting.SORT_KEYS``:
         status, host, method, size, duration, type), ties in seq order; ``newest`` is
         descending, ``oldest`` ascending, and a NULL sorts below every value. ``cursor`` is the
-        ``[key, seq]`` of the last row of the previous page (``next_cursor``)."""
+        ``[key, seq]`` of the last row of the previous page (``next_cursor``); ``position``
+        instead (a jump) starts the page at that 0-based position."""
 
     @abc.abstractmethod
     def get_flow(self, flow_id: str) -> FlowRecord | None:

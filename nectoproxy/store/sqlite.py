@@ -274,7 +274,8 @@ class SQLiteStore(FlowStore):
     def list_sorted(self, sort: str, session_id: int | None = None,
                     filter: str | Filter | None = None, search: str | None = None,
                     limit: int = 100, cursor: SortCursor | None = None,
-                    order: Order = "newest") -> tuple[list[FlowSummary], SortCursor | None]:
+                    order: Order = "newest", position: int | None = None,
+                    ) -> tuple[list[FlowSummary], SortCursor | None]:
         key = sorting.sort_key(sort)
         if order not in ("newest", "oldest"):
             raise ValueError("order must be 'newest' or 'oldest'")
@@ -293,6 +294,12 @@ class SQLiteStore(FlowStore):
         clauses += ["f.session_id = ?", where]
         args += [self._session_id(session_id), *params]
         direction = "DESC" if descending else "ASC"
+        if position is not None:  # a jump: OFFSET walks the index (rows are read only for
+            # a filter), then the caller pages on from the rows with their cursors
+            sql = (f"SELECT {ingest.SUMMARY_SQL} FROM {source} WHERE {' AND '.join(clauses)} "
+                   f"ORDER BY {key} {direction}, f.seq {direction} LIMIT ? OFFSET ?")
+            jumped = self._read().execute(sql, (*args, limit + 1, max(0, int(position))))
+            return self._sorted_page(sort, jumped.fetchall(), limit)
         parts: list[tuple[str, list[Any], str]] = [
             ("1", [], f"{key} {direction}, f.seq {direction}")]
         if cursor is not None:
@@ -308,6 +315,11 @@ class SQLiteStore(FlowStore):
         sql = (" UNION ALL ".join(selects) +
                f" ORDER BY sort_key {direction}, seq {direction} LIMIT ?")
         rows = [r[:-1] for r in self._read().execute(sql, (*all_args, limit + 1)).fetchall()]
+        return self._sorted_page(sort, rows, limit)
+
+    @staticmethod
+    def _sorted_page(sort: str, rows: list[Any], limit: int,
+                     ) -> tuple[list[FlowSummary], SortCursor | None]:
         flows = [ingest.summary_from_row(r) for r in rows[:limit]]
         if len(rows) <= limit:
             return flows, None

@@ -60,6 +60,9 @@ LIST_PARAMS = (
     Param("sort", {"enum": list(SORTS), "default": "time"},
           "The column to sort by (ties in arrival order; a missing value sorts lowest). "
           "`time` is arrival order."),
+    Param("position", {"type": "integer", "minimum": 0},
+          "With `sort`, instead of `cursor`: the page that starts at this 0-based position "
+          "(a jump into the list; page on from it with cursors)."),
     Param("methods", {"type": "string"}, "Comma-separated methods (the original's parameter; "
           "the same as `method:` terms joined by `or`)."),
     Param("statusCodes", {"type": "string"}, "Comma-separated statuses: 404, 4xx, 400-499."),
@@ -126,12 +129,16 @@ async def _page(request: Request, search: str | None) -> Response:
     sort = request.query_params.get("sort", "time") or "time"
     if sort not in SORTS:
         raise ApiError(400, f"sort must be one of {', '.join(SORTS)}")
+    position = query_int(request, "position")
+    if position is not None and (sort == "time" or "cursor" in request.query_params):
+        raise ApiError(400, "position is for a sorted list (sort=...), instead of a cursor",
+                       parameter="position")
     if sort != "time":
         key_cursor = _sort_cursor(request, sort)
 
         def sorted_page() -> dict[str, Any]:
             flows, after = ctx.store.list_sorted(sort, session_id, parsed, search,
-                                                 limit or 100, key_cursor, order)
+                                                 limit or 100, key_cursor, order, position)
             return {"entries": [f.to_json() for f in flows],
                     "next": None if after is None else json.dumps(list(after))}
 

@@ -188,6 +188,8 @@ export interface PageRequest {
   limit: number;
   /** Arrival order even when the list is sorted (to find the newest flows). */
   arrival?: boolean;
+  /** A sorted list's page at this position (a jump), instead of a cursor. */
+  position?: number;
 }
 
 export function trafficUrl(query: ListQuery, page: PageRequest): string {
@@ -201,6 +203,7 @@ export function trafficUrl(query: ListQuery, page: PageRequest): string {
   params.set("order", sort?.descending ? (page.order === "newest" ? "oldest" : "newest") : page.order);
   if (sort) params.set("sort", sort.key);
   if (page.cursor !== undefined) params.set("cursor", String(page.cursor));
+  if (page.position !== undefined && sort) params.set("position", String(page.position));
   return `/api/traffic?${params}`;
 }
 

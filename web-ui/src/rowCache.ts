@@ -12,9 +12,9 @@
 // again, the approximate run moves to where the exact one says it belongs.
 //
 // A list sorted by a column (`sortCursor` given) pages the same way with the API's `[key, seq]`
-// cursors, made from the neighbouring row. Positions cannot be guessed from a key, so a jump
-// far from anything loaded is filled from the nearest loaded rows, a large page at a time. New
-// flows are not inserted (that would move the rows under the user's eyes, as sorting them in
+// cursors, made from the neighbouring row. A position cannot be guessed from a key, so a jump
+// far from anything loaded asks the API for the page at that position (its rows approximate:
+// flows that arrived since the load may have shifted them). New flows are not inserted (that would move the rows under the user's eyes, as sorting them in
 // would): they are counted in `newFlows`, and the list shows them when it is loaded again.
 import type { FlowSummary, PageRequest, TrafficPage } from "./api";
 
@@ -32,8 +32,6 @@ export interface Plan {
   place: number;
   step: 1 | -1;
   approximate: boolean;
-  /** A step towards a far page of a sorted list (it completes no page of its own). */
-  chain?: boolean;
 }
 
 interface Cell {
@@ -175,7 +173,7 @@ export class RowCache {
       const result = await this.fetchPage(plan.request);
       if (this.closed) return;
       this.place(plan, result);
-      if (this.missing(page) === null || (plan.chain && result.entries.length)) this.attempts.delete(page);
+      if (this.missing(page) === null) this.attempts.delete(page);
       this.evict();
     } catch {
       // a failed page stays missing; the next ensure() retries it (up to MAX_ATTEMPTS)
@@ -238,18 +236,8 @@ export class RowCache {
       return { request: { order: "oldest", cursor: this.cursorOf(anchor), limit: nearestBelow - first }, place: nearestBelow - 1,
         step: -1, approximate: anchor.approximate };
     }
-    if (this.sortCursor) {
-      // Sorted: walk towards the page from the nearer loaded side, a largest page per step.
-      const fromAbove = nearestAbove ?? low - 1;
-      const fromBelow = nearestBelow ?? (this.base !== null ? this.base : null);
-      if (fromBelow === null || first - fromAbove <= fromBelow - last) {
-        const anchor = nearestAbove !== null ? this.cells.get(nearestAbove)! : null;
-        return { request: { order: "newest", cursor: anchor ? this.cursorOf(anchor) : undefined, limit: MAX_LIMIT },
-          place: fromAbove + 1, step: 1, approximate: false, chain: true };
-      }
-      const anchor = nearestBelow !== null ? this.cells.get(nearestBelow)! : null;
-      return { request: { order: "oldest", cursor: anchor ? this.cursorOf(anchor) : undefined, limit: MAX_LIMIT },
-        place: fromBelow - 1, step: -1, approximate: false, chain: true };
+    if (this.sortCursor) {  // slots are positions (a sorted list inserts no flows above 0)
+      return { request: { order: "newest", position: first, limit: size }, place: first, step: 1, approximate: true };
     }
     // Far from anything loaded: guess the seq from the nearest known ones on both sides.
     const topSlot = nearestAbove ?? low - 1;

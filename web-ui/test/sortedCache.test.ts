@@ -25,7 +25,11 @@ class SortedServer {
     await Promise.resolve();
     const descending = request.order === "newest";
     let list: FlowSummary[];
-    if (request.arrival) {
+    if (request.position !== undefined) {
+      list = [...this.flows].sort((a, b) => (before(key(a), key(b)) ? -1 : 1));
+      if (descending) list.reverse();
+      list = list.slice(request.position);
+    } else if (request.arrival) {
       list = [...this.flows].sort((a, b) => (descending ? b.seq - a.seq : a.seq - b.seq));
       if (request.cursor !== undefined) list = list.filter((f) => (descending ? f.seq < Number(request.cursor) : f.seq > Number(request.cursor)));
     } else {
@@ -56,15 +60,17 @@ function statuses(count: number): FlowSummary[] {
 }
 
 describe("RowCache sorted by a column", () => {
-  it("pages with [key, seq] cursors and fills a far jump from the nearest rows, exactly", async () => {
+  it("pages with [key, seq] cursors and jumps far by position", async () => {
     const server = new SortedServer(statuses(12_000));
     const cache = new RowCache(server.fetch, 12_000, true, 20_000, cursorOf);
     await cache.start();
     expect(cache.maxSeq).toBe(12_000);
-    for (let round = 0; round < 40; round += 1) {  // the middle: reached a large page at a time
-      cache.ensure(6000, 6000 + PAGE);
-      await settle();
-    }
+    cache.ensure(6000, 6000 + PAGE);  // the middle: one request by position
+    await settle();
+    expect(server.requests.filter((r) => r.position !== undefined)).toHaveLength(2);
+    cache.ensure(6000 + 2 * PAGE, 6000 + 3 * PAGE);  // then on from there by cursor
+    await settle();
+    expect(server.requests.filter((r) => r.position !== undefined)).toHaveLength(2);
     const expected = server.expected();
     let loaded = 0;
     for (let i = 0; i < cache.count(); i += 1) {
@@ -74,8 +80,8 @@ describe("RowCache sorted by a column", () => {
         loaded += 1;
       }
     }
-    for (let i = 6000; i <= 6000 + PAGE; i += 1) expect(cache.rowAt(i)?.id).toBe(expected[i].id);
-    expect(loaded).toBeGreaterThan(6000);
+    for (let i = 6000; i <= 6000 + 3 * PAGE; i += 1) expect(cache.rowAt(i)?.id).toBe(expected[i].id);
+    expect(loaded).toBe(6 * PAGE);  // the two ends, two pages by position, two by cursor
     expect(cache.inconsistent).toBe(false);
     const sorted = server.requests.filter((r) => !r.arrival);
     expect(sorted.every((r) => r.cursor === undefined || typeof r.cursor === "string")).toBe(true);
