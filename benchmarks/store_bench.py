@@ -203,7 +203,8 @@ def main() -> None:
             middle = store.list_sorted(sort, session, limit=1000, order="oldest")[1]
             for label, q in {"first page": {}, "from a cursor": {"cursor": middle},
                              "status:404, from a cursor": {"cursor": middle,
-                                                           "filter": "status:404"}}.items():
+                                                           "filter": "status:404"},
+                             "at the middle (position)": {"position": total // 2}}.items():
                 p50, p95 = timed(lambda q=q, sort=sort: store.list_sorted(  # type: ignore[misc]
                     sort, session, limit=100, **q), args.queries)
                 print(f"  {sort + ', ' + label:36} {p50:8.1f} {p95:8.1f}")
