@@ -62,7 +62,13 @@ export function ColumnHeader({ columns, stretch, shown, template, gutter, widthO
           <span key={column.id} role="columnheader" aria-sort={sort} data-column={column.id}
             className={`col-head${column.sort !== "none" ? " sortable" : ""}`}
             title={column.sort === "none" ? column.label : column.sort === null ? "Arrival order" : `Sort by ${column.label.toLowerCase()}`}
-            onClick={() => onSort(column)}>
+            tabIndex={column.sort === "none" ? undefined : 0} onClick={() => onSort(column)}
+            onKeyDown={(event) => {
+              if (event.key !== "Enter" && event.key !== " ") return;
+              event.preventDefault();
+              event.stopPropagation();  // (Enter elsewhere opens the detail)
+              onSort(column);
+            }}>
             {column.label}{arrow}
             {column.id !== stretch && (
               <span className="col-resize" aria-hidden="true" onPointerDown={startResize(column)} onPointerMove={moveResize}
