@@ -202,7 +202,7 @@ export function App() {
       }
     })();
     return () => { cancelled = true; };
-  // (sort is a new object only when it changes: see setColumns)
+  // (columns.sort keeps its identity when columns are resized or hidden: no reload then)
   }, [viewId, filter, search, reload, sort]);
 
   useEffect(() => {

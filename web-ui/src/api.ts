@@ -226,7 +226,6 @@ export const api = {
   activateSession: (id: number) => call<Session>("POST", `/api/sessions/${id}/activate`),
   status: () => call<Status>("GET", "/api/status"),
   // -- capture's pause switch and the filter language's words (the traffic list's toolbar)
-  capture: () => call<{ paused: boolean }>("GET", "/api/capture"),
   setCapture: (paused: boolean) => call<{ paused: boolean }>("PUT", "/api/capture", { paused }),
   filterLanguage: () => call<FilterLanguage>("GET", "/api/filter"),
   topStats: (sessionId: number) => call<Stats>("GET", `/api/traffic/stats/${sessionId}?top=50`),
