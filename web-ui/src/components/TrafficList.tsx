@@ -1,7 +1,7 @@
 // The traffic list: virtualized rows, oldest at the top and the newest at the bottom, which
 // it follows while the user stays there (scrolling up pauses that; the button resumes it).
 // Sorted by a column, it starts at the top and new flows wait behind "N new flows".
-import { Fragment, memo, useCallback, useEffect, useLayoutEffect, useRef, useState, type MouseEvent, type ReactNode } from "react";
+import { Fragment, memo, useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState, type MouseEvent, type ReactNode } from "react";
 import { useVirtualizer } from "@tanstack/react-virtual";
 import type { FlowSummary } from "../api";
 import { gridTemplate, nextSort, stretchColumn, visibleColumns, widthOf, type Column, type ColumnState } from "../columns";
@@ -89,8 +89,9 @@ export function TrafficList({ cache, version, selected, focus, onSelect, onOpen,
   const sorted = columns.sort !== null;
   const follow = useRef(!sorted);
   const [following, setFollowing] = useState(!sorted);
-  const shown = visibleColumns(columns, compact);
-  const template = gridTemplate(columns, compact);
+  // (the same objects from render to render, so the memoized rows are not drawn again)
+  const shown = useMemo(() => visibleColumns(columns, compact), [columns, compact]);
+  const template = useMemo(() => gridTemplate(columns, compact), [columns, compact]);
   const count = cache.count();
   const virtualizer = useVirtualizer({
     count,
@@ -138,7 +139,7 @@ export function TrafficList({ cache, version, selected, focus, onSelect, onOpen,
     const atBottom = element.scrollTop + element.clientHeight >= element.scrollHeight - ROW_HEIGHT * 1.5;
     follow.current = atBottom && !sorted;
     setFollowing(atBottom || sorted);
-  }, []);
+  }, [sorted]);
 
   const resume = () => {
     follow.current = true;
