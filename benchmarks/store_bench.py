@@ -29,6 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nectoproxy.store import CaptureWriter, FlowRecord, SQLiteStore, new_flow_id
+from nectoproxy.store.sorting import SORT_KEYS
 
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
          "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo",
@@ -197,6 +198,16 @@ def main() -> None:
                         break
             p50, p95 = timed(run, args.queries)
             print(f"  {label:36} {p50:8.1f} {p95:8.1f}")
+        print(f"list_sorted, 100 per page, {args.queries} runs each: p50 / p95 ms")
+        for sort in SORT_KEYS:
+            middle = store.list_sorted(sort, session, limit=1000, order="oldest")[1]
+            for label, q in {"first page": {}, "from a cursor": {"cursor": middle},
+                             "status:404, from a cursor": {"cursor": middle,
+                                                           "filter": "status:404"},
+                             "at the middle (position)": {"position": total // 2}}.items():
+                p50, p95 = timed(lambda q=q, sort=sort: store.list_sorted(  # type: ignore[misc]
+                    sort, session, limit=100, **q), args.queries)
+                print(f"  {sort + ', ' + label:36} {p50:8.1f} {p95:8.1f}")
         p50, p95 = timed(lambda: store.changes_since(store.current_marker() - 100), args.queries)
         print(f"  {'changes_since (last 100)':36} {p50:8.1f} {p95:8.1f}")
         p50, p95 = timed(lambda: store.stats(session), 3)

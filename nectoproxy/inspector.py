@@ -25,6 +25,7 @@ import anyio.abc
 
 from nectoproxy.breakpoints import Breakpoints
 from nectoproxy.capture import Capture
+from nectoproxy.capturepause import CapturePause
 from nectoproxy.config import Config
 from nectoproxy.errors import ConfigError
 from nectoproxy.settings import SettingsRegistry
@@ -129,6 +130,7 @@ class Inspector:
         #: Flows that pause for a person (``/api/breakpoints``), unless disabled by name.
         self.breakpoints = Breakpoints(config) \
             if "breakpoints" not in config.plugins.disable else None
+        self.pause = CapturePause(self.capture, self.path, primary=primary)
         self.address: tuple[str, int] | None = None
         #: Where the proxy listens, once it does (``/api/status`` says it).
         self.proxy_address: tuple[str, int] | None = None
@@ -150,7 +152,8 @@ class Inspector:
         stats = self.writer.stats
         address = self.proxy_address
         proxy = f"{_reachable(address[0])}:{address[1]}" if address is not None else None
-        return {"proxy": proxy, "capturing": self.capture.enabled, "store": str(self.path),
+        return {"proxy": proxy, "capturing": self.capture.enabled,
+                "paused": self.pause.paused, "store": str(self.path),
                 "flowsWritten": stats.flows_written, "bytesDropped": stats.bytes_dropped,
                 "messagesDropped": stats.messages_dropped, "queuedBytes": self.writer.queued_bytes}
 
@@ -159,6 +162,7 @@ class Inspector:
         """Serve the web API (in the first process) inside the block;
         :meth:`close` (capture's writer) is for after the proxy stopped."""
         async with anyio.create_task_group() as group:
+            group.start_soon(self.pause.follow)
             if self.primary:
                 try:
                     self.address = await group.start(self._serve_web, ca_path)
@@ -197,7 +201,8 @@ class Inspector:
                                                          self.config.proxy.listen_port)),
                                  ca_path, self.token)
         app = create_app(self.store, token=self.token, allowed_hosts=web.allowed_hosts,
-                         replayer=self.replayer, status=self.status, settings=self.settings)
+                         replayer=self.replayer, status=self.status, settings=self.settings,
+                         capture=self.pause)
         if not web.is_loopback:
             log.warning("the inspector listens on %s, not a loopback address: anyone who can "
                         "reach it and knows the token sees all traffic", web.host)

@@ -1011,3 +1011,204 @@ def test_a_curl_paused_at_a_breakpoint_is_edited_in_the_page_and_reaches_the_ori
         assert [r.path for r in origin.requests] == ["/echo?edited"]
         sync_api.expect(page.get_by_role("button", name="Breakpoints", exact=True)).to_be_visible()
         page.close()  # before the proxy stops: its event socket would retry, as a console error
+
+
+# -- columns (sort, resize, choose), filter suggestions, pause and clear ----------------------
+
+
+def _fill_hosts(path: Path, hosts: list[str]) -> int:
+    with SQLiteStore(path) as store:
+        session = store.start_run()
+        for n, host in enumerate(hosts):
+            store.save_flow(FlowRecord(
+                id=new_flow_id(), session_id=session.id, method="GET", url=f"http://{host}/{n}",
+                host=host, path=f"/{n}", started_at=time.time(), status=200, duration=1.0))
+        return session.id
+
+
+def header(page: Page, column: str) -> Any:
+    return page.locator(f".row.header [data-column={column}]")
+
+
+@pytest.mark.timeout(300)
+def test_sort_by_status_pages_both_ways_and_new_flows_wait(tmp_path: Path, pages: Pages,
+                                                           origin: Any) -> None:
+    session_id = _fill(tmp_path / "flows.db", 3000)  # 404 every tenth (the last: /item/2990)
+    with running(tmp_path, "--session", str(session_id)) as inspector, \
+            inspector.client() as client:
+        page = pages.open(inspector)
+        sync_api.expect(page.get_by_test_id("shown")).to_have_text("3,000 in the list")
+        focused = page.locator("[data-testid=list-body] .row.focused")
+        header(page, "status").click()  # ascending: the 200s first, each status in arrival order
+        sync_api.expect(header(page, "status")).to_have_attribute("aria-sort", "ascending")
+        sync_api.expect(rows(page).first.locator(".c-path")).to_have_text("/item/1")
+        page.keyboard.press("End")
+        sync_api.expect(focused.locator(".c-path")).to_have_text("/item/2990")
+        sync_api.expect(focused.locator(".c-status")).to_have_text("404")
+        header(page, "status").click()  # descending: the 404s, newest first, then the 200s
+        sync_api.expect(header(page, "status")).to_have_attribute("aria-sort", "descending")
+        sync_api.expect(rows(page).first.locator(".c-path")).to_have_text("/item/2990")
+        page.keyboard.press("Home")
+        for _ in range(15):  # 300 rows down: past the first pages, to the first 200
+            page.keyboard.press("PageDown")
+        sync_api.expect(focused.locator(".c-num")).to_have_text("301")
+        sync_api.expect(focused.locator(".c-path")).to_have_text("/item/2999")
+        sync_api.expect(focused.locator(".c-status")).to_have_text("200")
+        page.keyboard.press("End")
+        sync_api.expect(focused.locator(".c-path")).to_have_text("/item/1")
+        # a live flow does not move the sorted rows: it waits behind the button
+        assert client.get(origin.url + "/status/500").status_code == 500
+        new = page.get_by_test_id("new-flows")
+        sync_api.expect(new).to_have_text("1 new flow · show")
+        sync_api.expect(page.get_by_test_id("shown")).to_have_text("3,000 in the list")
+        new.click()
+        sync_api.expect(page.get_by_test_id("shown")).to_have_text("3,001 in the list")
+        sync_api.expect(new).to_have_count(0)
+        page.keyboard.press("Home")  # (showing them keeps the scroll position)
+        sync_api.expect(focused.locator(".c-status")).to_have_text("500")
+        page.reload()  # the sort is remembered
+        sync_api.expect(header(page, "status")).to_have_attribute("aria-sort", "descending")
+        sync_api.expect(rows(page).first.locator(".c-status")).to_have_text("500")
+        header(page, "status").focus()  # a third time (from the keyboard): arrival order,
+        page.keyboard.press("Enter")     # following the newest
+        sync_api.expect(header(page, "status")).to_have_attribute("aria-sort", "none")
+        sync_api.expect(row_with(page, "/status/500")).to_be_visible()
+        sync_api.expect(rows(page).last.locator(".c-path")).to_have_text("/status/500")
+
+
+def test_columns_are_resized_hidden_and_remembered(tmp_path: Path, pages: Pages,
+                                                   origin: Any) -> None:
+    with running(tmp_path) as inspector, inspector.client() as client:
+        client.get(origin.url + "/json")
+        wait_for(lambda: inspector.entries())
+        page = pages.open(inspector)
+        sync_api.expect(rows(page)).to_have_count(1)
+        host = header(page, "host")
+        before = host.bounding_box()
+        handle = host.locator(".col-resize").bounding_box()
+        x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + 60, y, steps=5)
+        page.mouse.move(x + 120, y, steps=5)
+        page.mouse.up()
+        after = host.bounding_box()
+        assert abs(after["width"] - before["width"] - 120) <= 2, (before, after)
+        cell = row_with(page, "/json").locator(".c-host").bounding_box()
+        assert abs(cell["width"] - after["width"]) <= 2  # the rows follow the header
+        assert header(page, "status").get_attribute("aria-sort") == "none"  # a drag is no click
+        # right-click the header: the column menu; hide the content type
+        header(page, "path").click(button="right")
+        menu = page.get_by_role("menu", name="Columns")
+        menu.get_by_role("menuitemcheckbox", name="Type").click()
+        sync_api.expect(header(page, "type")).to_have_count(0)
+        sync_api.expect(row_with(page, "/json").locator(".c-type")).to_have_count(0)
+        page.keyboard.press("Escape")
+        sync_api.expect(menu).to_have_count(0)
+        page.reload()
+        sync_api.expect(rows(page)).to_have_count(1)
+        sync_api.expect(header(page, "type")).to_have_count(0)
+        remembered = header(page, "host").bounding_box()
+        assert abs(remembered["width"] - after["width"]) <= 2
+        # the ⋮ button opens the same menu; showing the column again brings it back
+        page.get_by_role("button", name="Columns").click()
+        page.get_by_role("menu", name="Columns").get_by_role(
+            "menuitemcheckbox", name="Type").click()
+        sync_api.expect(row_with(page, "/json").locator(".c-type")).to_have_text("application/json")
+
+
+def test_filter_suggests_fields_and_hosts_seen_and_accepting_filters(
+        tmp_path: Path, pages: Pages) -> None:
+    session_id = _fill_hosts(tmp_path / "flows.db",
+                             ["api.shop.test", "cdn.shop.test", "api.shop.test", "img.other.test"])
+    with running(tmp_path, "--session", str(session_id)) as inspector:
+        page = pages.open(inspector)
+        sync_api.expect(rows(page)).to_have_count(4)
+        field = page.get_by_label("Filter")
+        field.click()
+        field.press_sequentially("ho")
+        listbox = page.get_by_role("listbox", name="Suggestions")
+        sync_api.expect(listbox.get_by_role("option").first).to_contain_text("host:")
+        field.press("Tab")
+        sync_api.expect(field).to_have_value("host:")
+        sync_api.expect(listbox.get_by_role("option")).to_have_count(3)  # the hosts seen
+        field.press_sequentially("sho")
+        sync_api.expect(listbox.get_by_role("option")).to_have_count(2)
+        field.press("ArrowDown")
+        sync_api.expect(listbox.get_by_role("option", selected=True)).to_contain_text(
+            "cdn.shop.test")
+        field.press("Enter")
+        sync_api.expect(field).to_have_value("host:cdn.shop.test ")
+        sync_api.expect(rows(page)).to_have_count(1)
+        sync_api.expect(rows(page).first.locator(".c-host")).to_have_text("cdn.shop.test")
+        # Esc closes the suggestions and leaves the field (and the filter) as they are
+        field.press_sequentially("!me")
+        sync_api.expect(listbox).to_be_visible()
+        field.press("Escape")
+        sync_api.expect(listbox).to_have_count(0)
+        assert page.evaluate("document.activeElement.getAttribute('aria-label')") == "Filter"
+        field.press_sequentially("thod:")
+        sync_api.expect(listbox.get_by_role("option").locator("code")).to_have_text(["GET"])
+
+
+def test_pause_stops_capture_resume_brings_it_back_and_clear_empties(
+        tmp_path: Path, pages: Pages, origin: Any) -> None:
+    with running(tmp_path) as inspector, inspector.client() as client:
+        client.get(origin.url + "/json")
+        wait_for(lambda: inspector.entries())
+        page = pages.open(inspector)
+        sync_api.expect(rows(page)).to_have_count(1)
+        status = page.get_by_test_id("capture-state")
+        sync_api.expect(status).to_have_text("capturing")
+        page.get_by_role("button", name="Pause", exact=True).click()
+        sync_api.expect(status).to_have_text("capture paused")
+        resume = page.get_by_role("button", name="▶ Resume")
+        sync_api.expect(resume).to_have_attribute("aria-pressed", "true")
+        assert client.get(origin.url + "/html").status_code == 200  # proxied...
+        page.wait_for_timeout(1500)
+        sync_api.expect(rows(page)).to_have_count(1)  # ...not stored, not shown
+        assert [e["path"] for e in inspector.entries()] == ["/json"]
+        resume.click()
+        sync_api.expect(status).to_have_text("capturing")
+        client.get(origin.url + "/status/404")
+        sync_api.expect(row_with(page, "/status/404")).to_be_visible()
+        sync_api.expect(rows(page)).to_have_count(2)
+        # clear, after a confirmation (cancel first: nothing happens)
+        page.get_by_role("button", name="Clear").click()
+        dialog = page.get_by_role("dialog", name="Clear the session?")
+        dialog.get_by_role("button", name="Cancel").click()
+        sync_api.expect(rows(page)).to_have_count(2)
+        page.get_by_role("button", name="Clear").click()
+        dialog.get_by_role("button", name="Clear").click()
+        sync_api.expect(rows(page)).to_have_count(0)
+        sync_api.expect(page.get_by_test_id("shown")).to_have_text("0 in the list")
+        sync_api.expect(page.get_by_role("status")).to_contain_text("Cleared 2 flows")
+        assert inspector.entries() == []
+        client.get(origin.url + "/json?after=1")  # capture goes on into the emptied session
+        sync_api.expect(row_with(page, "/json?after=1")).to_be_visible()
+
+
+@pytest.mark.timeout(600)
+def test_a_sorted_session_of_100000_flows_reaches_its_middle(tmp_path: Path,
+                                                             pages: Pages) -> None:
+    session_id = _fill(tmp_path / "flows.db", 100_000)
+    with running(tmp_path, "--session", str(session_id)) as inspector:
+        page = pages.open(inspector)
+        sync_api.expect(page.get_by_test_id("shown")).to_have_text("100,000 in the list")
+        header(page, "size").click()  # 100..1099 bytes, a hundred flows of each
+        sync_api.expect(rows(page).first.locator(".c-size")).to_have_text("100 B")
+        page.wait_for_timeout(500)
+        started = time.monotonic()
+        page.get_by_test_id("list-body").evaluate("el => { el.scrollTop = el.scrollHeight / 2; }")
+        placeholders = page.locator("[data-testid=list-body] .row.placeholder")
+        sync_api.expect(placeholders).to_have_count(0, timeout=60_000)
+        elapsed = time.monotonic() - started
+        middle = int(rows(page).nth(10).locator(".c-num").inner_text())
+        assert 45_000 < middle < 55_000
+        # rows n-1..: size 100 + n // 100 in the sorted order, ties in arrival order
+        size = 100 + (middle - 1) // 100
+        assert rows(page).nth(10).locator(".c-size").inner_text() == f"{size} B"
+        loaded = int(re.sub(r"\D", "", page.get_by_test_id("loaded").inner_text()))
+        print(f"a jump to the middle of 100,000 flows sorted by size: {elapsed:.1f} s, "
+              f"{loaded} rows held")
+        assert loaded <= 20_000

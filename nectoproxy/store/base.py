@@ -23,6 +23,7 @@ from nectoproxy.store.records import (
     Session,
     Stats,
 )
+from nectoproxy.store.sorting import SortCursor
 
 #: Retention defaults that keep a laptop's disk safe (``max_bytes`` is the database's size).
 DEFAULT_MAX_AGE_DAYS = 30.0
@@ -100,6 +101,18 @@ class FlowStore(abc.ABC):
         """A page of flows of a session (None: the active one), matching the filter and
         containing ``search`` (a substring of URL, headers, bodies or annotations). ``cursor``
         is the ``next_cursor`` of the previous page; it is None after the last page."""
+
+    @abc.abstractmethod
+    def list_sorted(self, sort: str, session_id: int | None = None,
+                    filter: str | Filter | None = None, search: str | None = None,
+                    limit: int = 100, cursor: SortCursor | None = None,
+                    order: Order = "newest", position: int | None = None,
+                    ) -> tuple[list[FlowSummary], SortCursor | None]:
+        """:meth:`list_flows` sorted by a column (``nectoproxy.store.sorting.SORT_KEYS``:
+        status, host, method, size, duration, type), ties in seq order; ``newest`` is
+        descending, ``oldest`` ascending, and a NULL sorts below every value. ``cursor`` is the
+        ``[key, seq]`` of the last row of the previous page (``next_cursor``); ``position``
+        instead (a jump) starts the page at that 0-based position."""
 
     @abc.abstractmethod
     def get_flow(self, flow_id: str) -> FlowRecord | None:

@@ -220,7 +220,17 @@ def _v3_search_index(conn: sqlite3.Connection) -> None:
                  "WHERE status IS NOT NULL OR error IS NOT NULL OR kind != 'http'")
 
 
-MIGRATIONS: list[Migration] = [_V1_CORE, _V2_TOMBSTONES, _v3_search_index]
+# Sorted lists (nectoproxy.store.sorting) read these in order and stop after a page. The keys
+# are the same coalesce() expressions the queries use (an expression index serves only its own
+# expression), so filters on status and the others never pick these up instead of seq order.
+_V4_SORT_INDEXES = [
+    "CREATE INDEX flows_sort_status ON flows (session_id, coalesce(status, -1), seq)",
+    "CREATE INDEX flows_sort_size ON flows (session_id, coalesce(response_size, -1), seq)",
+    "CREATE INDEX flows_sort_duration ON flows (session_id, coalesce(duration, -1.0), seq)",
+    "CREATE INDEX flows_sort_method ON flows (session_id, method, seq)",
+]
+
+MIGRATIONS: list[Migration] = [_V1_CORE, _V2_TOMBSTONES, _v3_search_index, _V4_SORT_INDEXES]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

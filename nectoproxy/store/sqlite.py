@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from nectoproxy.store import ingest, maintenance, schema, textindex
+from nectoproxy.store import ingest, maintenance, schema, sorting, textindex
 from nectoproxy.store.base import (
     DEFAULT_MAX_AGE_DAYS,
     DEFAULT_MAX_BODY_SIZE,
@@ -41,6 +41,7 @@ from nectoproxy.store.records import (
     Stats,
 )
 from nectoproxy.store.schema import StoreError
+from nectoproxy.store.sorting import SortCursor
 
 log = logging.getLogger("nectoproxy.store")
 
@@ -269,6 +270,60 @@ class SQLiteStore(FlowStore):
         rows = self._read().execute(sql, (*args, limit + 1)).fetchall()
         flows = [ingest.summary_from_row(r) for r in rows[:limit]]
         return flows, (flows[-1].seq if len(rows) > limit else None)
+
+    def list_sorted(self, sort: str, session_id: int | None = None,
+                    filter: str | Filter | None = None, search: str | None = None,
+                    limit: int = 100, cursor: SortCursor | None = None,
+                    order: Order = "newest", position: int | None = None,
+                    ) -> tuple[list[FlowSummary], SortCursor | None]:
+        key = sorting.sort_key(sort)
+        if order not in ("newest", "oldest"):
+            raise ValueError("order must be 'newest' or 'oldest'")
+        limit = max(1, min(int(limit), MAX_PAGE))
+        descending = order == "newest"
+        search = (search or "").strip()
+        parsed = filter if isinstance(filter, Filter) else parse_filter(filter)
+        source = "flows AS f"
+        clauses: list[str] = []
+        args: list[object] = []
+        if search:  # (the matches are collected, then sorted)
+            source, clause, text_args, _ = maintenance.search_clause(search, self.fts)
+            clauses.append(clause)
+            args.extend(text_args)
+        where, params = parsed.sql(fts=self.fts)
+        clauses += ["f.session_id = ?", where]
+        args += [self._session_id(session_id), *params]
+        direction = "DESC" if descending else "ASC"
+        if position is not None:  # a jump: OFFSET walks the index (rows are read only for
+            # a filter), then the caller pages on from the rows with their cursors
+            sql = (f"SELECT {ingest.SUMMARY_SQL} FROM {source} WHERE {' AND '.join(clauses)} "
+                   f"ORDER BY {key} {direction}, f.seq {direction} LIMIT ? OFFSET ?")
+            jumped = self._read().execute(sql, (*args, limit + 1, max(0, int(position))))
+            return self._sorted_page(sort, jumped.fetchall(), limit)
+        parts: list[tuple[str, list[Any], str]] = [
+            ("1", [], f"{key} {direction}, f.seq {direction}")]
+        if cursor is not None:
+            parts = sorting.after(sort, sorting.check_cursor(sort, cursor), descending)
+        selects, all_args = [], []
+        for clause, part_args, order_by in parts:  # each part a subquery: LIMIT inside it
+            selects.append(f"SELECT * FROM (SELECT {ingest.SUMMARY_SQL}, {key} AS sort_key "
+                           f"FROM {source} WHERE {' AND '.join([*clauses, clause])} "
+                           f"ORDER BY {order_by} LIMIT ?)")
+            all_args += [*args, *part_args, limit + 1]
+        # One statement, so one snapshot however rows change meanwhile; the outer ORDER BY
+        # sorts at most two pages.
+        sql = (" UNION ALL ".join(selects) +
+               f" ORDER BY sort_key {direction}, seq {direction} LIMIT ?")
+        rows = [r[:-1] for r in self._read().execute(sql, (*all_args, limit + 1)).fetchall()]
+        return self._sorted_page(sort, rows, limit)
+
+    @staticmethod
+    def _sorted_page(sort: str, rows: list[Any], limit: int,
+                     ) -> tuple[list[FlowSummary], SortCursor | None]:
+        flows = [ingest.summary_from_row(r) for r in rows[:limit]]
+        if len(rows) <= limit:
+            return flows, None
+        return flows, sorting.cursor_of(sort, flows[-1].to_json())
 
     def get_flow(self, flow_id: str) -> FlowRecord | None:
         row = self._read().execute(

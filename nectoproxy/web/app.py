@@ -23,8 +23,10 @@ from nectoproxy.settings import SettingsRegistry
 from nectoproxy.store import FilterError, FlowStore, SessionNotFound, StoreError
 from nectoproxy.web import (
     breakpointsapi,
+    captureapi,
     events,
     export,
+    filterapi,
     harapi,
     meta,
     replayapi,
@@ -34,7 +36,15 @@ from nectoproxy.web import (
     traffic,
     ui,
 )
-from nectoproxy.web.common import ApiError, Endpoint, Param, Reply, WebContext, error_response
+from nectoproxy.web.common import (
+    ApiError,
+    CaptureControl,
+    Endpoint,
+    Param,
+    Reply,
+    WebContext,
+    error_response,
+)
 from nectoproxy.web.replay import Replayer
 from nectoproxy.web.schemas import ref
 from nectoproxy.web.security import Guard, HostRules
@@ -44,6 +54,7 @@ log = logging.getLogger("nectoproxy.web")
 #: Matching order matters where a literal segment and a ``{param}`` share a place.
 ROUTE_TABLES = (traffic.routes, replayapi.routes, export.routes, sessions.routes,
                 harapi.routes, settingsapi.routes, rulesapi.routes, breakpointsapi.routes,
+                captureapi.routes, filterapi.routes,
                 meta.routes, ui.routes)
 
 EVENTS = Endpoint(
@@ -85,12 +96,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def create_app(store: FlowStore, *, token: str, allowed_hosts: Sequence[str] = (),
                replayer: Replayer | None = None,
                status: Callable[[], Mapping[str, Any]] | None = None,
-               settings: SettingsRegistry | None = None) -> Starlette:
+               settings: SettingsRegistry | None = None,
+               capture: CaptureControl | None = None) -> Starlette:
     """The inspector's API over ``store``: every route needs ``token`` except
     ``/api/health``; ``allowed_hosts`` are Host names to answer besides this machine's;
     ``replayer`` sends replays (without one they answer 503); ``status()`` adds the proxy's
     fields to ``/api/status``; ``settings`` are the plugins' live settings (filled in once the
-    proxy runs). ValueError for an empty token or a malformed host."""
+    proxy runs); ``capture`` pauses and resumes capture (``/api/capture``). ValueError for an empty token or a malformed host."""
     if not token:
         raise ValueError("the inspector needs a token")
     HostRules(allowed_hosts)  # a malformed entry is an error now, not at the first request
@@ -106,5 +118,5 @@ def create_app(store: FlowStore, *, token: str, allowed_hosts: Sequence[str] = (
                             HTTPException: _http_error},
     )
     app.state.web = WebContext(store=store, token=token, replayer=replayer, status=status,
-                               endpoints=endpoints, settings=settings)
+                               endpoints=endpoints, settings=settings, capture=capture)
     return app

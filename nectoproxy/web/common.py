@@ -13,7 +13,7 @@ import functools
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -48,6 +48,16 @@ def error_response(status: int, message: str, headers: Mapping[str, str] | None 
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
+class CaptureControl(Protocol):
+    """Pauses and resumes capture (:class:`nectoproxy.capturepause.CapturePause`)."""
+
+    @property
+    def paused(self) -> bool: ...
+
+    def set_paused(self, paused: bool) -> None:
+        """Called in a worker thread."""
+
+
 @dataclass
 class WebContext:
     """What the routes need, kept on ``app.state.web``."""
@@ -59,6 +69,8 @@ class WebContext:
     endpoints: list[Endpoint] = field(default_factory=list)
     #: The plugins' live settings (``/api/settings``, ``/api/rules``); None: there are none.
     settings: SettingsRegistry | None = None
+    #: Capture's pause switch (``/api/capture``); None: nothing captures here.
+    capture: CaptureControl | None = None
     #: Event sockets open now.
     event_clients: int = 0
     #: Store calls in worker threads, so a burst of API calls cannot take every thread that

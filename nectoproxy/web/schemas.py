@@ -125,9 +125,10 @@ COMPONENTS: dict[str, Schema] = {
     }),
     "Error": ERROR,
     "TrafficPage": obj({"entries": array(ref("FlowSummary")),
-                        "next": {"type": ["integer", "null"],
+                        "next": {"type": ["integer", "string", "null"],
                                  "description": "The cursor of the next page; null after the "
-                                 "last."}}),
+                                 "last. With `sort`, the JSON text `[key, seq]` of the page's "
+                                 "last row."}}),
     "SessionList": obj({"sessions": array(ref("Session"))}),
     "Deleted": obj({"deleted": {"type": ["integer", "boolean"]}}),
     "ReplayEdits": REPLAY_EDITS,
@@ -143,7 +144,9 @@ COMPONENTS: dict[str, Schema] = {
         "activeSession": ref("Session"), "marker": {"type": "integer"},
         "path": {"type": "string"}, "fileBytes": _COUNT},
         required=("sessions", "flows", "storedBytes", "activeSession", "marker")),
-        "eventClients": _COUNT},
+        "eventClients": _COUNT,
+        "capturing": {"type": "boolean", "description": "Flows are being stored."},
+        "paused": {"type": "boolean", "description": "Capture is paused (PUT /api/capture)."}},
         required=("version", "store", "eventClients"),
         description="`status()`'s mapping (the proxy's own fields), plus these."),
     "Event": EVENT,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from nectoproxy.store import (
     FlowStore,
     parse_filter,
 )
+from nectoproxy.store.sorting import SORTS, SortCursor, check_cursor
 from nectoproxy.web import decoding
 from nectoproxy.web.common import (
     ApiError,
@@ -50,8 +52,17 @@ LIST_PARAMS = (
           "Text the URL, headers, bodies, tags or comment contain (any case)."),
     Param("limit", {"type": "integer", "minimum": 1, "default": 100, "maximum": MAX_LIMIT},
           "Entries per page (at most 1000; more is cut to 1000)."),
-    Param("cursor", {"type": "integer"}, "The `next` of the previous page."),
-    Param("order", {"enum": ["newest", "oldest"], "default": "newest"}),
+    Param("cursor", {"type": ["integer", "string"]},
+          "The `next` of the previous page (with `sort`: the JSON text `[key, seq]` of the "
+          "row to continue after, such as `[404,1812]` or `[null,1790]`)."),
+    Param("order", {"enum": ["newest", "oldest"], "default": "newest"},
+          "Newest first, or oldest; with `sort`: descending, or ascending."),
+    Param("sort", {"enum": list(SORTS), "default": "time"},
+          "The column to sort by (ties in arrival order; a missing value sorts lowest). "
+          "`time` is arrival order."),
+    Param("position", {"type": "integer", "minimum": 0},
+          "With `sort`, instead of `cursor`: the page that starts at this 0-based position "
+          "(a jump into the list; page on from it with cursors)."),
     Param("methods", {"type": "string"}, "Comma-separated methods (the original's parameter; "
           "the same as `method:` terms joined by `or`)."),
     Param("statusCodes", {"type": "string"}, "Comma-separated statuses: 404, 4xx, 400-499."),
@@ -94,6 +105,17 @@ async def session_param(ctx: WebContext, session_id: int | None) -> int | None:
     return session_id
 
 
+def _sort_cursor(request: Request, sort: str) -> SortCursor | None:
+    raw = request.query_params.get("cursor")
+    if not raw:
+        return None
+    try:
+        return check_cursor(sort, json.loads(raw))
+    except ValueError as exc:  # (json's errors are ValueErrors too)
+        raise ApiError(400, f"cursor: {exc} (the `next` of the previous page)",
+                       parameter="cursor") from None
+
+
 async def _page(request: Request, search: str | None) -> Response:
     ctx = context(request)
     if query_int(request, "offset", 0):
@@ -104,6 +126,23 @@ async def _page(request: Request, search: str | None) -> Response:
     session_id = await session_param(ctx, query_int(request, "sessionId"))
     parsed = request_filter(request)
     limit = query_int(request, "limit", 100, minimum=1, maximum=MAX_LIMIT)
+    sort = request.query_params.get("sort", "time") or "time"
+    if sort not in SORTS:
+        raise ApiError(400, f"sort must be one of {', '.join(SORTS)}")
+    position = query_int(request, "position")
+    if position is not None and (sort == "time" or "cursor" in request.query_params):
+        raise ApiError(400, "position is for a sorted list (sort=...), instead of a cursor",
+                       parameter="position")
+    if sort != "time":
+        key_cursor = _sort_cursor(request, sort)
+
+        def sorted_page() -> dict[str, Any]:
+            flows, after = ctx.store.list_sorted(sort, session_id, parsed, search,
+                                                 limit or 100, key_cursor, order, position)
+            return {"entries": [f.to_json() for f in flows],
+                    "next": None if after is None else json.dumps(list(after))}
+
+        return JSONResponse(await ctx.run(sorted_page))
     cursor = query_int(request, "cursor")
 
     def page() -> dict[str, Any]:

@@ -7,6 +7,8 @@ import { breakpointsApi } from "./breakpoints";
 import { BreakpointsPanel } from "./components/BreakpointsPanel";
 import { api, ApiError, bodyUrl, fetchBodyPrefix, harSessionUrl, type FlowRecord, type FlowSummary, type ReplayEdit, type Session, type Status } from "./api";
 import { bodyKind } from "./bodyKind";
+import { loadColumns, saveColumns, SORT_FIELDS, type ColumnState } from "./columns";
+import { CaptureControls } from "./components/CaptureControls";
 import { FilterBar } from "./components/FilterBar";
 import { DetailPane } from "./components/DetailPane";
 import { EditReplay, ExportText, Shortcuts } from "./components/Modals";
@@ -79,6 +81,12 @@ export function App() {
   const [theme, setTheme] = useState<Theme>(loadTheme);
   const [dragging, setDragging] = useState(false);
   const [scrollRequest, setScrollRequest] = useState<{ index: number; nonce: number } | null>(null);
+  const [columns, setColumnsState] = useState<ColumnState>(() => loadColumns());
+  const setColumns = useCallback((next: ColumnState) => {
+    saveColumns(next);
+    setColumnsState(next);
+  }, []);
+  const sort = columns.sort;
   const filterInput = useRef<HTMLInputElement>(null);
   /** The cache events go to (the one loading, else the one shown), and the one shown. */
   const cacheRef = useRef<RowCache>(EMPTY_CACHE);
@@ -195,13 +203,15 @@ export function App() {
   useEffect(() => {
     if (viewId === null) return;
     let cancelled = false;
-    const query = { sessionId: viewId, filter, search };
+    const query = { sessionId: viewId, filter, search, sort };
+    const field = sort ? SORT_FIELDS[sort.key] : null;
+    const sortCursor = field ? (flow: FlowSummary) => JSON.stringify([flow[field], flow.seq]) : null;
     setListError(null);
     (async () => {
       try {
         const base = search.trim() ? null : (await api.stats(viewId, filter)).total;
         if (cancelled) return;
-        const next = new RowCache((request) => api.traffic(query, request), base, !filter.trim() && !search.trim());
+        const next = new RowCache((request) => api.traffic(query, request), base, !filter.trim() && !search.trim(), undefined, sortCursor);
         cacheRef.current = next;  // events queue in it while its first pages load
         const abandon = () => {
           next.close();
@@ -227,7 +237,8 @@ export function App() {
       }
     })();
     return () => { cancelled = true; };
-  }, [viewId, filter, search, reload]);
+  // (columns.sort keeps its identity when columns are resized or hidden: no reload then)
+  }, [viewId, filter, search, reload, sort]);
 
   useEffect(() => {
     setFocus(null);
@@ -433,7 +444,11 @@ export function App() {
         <span className="brand">NectoProxy</span>
         <button className={showSessions ? "active" : ""} onClick={() => setShowSessions(!showSessions)} aria-pressed={showSessions}
           title="Sessions">{viewed ? viewed.name : "Sessions"}{viewed && !viewed.active ? " (not active)" : ""}</button>
-        <FilterBar ref={filterInput} filter={filter} search={search} error={listError} onFilter={setFilter} onSearch={setSearch} />
+        <FilterBar ref={filterInput} filter={filter} search={search} error={listError} onFilter={setFilter} onSearch={setSearch}
+          sessionId={viewId} />
+        <CaptureControls paused={status ? !!status.paused : null} sessionId={viewId} sessionName={viewed?.name ?? ""}
+          onPaused={(paused) => setStatus((current) => current && { ...current, paused, capturing: !paused })}
+          onCleared={() => setReload((n) => n + 1)} onNotify={notify} />
         {viewId !== null && <a className="button" href={harSessionUrl(viewId, filter)} download>Export HAR</a>}
         {selected.size > 0 && <button onClick={() => void exportSelection()}>HAR of {selected.size} selected</button>}
         <label className="button" title="Or drop a .har file anywhere">Import HAR
@@ -457,7 +472,8 @@ export function App() {
         {showBreakpoints && <BreakpointsPanel version={breakpointsVersion + settingsVersion} filter={filter} onNotify={notify}
           onClose={() => setShowBreakpoints(false)} />}
         {!showLive && !showBreakpoints && <TrafficList cache={cache} version={version} selected={selected} focus={focus} onSelect={onSelect}
-          onOpen={(index) => { const row = rowAt(index); if (row) setDetail(row); }} onQuickFilter={onQuickFilter} scrollRequest={scrollRequest} />}
+          onOpen={(index) => { const row = rowAt(index); if (row) setDetail(row); }} onQuickFilter={onQuickFilter} scrollRequest={scrollRequest}
+          columns={columns} onColumns={setColumns} compact={!!detail} onShowNew={() => setReload((n) => n + 1)} />}
         {detail && !showLive && !showBreakpoints && (
           <DetailPane summary={detail} onClose={() => setDetail(null)} onReplay={(flow) => void replay(flow)}
             onEdit={(flow) => void openEditor(flow)} onExport={(flow, format) => void exportAs(flow, format)}

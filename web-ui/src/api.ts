@@ -85,6 +85,10 @@ export interface Session {
 
 export interface Stats {
   total: number;
+  methods?: Record<string, number>;
+  statusClasses?: Record<string, number>;
+  hosts?: { host: string; count: number }[];
+  contentTypes?: { contentType: string; count: number }[];
   errors: number;
   requestBytes: number;
   responseBytes: number;
@@ -94,6 +98,7 @@ export interface Stats {
 export interface Status {
   version: string;
   capturing?: boolean;
+  paused?: boolean;
   flowsWritten?: number;
   bytesDropped?: number;
   eventClients: number;
@@ -101,9 +106,19 @@ export interface Status {
   [key: string]: unknown;
 }
 
+/** GET /api/filter: what the filter language accepts. */
+export interface FilterLanguage {
+  fields: { name: string; description: string }[];
+  flags: string[];
+  marks: string[];
+  aliases: string[];
+  operators: string[];
+  sorts: string[];
+}
+
 export interface TrafficPage {
   entries: FlowSummary[];
-  next: number | null;
+  next: number | string | null;
 }
 
 export interface ReplayResult {
@@ -191,12 +206,19 @@ export interface ListQuery {
   sessionId: number | null;
   filter: string;
   search: string;
+  /** A column to sort by (GET /api/traffic?sort=), descending when asked. */
+  sort?: { key: string; descending: boolean } | null;
 }
 
 export interface PageRequest {
   order: "newest" | "oldest";
-  cursor?: number;
+  /** A seq, or with a sort the `[key, seq]` JSON of the row to continue after. */
+  cursor?: number | string;
   limit: number;
+  /** Arrival order even when the list is sorted (to find the newest flows). */
+  arrival?: boolean;
+  /** A sorted list's page at this position (a jump), instead of a cursor. */
+  position?: number;
 }
 
 export function trafficUrl(query: ListQuery, page: PageRequest): string {
@@ -205,8 +227,12 @@ export function trafficUrl(query: ListQuery, page: PageRequest): string {
   if (query.filter.trim()) params.set("filter", query.filter);
   if (query.search.trim()) params.set("search", query.search);
   params.set("limit", String(page.limit));
-  params.set("order", page.order);
+  // The list's "newest" end is the sort's largest: a descending view reads it the other way.
+  const sort = page.arrival ? null : query.sort;
+  params.set("order", sort?.descending ? (page.order === "newest" ? "oldest" : "newest") : page.order);
+  if (sort) params.set("sort", sort.key);
   if (page.cursor !== undefined) params.set("cursor", String(page.cursor));
+  if (page.position !== undefined && sort) params.set("position", String(page.position));
   return `/api/traffic?${params}`;
 }
 
@@ -237,6 +263,10 @@ export const api = {
   toggleRule: (id: string) => call<Rule>("POST", `/api/rules/${encodeURIComponent(id)}/toggle`),
   deleteRule: (id: string) => call<{ deleted: string }>("DELETE", `/api/rules/${encodeURIComponent(id)}`),
   reorderRules: (ids: string[]) => call<RuleList>("POST", "/api/rules/reorder", { ids }),
+  // -- capture's pause switch and the filter language's words (the traffic list's toolbar)
+  setCapture: (paused: boolean) => call<{ paused: boolean }>("PUT", "/api/capture", { paused }),
+  filterLanguage: () => call<FilterLanguage>("GET", "/api/filter"),
+  topStats: (sessionId: number) => call<Stats>("GET", `/api/traffic/stats/${sessionId}?top=50`),
 
   async exportText(id: string, format: "curl" | "httpie" | "raw"): Promise<string> {
     const response = await fetch(`/api/traffic/${id}/export?format=${format}`, { credentials: "same-origin" });

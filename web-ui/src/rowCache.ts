@@ -10,6 +10,12 @@
 // for a jump far from anything loaded, from a cursor interpolated between the nearest known
 // seqs. Rows placed by interpolation are *approximate*: when an exact load meets one of them
 // again, the approximate run moves to where the exact one says it belongs.
+//
+// A list sorted by a column (`sortCursor` given) pages the same way with the API's `[key, seq]`
+// cursors, made from the neighbouring row. A position cannot be guessed from a key, so a jump
+// far from anything loaded asks the API for the page at that position (its rows approximate:
+// flows that arrived since the load may have shifted them). New flows are not inserted (that would move the rows under the user's eyes, as sorting them in
+// would): they are counted in `newFlows`, and the list shows them when it is loaded again.
 import type { FlowSummary, PageRequest, TrafficPage } from "./api";
 
 export const PAGE = 200;
@@ -31,6 +37,9 @@ export interface Plan {
 interface Cell {
   flow: FlowSummary;
   approximate: boolean;
+  /** A sorted list's cursor after the row, as it was loaded: a live update may change the
+   * row's key (a status arrives), not where the API sorted it. */
+  cursor?: string;
 }
 
 export class RowCache {
@@ -58,6 +67,8 @@ export class RowCache {
   /** With an unknown base: one past the last slot loaded, and whether that is the end. */
   private end = 0;
   private done = false;
+  /** Sorted: flows that arrived since the load (not shown until it is loaded again). */
+  newFlows = 0;
 
   constructor(
     private readonly fetchPage: FetchPage,
@@ -65,6 +76,8 @@ export class RowCache {
     /** Whether live flows can be shown as they come (no filter, no search). */
     private readonly unfiltered: boolean,
     private readonly maxRows = 20000,
+    /** A sorted list's cursor after a row (null: arrival order, cursors are seqs). */
+    private readonly sortCursor: ((flow: FlowSummary) => string) | null = null,
   ) {
     this.base = base;
   }
@@ -114,6 +127,11 @@ export class RowCache {
     if (this.closed) return;
     this.place({ request: { order: "newest", limit: PAGE }, place: 0, step: 1, approximate: false }, top);
     this.maxSeq = top.entries.length ? top.entries[0].seq : 0;
+    if (this.sortCursor) {  // the newest flow, to tell new flows from updates
+      const newest = await this.fetchPage({ order: "newest", limit: 1, arrival: true });
+      if (this.closed) return;
+      this.maxSeq = newest.entries.length ? newest.entries[0].seq : 0;
+    }
     if (this.base !== null && this.base > PAGE) {
       const request: PageRequest = { order: "oldest", limit: PAGE };
       const bottom = await this.fetchPage(request);
@@ -190,12 +208,12 @@ export class RowCache {
     const [low, high] = this.bounds();
     const above = this.cells.get(first - 1);
     if (above) {
-      return { request: { order: "newest", cursor: above.flow.seq, limit: size }, place: first, step: 1,
+      return { request: { order: "newest", cursor: this.cursorOf(above), limit: size }, place: first, step: 1,
         approximate: above.approximate };
     }
     const below = this.cells.get(last + 1);
     if (below) {
-      return { request: { order: "oldest", cursor: below.flow.seq, limit: size }, place: last, step: -1,
+      return { request: { order: "oldest", cursor: this.cursorOf(below), limit: size }, place: last, step: -1,
         approximate: below.approximate };
     }
     if (first === low) return { request: { order: "newest", limit: size }, place: first, step: 1, approximate: false };
@@ -210,13 +228,16 @@ export class RowCache {
     }
     if (nearestAbove !== null && last - nearestAbove <= MAX_LIMIT) {
       const anchor = this.cells.get(nearestAbove)!;
-      return { request: { order: "newest", cursor: anchor.flow.seq, limit: last - nearestAbove }, place: nearestAbove + 1,
+      return { request: { order: "newest", cursor: this.cursorOf(anchor), limit: last - nearestAbove }, place: nearestAbove + 1,
         step: 1, approximate: anchor.approximate };
     }
     if (nearestBelow !== null && nearestBelow - first <= MAX_LIMIT) {
       const anchor = this.cells.get(nearestBelow)!;
-      return { request: { order: "oldest", cursor: anchor.flow.seq, limit: nearestBelow - first }, place: nearestBelow - 1,
+      return { request: { order: "oldest", cursor: this.cursorOf(anchor), limit: nearestBelow - first }, place: nearestBelow - 1,
         step: -1, approximate: anchor.approximate };
+    }
+    if (this.sortCursor) {  // slots are positions (a sorted list inserts no flows above 0)
+      return { request: { order: "newest", position: first, limit: size }, place: first, step: 1, approximate: true };
     }
     // Far from anything loaded: guess the seq from the nearest known ones on both sides.
     const topSlot = nearestAbove ?? low - 1;
@@ -227,6 +248,10 @@ export class RowCache {
     // the seq expected at `first`, and the cursor just above it (pages hold seq < cursor)
     const cursor = Math.max(1, Math.min(topSeq, Math.round(estimate) + 1));
     return { request: { order: "newest", cursor, limit: size }, place: first, step: 1, approximate: true };
+  }
+
+  private cursorOf(cell: Cell): number | string {
+    return cell.cursor ?? cell.flow.seq;
   }
 
   /** Put a fetched page where its plan says (exported for the tests). */
@@ -267,7 +292,8 @@ export class RowCache {
       } else if (!old.approximate && approximate) {
         return;  // an exact row is never moved by a guess
       } else {
-        if (!old.approximate) this.inconsistent = true;
+        // (Sorted, a row moves when its key changed since it was loaded: no cause to reload.)
+        if (!old.approximate && !this.sortCursor) this.inconsistent = true;
         this.cells.delete(existing);
       }
     }
@@ -276,7 +302,7 @@ export class RowCache {
       if (!occupant.approximate && approximate) return;
       if (this.slotOf.get(occupant.flow.id) === slot) this.slotOf.delete(occupant.flow.id);
     }
-    this.cells.set(slot, { flow, approximate });
+    this.cells.set(slot, { flow, approximate, cursor: this.sortCursor?.(flow) });
     this.slotOf.set(flow.id, slot);
   }
 
@@ -332,14 +358,20 @@ export class RowCache {
       if (slot !== undefined) {
         const cell = this.cells.get(slot)!;
         if (flow.version >= cell.flow.version) {
-          this.cells.set(slot, { flow, approximate: cell.approximate });
+          this.cells.set(slot, { ...cell, flow });
           touched = true;
         }
       } else if (flow.seq > this.maxSeq) {
         fresh.push(flow);
       }
     }
-    if (fresh.length && this.unfiltered) {
+    if (fresh.length && this.sortCursor && this.unfiltered) {
+      this.newFlows += new Set(fresh.map((f) => f.id)).size;
+      for (const flow of fresh) this.maxSeq = Math.max(this.maxSeq, flow.seq);
+      touched = true;
+    } else if (fresh.length && this.sortCursor) {
+      void this.refreshHead();
+    } else if (fresh.length && this.unfiltered) {
       this.prepend(fresh);
       touched = true;
     } else if (fresh.length) {
@@ -360,7 +392,8 @@ export class RowCache {
     this.evict();
   }
 
-  /** With a filter or search: ask the API for the matching flows newer than the list. */
+  /** With a filter or search: ask the API for the matching flows newer than the list (sorted:
+   * how many there are). */
   refreshHead(): Promise<void> {
     if (this.refreshing) {
       this.refreshAgain = true;
@@ -371,9 +404,17 @@ export class RowCache {
         do {
           this.refreshAgain = false;
           for (let round = 0; round < 5; round += 1) {
-            const page = await this.fetchPage({ order: "oldest", cursor: this.maxSeq, limit: MAX_LIMIT });
+            const arrival = this.sortCursor !== null;
+            const request: PageRequest = { order: "oldest", cursor: this.maxSeq, limit: MAX_LIMIT };
+            if (arrival) request.arrival = true;
+            const page = await this.fetchPage(request);
             if (this.closed) return;
-            this.prepend(page.entries);
+            if (arrival) {  // sorted: counted, not shown
+              this.newFlows += page.entries.length;
+              for (const flow of page.entries) this.maxSeq = Math.max(this.maxSeq, flow.seq);
+            } else {
+              this.prepend(page.entries);
+            }
             if (page.entries.length) this.changed();
             if (page.entries.length < MAX_LIMIT) break;
           }

@@ -21,7 +21,7 @@ class FakeServer {
     const newest = request.order === "newest";
     let list = newest ? [...this.flows].reverse() : this.flows;
     if (request.cursor !== undefined) {
-      const cursor = request.cursor;
+      const cursor = Number(request.cursor);
       list = list.filter((f) => (newest ? f.seq < cursor : f.seq > cursor));
     }
     const entries = list.slice(0, request.limit);

@@ -1,7 +1,10 @@
 // The filter bar: the API's filter language (docs/store.md) and a text search. A filter the
-// API refuses is shown with its message, the offending word underlined.
-import { forwardRef, useEffect, useState } from "react";
+// API refuses is shown with its message, the offending word underlined. As the user types, it
+// suggests field names and, after `host:` and the like, values seen in the session.
+import { forwardRef, useEffect, useRef, useState, type KeyboardEvent } from "react";
+import { api } from "../api";
 import { markError } from "../filterError";
+import { accept, EMPTY_VOCABULARY, suggest, vocabularyFrom, type Suggestions, type Vocabulary } from "../suggest";
 
 export interface FilterBarProps {
   filter: string;
@@ -9,12 +12,72 @@ export interface FilterBarProps {
   error: { message: string; position: number | null; parameter: string | null } | null;
   onFilter: (filter: string) => void;
   onSearch: (search: string) => void;
+  /** The session whose hosts, methods and types are suggested. */
+  sessionId: number | null;
+}
+
+/** The filter language's words (once) and the session's values (on each focus: they grow). */
+function useVocabulary(sessionId: number | null): [Vocabulary, () => void] {
+  const [vocabulary, setVocabulary] = useState(EMPTY_VOCABULARY);
+  const language = useRef<Promise<Awaited<ReturnType<typeof api.filterLanguage>>> | null>(null);
+  const refresh = () => {
+    language.current ??= api.filterLanguage();
+    const stats = sessionId === null ? Promise.resolve(null) : api.topStats(sessionId).catch(() => null);
+    void Promise.all([language.current, stats]).then(([words, counts]) => setVocabulary(vocabularyFrom(words, counts)),
+      () => { language.current = null; });
+  };
+  return [vocabulary, refresh];
 }
 
 export const FilterBar = forwardRef<HTMLInputElement, FilterBarProps>(function FilterBar(
-  { filter, search, error, onFilter, onSearch }, ref,
+  { filter, search, error, onFilter, onSearch, sessionId }, ref,
 ) {
   const [draft, setDraft] = useState(filter);
+  const [vocabulary, refreshVocabulary] = useVocabulary(sessionId);
+  const [open, setOpen] = useState<Suggestions | null>(null);
+  const [active, setActive] = useState(0);
+  const caret = useRef<number | null>(null);
+  const input = useRef<HTMLInputElement | null>(null);
+  useEffect(() => {  // put the caret after an accepted suggestion
+    if (caret.current === null || !input.current) return;
+    input.current.setSelectionRange(caret.current, caret.current);
+    caret.current = null;
+  }, [draft]);
+
+  const offer = (text: string, at: number, force = false) => {
+    setOpen(suggest(text, at, vocabulary, force));
+    setActive(0);
+  };
+  const take = (index: number) => {
+    if (!open) return;
+    const next = accept(draft, open, open.items[index]);
+    caret.current = next.caret;
+    setDraft(next.text);
+    offer(next.text, next.caret);
+  };
+  const onKey = (event: KeyboardEvent<HTMLInputElement>) => {
+    const at = event.currentTarget.selectionStart ?? draft.length;
+    if (open) {
+      const keys: Record<string, () => void> = {
+        ArrowDown: () => setActive((active + 1) % open.items.length),
+        ArrowUp: () => setActive((active - 1 + open.items.length) % open.items.length),
+        Tab: () => take(active), Enter: () => take(active), Escape: () => setOpen(null),
+      };
+      const action = keys[event.key];
+      if (action) {
+        event.preventDefault();
+        event.stopPropagation();  // Esc closes the list, not the detail
+        action();
+        return;
+      }
+    } else if ((event.key === " " && event.ctrlKey) || event.key === "ArrowDown") {
+      event.preventDefault();
+      offer(draft, at, true);
+      return;
+    }
+    if (event.key === "Enter") onFilter(draft);
+    if (event.key === "Escape") event.currentTarget.blur();
+  };
   const [searchDraft, setSearchDraft] = useState(search);
   useEffect(() => setDraft(filter), [filter]);
   useEffect(() => setSearchDraft(search), [search]);
@@ -35,15 +98,36 @@ export const FilterBar = forwardRef<HTMLInputElement, FilterBarProps>(function F
     <div className="filterbar">
       <div className="filter-field">
         <input
-          ref={ref} type="text" className={`filter-input${filterError ? " invalid" : ""}`}
-          placeholder="Filter: host:example.com status:4xx !method:OPTIONS"
-          aria-label="Filter" aria-invalid={!!filterError} spellCheck={false}
-          value={draft} onChange={(event) => setDraft(event.target.value)}
-          onKeyDown={(event) => {
-            if (event.key === "Enter") onFilter(draft);
-            if (event.key === "Escape") event.currentTarget.blur();
+          ref={(element) => {
+            input.current = element;
+            if (typeof ref === "function") ref(element);
+            else if (ref) ref.current = element;
           }}
+          type="text" className={`filter-input${filterError ? " invalid" : ""}`}
+          placeholder="Filter: host:example.com status:4xx !method:OPTIONS"
+          aria-label="Filter" aria-invalid={!!filterError} spellCheck={false} autoComplete="off"
+          role="combobox" aria-expanded={!!open} aria-controls="filter-suggestions" aria-autocomplete="list"
+          aria-activedescendant={open ? `filter-suggestion-${active}` : undefined}
+          value={draft}
+          onChange={(event) => {
+            setDraft(event.target.value);
+            offer(event.target.value, event.target.selectionStart ?? event.target.value.length);
+          }}
+          onFocus={refreshVocabulary}
+          onBlur={() => setOpen(null)}
+          onKeyDown={onKey}
         />
+        {open && (
+          <ul className="suggestions" id="filter-suggestions" role="listbox" aria-label="Suggestions">
+            {open.items.map((item, index) => (
+              <li key={item.label} id={`filter-suggestion-${index}`} role="option" aria-selected={index === active}
+                className={index === active ? "active" : ""}
+                onMouseDown={(event) => { event.preventDefault(); take(index); }}>
+                <code>{item.label}</code><span className="muted">{item.detail}</span>
+              </li>
+            ))}
+          </ul>
+        )}
         {filterError && (
           <div className="filter-error" role="alert">
             {mark && (

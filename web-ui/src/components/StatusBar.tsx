@@ -19,8 +19,8 @@ export function StatusBar({ status, connected, rate, shown, countKnown, loaded, 
   return (
     <footer className="statusbar" data-testid="statusbar">
       {proxy && <span>proxy {proxy}</span>}
-      <span className={status?.capturing === false ? "warn" : ""}>
-        {status ? (status.capturing === false ? "capture off" : "capturing") : "…"}
+      <span className={status?.capturing === false ? "warn" : ""} data-testid="capture-state">
+        {status ? (status.paused ? "capture paused" : status.capturing === false ? "capture off" : "capturing") : "…"}
       </span>
       <span className={connected ? "" : "warn"} title="The event socket">{connected ? "live" : "reconnecting…"}</span>
       <span data-testid="rate">{rate.toFixed(rate < 10 ? 1 : 0)} flows/s</span>
