@@ -102,20 +102,21 @@ export function diffHeaders(received: Headers, sent: Headers): { sent: [string, 
   return { sent: result, removed };
 }
 
-/** Header lines as text ("Name: value" per line). */
-export function headersText(headers: Headers): string {
-  return headers.map(([name, value]) => `${name}: ${value}`).join("\n");
-}
+export interface HeaderRow { name: string; value: string }
 
-/** Text of "Name: value" lines back into pairs; blank lines are skipped, a line without a
- * colon is an error naming it. */
-export function parseHeadersText(text: string): Headers {
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** The editor's header rows as pairs: blank rows are skipped; a row without a name, or with
+ * a name HTTP does not allow, is an error naming it. Values are trimmed (HTTP ignores the
+ * spaces around them). */
+export function rowsToHeaders(rows: HeaderRow[]): Headers {
   const result: Headers = [];
-  text.split(/\r?\n/).forEach((line, index) => {
-    if (!line.trim()) return;
-    const colon = line.indexOf(":", line.startsWith(":") ? 1 : 0);
-    if (colon <= 0) throw new Error(`line ${index + 1} is not "Name: value": ${line}`);
-    result.push([line.slice(0, colon).trim(), line.slice(colon + 1).trim()]);
+  rows.forEach(({ name, value }, index) => {
+    const key = name.trim();
+    if (!key && !value.trim()) return;
+    if (!key) throw new Error(`header ${index + 1} has a value but no name`);
+    if (!TOKEN.test(key)) throw new Error(`header ${index + 1}: ${JSON.stringify(key)} is not a valid header name`);
+    result.push([key, value.trim()]);
   });
   return result;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { diffHeaders, formFields, header, parseHeadersText, queryParams, requestCookies, responseCookies } from "../src/headers";
+import { diffHeaders, formFields, header, queryParams, requestCookies, responseCookies, rowsToHeaders } from "../src/headers";
 import type { Headers } from "../src/api";
 
 describe("heads", () => {
@@ -29,8 +29,10 @@ describe("heads", () => {
       removed: [["X-Drop", "1"]],
     });
   });
-  it("reads header lines typed in the editor", () => {
-    expect(parseHeadersText("Host: h\n\nX-A:  b:c \r\n")).toEqual([["Host", "h"], ["X-A", "b:c"]]);
-    expect(() => parseHeadersText("Host h")).toThrow(/line 1/);
+  it("reads the editor's header rows", () => {
+    expect(rowsToHeaders([{ name: " Host ", value: "h" }, { name: "", value: " " }, { name: "X-A", value: " b:c" }]))
+      .toEqual([["Host", "h"], ["X-A", "b:c"]]);
+    expect(() => rowsToHeaders([{ name: "", value: "x" }])).toThrow(/header 1 has a value but no name/);
+    expect(() => rowsToHeaders([{ name: "A", value: "" }, { name: "Bad Name", value: "x" }])).toThrow(/header 2: "Bad Name"/);
   });
 });
