@@ -291,6 +291,11 @@ def test_a_large_body_pages_in(tmp_path: Path, pages: Pages, origin: Any) -> Non
         sync_api.expect(more).to_contain_text("the first 1 MiB of 2.86 MiB")
         more.click()
         sync_api.expect(body).to_contain_text("Download has it all")
+        # the hex view of its first 512 KiB is 32,768 lines: only those in view are drawn
+        sync_api.expect(body.locator(".code-line").first).to_contain_text("00000000  ")
+        assert 10 < body.locator(".code-line").count() < 200
+        body.locator(".code").evaluate("el => { el.scrollTop = el.scrollHeight; }")
+        sync_api.expect(body.locator(".code-line").last).to_contain_text("0007fff0  ")
         sync_api.expect(body.get_by_role("link", name="Download")).to_have_attribute(
             "href", re.compile(r"/response/body$"))
 
