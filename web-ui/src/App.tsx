@@ -361,7 +361,7 @@ export function App() {
         case "/": filterInput.current?.focus(); break;
         case "?": setDialog({ kind: "shortcuts" }); break;
         case "r": if (focused) void replay(focused); break;
-        case "e": if (focused) void api.flow(focused.id).then((flow) => openEditor(flow), () => undefined); break;
+        case "e": if (focused) void api.flow(focused.id).then(openEditor, () => undefined); break;
         case "n": setDialog({ kind: "compose", draft: BLANK }); break;
         case "m": if (focused) void mark(focused); break;
         default: return;
