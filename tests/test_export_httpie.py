@@ -64,6 +64,7 @@ class Http:
     notes: list[str]
     stdin: bytes | None
     ignore_stdin: bool
+    path_as_is: bool
     method: str
     url: str
     items: list[tuple[str, str, str]]
@@ -81,8 +82,11 @@ def parse(command: str) -> Http:
                                check=True, timeout=30).stdout
     words = shlex.split(rest.replace(" \\\n  ", " "))
     assert words[0] == "http"
-    ignore = words[1] == "--ignore-stdin"
-    positional = words[2 if ignore else 1:]
+    positional = words[1:]
+    options = []
+    while positional[0].startswith("--"):
+        options.append(positional.pop(0))
+    assert set(options) <= {"--ignore-stdin", "--path-as-is"}, options
     raw = None
     items = []
     for word in positional[2:]:
@@ -91,7 +95,8 @@ def parse(command: str) -> Http:
             raw = word[len("--raw="):]
         else:
             items.append(httpie_item(word))
-    return Http(notes, stdin, ignore, positional[0], positional[1], items, raw)
+    return Http(notes, stdin, "--ignore-stdin" in options, "--path-as-is" in options,
+                positional[0], positional[1], items, raw)
 
 
 def headers_of(http: Http) -> list[tuple[str, str | None]]:
@@ -140,6 +145,13 @@ def test_no_body_ignores_stdin_and_a_foreign_host_is_kept() -> None:
     assert http.ignore_stdin and http.raw is None and http.stdin is None
     assert headers_of(http) == [("Host", "virtual.test"), ("Accept", "*/*"),
                                 ("User-Agent", "curl/8"), ("Accept-Encoding", "gzip")]
+
+
+def test_dot_segments_are_kept_with_path_as_is() -> None:
+    http = parse(httpie_command(Outgoing("GET", "http://a.test/x/../y/./z?q=/../", [], b"")))
+    assert http.path_as_is and http.url == "http://a.test/x/../y/./z?q=/../"
+    assert not parse(httpie_command(Outgoing("GET", "http://a.test/x..y/?q=/../", [], b""))
+                     ).path_as_is
 
 
 def test_what_httpie_cannot_say_is_noted() -> None:

@@ -121,6 +121,8 @@ def httpie_command(request: Outgoing, note: str = "") -> str:
         prefix = _pipe(request.body)
     else:
         args.append("--ignore-stdin")
+    if any(part in (".", "..") for part in urlsplit(request.url).path.split("/")):
+        args.append("--path-as-is")  # else the URL's dot segments are squashed before sending
     args += [shlex.quote(request.method), shlex.quote(request.url)]
     items = [_httpie_item(k, v) for k, v in headers]
     items += [shlex.quote(f"{name}:") for name in _missing(headers, _HTTPIE_DEFAULTS)]
