@@ -395,8 +395,17 @@ def test_compose_sends_a_new_request_that_appears_selected(tmp_path: Path, pages
         dialog.get_by_label("Header name 2").fill("Content-Type")
         dialog.get_by_label("Header value 2").fill("text/plain")
         dialog.get_by_role("button", name="Add header").click()
-        dialog.get_by_label("Header name 3").fill("X-Dropped")
-        dialog.get_by_role("button", name="Remove header 3").click()
+        dialog.get_by_label("Header name 3").evaluate("""(el) => {
+            const data = new DataTransfer();
+            data.setData("text", "X-Pasted-A: 1\\nX-Pasted-B:  two\\n");
+            el.dispatchEvent(new ClipboardEvent("paste", {clipboardData: data, bubbles: true,
+                                                          cancelable: true}));
+        }""")  # lines pasted into an empty row: a row each
+        sync_api.expect(dialog.get_by_label("Header name 4")).to_have_value("X-Pasted-B")
+        sync_api.expect(dialog.get_by_label("Header value 4")).to_have_value("two")
+        dialog.get_by_role("button", name="Add header").click()
+        dialog.get_by_label("Header name 5").fill("X-Dropped")
+        dialog.get_by_role("button", name="Remove header 5").click()
         dialog.get_by_label("Body").fill("hello from compose")
         dialog.get_by_role("button", name="Send").click()
         sync_api.expect(dialog).to_have_count(0)
@@ -405,6 +414,7 @@ def test_compose_sends_a_new_request_that_appears_selected(tmp_path: Path, pages
         assert (arrived.method, arrived.path) == ("POST", "/echo?composed=1")
         assert arrived.body == b"hello from compose" and arrived.header("X-Composed") == "yes"
         assert arrived.header("X-Dropped") is None
+        assert (arrived.header("X-Pasted-A"), arrived.header("X-Pasted-B")) == ("1", "two")
         # the new flow is in the list, selected, and its detail is open
         sync_api.expect(row_with(page, "composed=1")).to_have_class(re.compile("selected"))
         detail = page.get_by_test_id("detail")

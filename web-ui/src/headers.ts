@@ -120,3 +120,17 @@ export function rowsToHeaders(rows: HeaderRow[]): Headers {
   });
   return result;
 }
+
+/** Text pasted into the editor that holds "Name: value" lines, as rows (blank lines skipped);
+ * null for anything else (a plain value is pasted as it is). */
+export function pastedHeaderRows(text: string): HeaderRow[] | null {
+  const lines = text.split(/\r?\n/).filter((line) => line.trim());
+  if (lines.length < 2 && !/^[^\s:]+:/.test(lines[0] ?? "")) return null;
+  const rows: HeaderRow[] = [];
+  for (const line of lines) {
+    const colon = line.indexOf(":", line.startsWith(":") ? 1 : 0);
+    if (colon <= 0 || !TOKEN.test(line.slice(0, colon).trim())) return null;
+    rows.push({ name: line.slice(0, colon).trim(), value: line.slice(colon + 1).trim() });
+  }
+  return rows;
+}

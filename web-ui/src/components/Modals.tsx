@@ -2,7 +2,7 @@
 // shared by edit-and-replay and compose.
 import { useState, type ReactNode } from "react";
 import type { FlowRecord, ReplayEdit } from "../api";
-import { rowsToHeaders, type HeaderRow } from "../headers";
+import { pastedHeaderRows, rowsToHeaders, type HeaderRow } from "../headers";
 
 export const SHORTCUTS: [string, string][] = [
   ["j / ↓", "next flow"], ["k / ↑", "previous flow"], ["Home / End", "first / last flow"],
@@ -70,8 +70,15 @@ function HeaderRows({ rows, onChange }: { rows: HeaderRow[]; onChange: (rows: He
       <legend>Headers</legend>
       {rows.map((row, i) => (
         <div className="header-row" key={i}>
-          <input aria-label={`Header name ${i + 1}`} placeholder="Name" value={row.name} spellCheck={false}
-            onChange={(e) => set(i, { ...row, name: e.target.value })} />
+          <input aria-label={`Header name ${i + 1}`} placeholder="Name (or paste Name: value lines)" value={row.name} spellCheck={false}
+            onChange={(e) => set(i, { ...row, name: e.target.value })}
+            onPaste={(e) => {
+              const pasted = pastedHeaderRows(e.clipboardData.getData("text"));
+              if (!pasted) return;
+              e.preventDefault();
+              const kept = row.name || row.value ? [row] : [];
+              onChange([...rows.slice(0, i), ...kept, ...pasted, ...rows.slice(i + 1)]);
+            }} />
           <input aria-label={`Header value ${i + 1}`} placeholder="value" value={row.value} spellCheck={false}
             onChange={(e) => set(i, { ...row, value: e.target.value })} />
           <button type="button" className="ghost" aria-label={`Remove header ${i + 1}`} title="Remove"
