@@ -221,7 +221,7 @@ def open_body(page: Any, mib: int, deadline: float) -> dict[str, Any]:
     _worst(page)
     row.click()
     body = page.get_by_test_id("response-body")
-    body.locator(".code, .json-tree, .hex").first.wait_for(timeout=60_000)
+    body.locator(".code, .json-tree").first.wait_for(timeout=60_000)
     _keys_for(page, 1)
     first = _worst(page)
     clicks = 0
@@ -290,7 +290,7 @@ def main() -> int:
                  str(port), "--web-port", "0", "--session", str(session)],
                 env={**os.environ, "NECTOPROXY_HOME": str(home)}, stdout=log,
                 stderr=log)
-        url = ""
+        match = None
         for _ in range(600):
             match = BANNER.search(log_path.read_text())
             if match or proxy.poll() is not None:
@@ -336,7 +336,8 @@ def main() -> int:
     for body in opened:
         phases = [("opened", body["first"]), (f"{body['clicks']} x load more", body["more"])]
         worst = "; ".join(
-            f"{name}: task {task:,.0f} ms, key {key:,.0f} ms{' (froze)' if max(task, key) >= FREEZE_MS else ''}"
+            f"{name}: task {task:,.0f} ms, key {key:,.0f} ms"
+            + (" (froze)" if max(task, key) >= FREEZE_MS else "")
             for name, (task, key) in phases[:2 if body["clicks"] else 1])
         print(f"| detail of a {body['mib']} MiB JSON body (then: {body['note']}) | {worst} |")
     print()
