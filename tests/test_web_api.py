@@ -382,7 +382,7 @@ def test_export_formats(web: WebServer, client: httpx.Client) -> None:
     assert "Proxy-Authorization" not in text and "Content-Length" not in text
     httpie = client.get(f"/api/traffic/{flow.id}/export", params={"format": "httpie"}).text
     assert httpie.startswith("http --ignore-stdin POST 'https://api.example.test/v1/items?")
-    assert "'X-Empty;'" in httpie and "--raw '{" in httpie
+    assert "'X-Empty;'" in httpie and "--raw='{" in httpie
     raw = client.get(f"/api/traffic/{flow.id}/export", params={"format": "raw"})
     assert raw.content.startswith(b"POST /v1/items?q=a b&x='1' HTTP/1.1\r\nHost: ")
     assert raw.content.endswith(b"\r\n\r\n" + b'{"name": "it\'s $(whoami)"}')

@@ -12,6 +12,7 @@ switched off (curl ``-H 'User-Agent:'``, HTTPie ``User-Agent:``).
 from __future__ import annotations
 
 import base64
+import re
 import shlex
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -80,15 +81,39 @@ def curl_command(request: Outgoing, note: str = "") -> str:
     return note + prefix + " \\\n  ".join(lines) + "\n"
 
 
+#: Characters HTTPie's item syntax reads as separators (``:``, ``;``, ``==``, ``=``, ``:=``,
+#: ``@``, ``=@``, ``:=@``, ``:@``); a backslash before one of them is eaten as an escape.
+_HTTPIE_SPECIAL = ":;=@"
+#: HTTPie takes its METHOD argument only when it is letters (else it reads it as the URL),
+#: and requests sends it upper-cased.
+_HTTPIE_METHOD = re.compile(r"[A-Z]+")
+
+
 def _httpie_item(name: str, value: str) -> str:
     if not value:
         return shlex.quote(f"{name};")
-    if value[0] in "=@":  # would read as ':=' (JSON) or a file: escape the separator
+    if value[0] in "=@":  # would read as ':=' (JSON) or ':@' (a file): escape the separator
         value = "\\" + value
     return shlex.quote(f"{name}:{value}")
 
 
+def _httpie_notes(request: Outgoing, headers: list[tuple[str, str]]) -> str:
+    """What an HTTPie command cannot say exactly, as comment lines above it."""
+    notes = []
+    if not _HTTPIE_METHOD.fullmatch(request.method):
+        notes.append(f"# HTTPie cannot send the method {request.method!r} as it is "
+                     "(letters only, upper-cased): use the curl export\n")
+    for name, value in headers:
+        if any(f"\\{c}" in value for c in _HTTPIE_SPECIAL):
+            notes.append(f"# HTTPie reads a backslash before {_HTTPIE_SPECIAL} as an escape: "
+                         f"the {name} header is sent without it\n")
+    return "".join(notes)
+
+
 def httpie_command(request: Outgoing, note: str = "") -> str:
+    """An ``http`` command (HTTPie 3): ``http [--ignore-stdin] METHOD URL Name:value ...``, the
+    query left in the URL as recorded, a text body as ``--raw=`` (the ``=`` form, so a body
+    that starts with ``-`` is not read as an option), any other through standard input."""
     headers = _shown_headers(request)
     args = ["http"]
     prefix = ""
@@ -96,13 +121,17 @@ def httpie_command(request: Outgoing, note: str = "") -> str:
         prefix = _pipe(request.body)
     else:
         args.append("--ignore-stdin")
+    if any(part in (".", "..") for part in urlsplit(request.url).path.split("/")):
+        args.append("--path-as-is")  # else the URL's dot segments are squashed before sending
     args += [shlex.quote(request.method), shlex.quote(request.url)]
     items = [_httpie_item(k, v) for k, v in headers]
     items += [shlex.quote(f"{name}:") for name in _missing(headers, _HTTPIE_DEFAULTS)]
+    if request.body and not any(k.lower() == "content-type" for k, _ in headers):
+        items.append("Content-Type:")  # else HTTPie calls any body application/json
     lines = [" ".join(args), *items]
     if request.body and is_text(request.body):
-        lines.append("--raw " + shlex.quote(request.body.decode("utf-8")))
-    return note + prefix + " \\\n  ".join(lines) + "\n"
+        lines.append("--raw=" + shlex.quote(request.body.decode("utf-8")))
+    return note + _httpie_notes(request, headers) + prefix + " \\\n  ".join(lines) + "\n"
 
 
 def raw_request(request: Outgoing) -> bytes:

@@ -11,7 +11,8 @@ import { loadColumns, saveColumns, SORT_FIELDS, type ColumnState } from "./colum
 import { CaptureControls } from "./components/CaptureControls";
 import { FilterBar } from "./components/FilterBar";
 import { DetailPane } from "./components/DetailPane";
-import { EditReplay, ExportText, Shortcuts } from "./components/Modals";
+import { CompareView } from "./components/CompareView";
+import { BLANK, draftOf, ExportText, RequestEditor, Shortcuts, type Draft } from "./components/Modals";
 import { RulesPanel } from "./components/RulesPanel";
 import { SessionsPanel } from "./components/SessionsPanel";
 import { StatusBar } from "./components/StatusBar";
@@ -25,7 +26,9 @@ import { applyTheme, FILTER_KEY, loadTheme, type Theme } from "./theme";
 type Dialog =
   | { kind: "shortcuts" }
   | { kind: "export"; title: string; text: string }
-  | { kind: "edit"; flow: FlowRecord; body: string | null };
+  | { kind: "edit"; flow: FlowRecord; draft: Draft }
+  | { kind: "compose"; draft: Draft }
+  | { kind: "compare"; ids: [string, string] };
 
 interface ListError { message: string; position: number | null; parameter: string | null }
 
@@ -307,7 +310,8 @@ export function App() {
     }
   }, [notify]);
 
-  const openEditor = useCallback(async (flow: FlowRecord) => {
+  /** The request editor on ``flow``: to edit and replay it, or to compose a new request. */
+  const openEditor = useCallback(async (flow: FlowRecord, purpose: "edit" | "compose" = "edit") => {
     let body: string | null = flow.requestStored === 0 ? "" : null;
     if (flow.requestStored > 0 && !flow.requestTruncated && flow.requestStored <= 1024 * 1024) {
       try {
@@ -318,8 +322,21 @@ export function App() {
         body = null;
       }
     }
-    setDialog({ kind: "edit", flow, body });
+    const note = purpose === "edit" ? "(the recorded body is binary or large: it is sent as recorded unless you type one)"
+      : "(the recorded body is binary or large: it is not copied; type one to send a body)";
+    const draft = draftOf(flow, body, note);
+    setDialog(purpose === "edit" ? { kind: "edit", flow, draft } : { kind: "compose", draft });
   }, []);
+
+  // -- compose and compare (a new request through the proxy; two flows side by side) ----------
+  /** Errors reach the editor, which shows them; the new flow is selected and opened. */
+  const compose = useCallback(async (request: ReplayEdit) => {
+    const result = await api.compose(request);
+    notify(result.error ? `Sent: ${result.error}` : `Sent: ${result.status ?? "no status"}`);
+    setDialog(null);
+    setSelected(new Set([result.id]));
+    if (result.flow) setDetail(result.flow);
+  }, [notify]);
 
   const exportAs = useCallback(async (flow: FlowSummary, format: "curl" | "httpie" | "raw") => {
     try {
@@ -408,6 +425,7 @@ export function App() {
         case "?": setDialog({ kind: "shortcuts" }); break;
         case "r": if (focused) void replay(focused); break;
         case "e": if (focused) void api.flow(focused.id).then(openEditor, () => undefined); break;
+        case "n": setDialog({ kind: "compose", draft: BLANK }); break;
         case "m": if (focused) void mark(focused); break;
         default: return;
       }
@@ -451,6 +469,8 @@ export function App() {
           onCleared={() => setReload((n) => n + 1)} onNotify={notify} />
         {viewId !== null && <a className="button" href={harSessionUrl(viewId, filter)} download>Export HAR</a>}
         {selected.size > 0 && <button onClick={() => void exportSelection()}>HAR of {selected.size} selected</button>}
+        {selected.size === 2 && <button onClick={() => setDialog({ kind: "compare", ids: [...selected] as [string, string] })}>Compare</button>}
+        <button onClick={() => setDialog({ kind: "compose", draft: BLANK })} title="Compose a new request (n)">Compose</button>
         <label className="button" title="Or drop a .har file anywhere">Import HAR
           <input type="file" accept=".har,application/json" hidden onChange={(e) => {
             const file = e.target.files?.[0];
@@ -476,7 +496,7 @@ export function App() {
           columns={columns} onColumns={setColumns} compact={!!detail} onShowNew={() => setReload((n) => n + 1)} />}
         {detail && !showLive && !showBreakpoints && (
           <DetailPane summary={detail} onClose={() => setDetail(null)} onReplay={(flow) => void replay(flow)}
-            onEdit={(flow) => void openEditor(flow)} onExport={(flow, format) => void exportAs(flow, format)}
+            onEdit={(flow) => void openEditor(flow)} onCompose={(flow) => void openEditor(flow, "compose")} onExport={(flow, format) => void exportAs(flow, format)}
             onQuickFilter={onQuickFilter} onNotify={notify} />
         )}
       </main>
@@ -485,9 +505,11 @@ export function App() {
       {dialog?.kind === "shortcuts" && <Shortcuts onClose={() => setDialog(null)} />}
       {dialog?.kind === "export" && <ExportText title={dialog.title} text={dialog.text} onClose={() => setDialog(null)} />}
       {dialog?.kind === "edit" && (
-        <EditReplay flow={dialog.flow} body={dialog.body} onClose={() => setDialog(null)}
+        <RequestEditor title="Edit and replay" draft={dialog.draft} onClose={() => setDialog(null)}
           onSend={async (edit) => { await replay(dialog.flow, edit); setDialog(null); }} />
       )}
+      {dialog?.kind === "compose" && <RequestEditor title="Compose a request" draft={dialog.draft} onClose={() => setDialog(null)} onSend={compose} />}
+      {dialog?.kind === "compare" && <CompareView ids={dialog.ids} onClose={() => setDialog(null)} />}
       {dragging && <div className="drop-zone">Drop a HAR file to import it as a new session</div>}
       {toast && <div className="toast" role="status">{toast}</div>}
     </div>

@@ -126,6 +126,8 @@ export interface ReplayResult {
   replayOf: string | null;
   status: number | null;
   error: string | null;
+  /** The new flow, once the store has it (within 5 s). */
+  flow?: FlowRecord;
 }
 
 export interface ReplayEdit {
@@ -248,6 +250,7 @@ export const api = {
   deleteFlow: (id: string) => call<{ deleted: boolean }>("DELETE", `/api/traffic/${id}`),
   clearSession: (sessionId: number) => call<{ deleted: number }>("DELETE", `/api/traffic/session/${sessionId}`),
   replay: (id: string, edit: ReplayEdit = {}) => call<ReplayResult>("POST", `/api/traffic/${id}/replay`, edit),
+  compose: (request: ReplayEdit) => call<ReplayResult>("POST", "/api/traffic/replay", request),
   sessions: () => call<{ sessions: Session[] }>("GET", "/api/sessions"),
   createSession: (name: string, activate: boolean) => call<Session>("POST", "/api/sessions", { name, activate }),
   renameSession: (id: number, name: string) => call<Session>("PATCH", `/api/sessions/${id}`, { name }),

@@ -102,7 +102,40 @@ export function diffHeaders(received: Headers, sent: Headers): { sent: [string, 
   return { sent: result, removed };
 }
 
-/** Header lines as text ("Name: value" per line). */
+export interface HeaderRow { name: string; value: string }
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** The editor's header rows as pairs: blank rows are skipped; a row without a name, or with
+ * a name HTTP does not allow, is an error naming it. Values are trimmed (HTTP ignores the
+ * spaces around them). */
+export function rowsToHeaders(rows: HeaderRow[]): Headers {
+  const result: Headers = [];
+  rows.forEach(({ name, value }, index) => {
+    const key = name.trim();
+    if (!key && !value.trim()) return;
+    if (!key) throw new Error(`header ${index + 1} has a value but no name`);
+    if (!TOKEN.test(key)) throw new Error(`header ${index + 1}: ${JSON.stringify(key)} is not a valid header name`);
+    result.push([key, value.trim()]);
+  });
+  return result;
+}
+
+/** Text pasted into the editor that holds "Name: value" lines, as rows (blank lines skipped);
+ * null for anything else (a plain value is pasted as it is). */
+export function pastedHeaderRows(text: string): HeaderRow[] | null {
+  const lines = text.split(/\r?\n/).filter((line) => line.trim());
+  if (lines.length < 2 && !/^[^\s:]+:/.test(lines[0] ?? "")) return null;
+  const rows: HeaderRow[] = [];
+  for (const line of lines) {
+    const colon = line.indexOf(":", line.startsWith(":") ? 1 : 0);
+    if (colon <= 0 || !TOKEN.test(line.slice(0, colon).trim())) return null;
+    rows.push({ name: line.slice(0, colon).trim(), value: line.slice(colon + 1).trim() });
+  }
+  return rows;
+}
+
+/** Header lines as text ("Name: value" per line), as the breakpoint editor shows them. */
 export function headersText(headers: Headers): string {
   return headers.map(([name, value]) => `${name}: ${value}`).join("\n");
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { diffHeaders, formFields, header, parseHeadersText, queryParams, requestCookies, responseCookies } from "../src/headers";
+import { diffHeaders, formFields, header, parseHeadersText, queryParams, pastedHeaderRows, requestCookies, responseCookies, rowsToHeaders } from "../src/headers";
 import type { Headers } from "../src/api";
 
 describe("heads", () => {
@@ -29,8 +29,20 @@ describe("heads", () => {
       removed: [["X-Drop", "1"]],
     });
   });
-  it("reads header lines typed in the editor", () => {
+  it("reads header lines typed in the breakpoint editor", () => {
     expect(parseHeadersText("Host: h\n\nX-A:  b:c \r\n")).toEqual([["Host", "h"], ["X-A", "b:c"]]);
     expect(() => parseHeadersText("Host h")).toThrow(/line 1/);
+  });
+  it("reads the editor's header rows", () => {
+    expect(rowsToHeaders([{ name: " Host ", value: "h" }, { name: "", value: " " }, { name: "X-A", value: " b:c" }]))
+      .toEqual([["Host", "h"], ["X-A", "b:c"]]);
+    expect(() => rowsToHeaders([{ name: "", value: "x" }])).toThrow(/header 1 has a value but no name/);
+    expect(() => rowsToHeaders([{ name: "A", value: "" }, { name: "Bad Name", value: "x" }])).toThrow(/header 2: "Bad Name"/);
+  });
+  it("turns pasted header lines into rows", () => {
+    expect(pastedHeaderRows("Host: h\r\n\nX-A:  b:c \n")).toEqual([{ name: "Host", value: "h" }, { name: "X-A", value: "b:c" }]);
+    expect(pastedHeaderRows("Accept: */*")).toEqual([{ name: "Accept", value: "*/*" }]);
+    expect(pastedHeaderRows("just a value")).toBeNull();
+    expect(pastedHeaderRows("Host: h\nnot a header")).toBeNull();
   });
 });

@@ -1,6 +1,7 @@
 // One flow: request and response side by side (stacked on narrow windows), with heads, query,
 // cookies and bodies; timings, TLS and connection, the error, the plugins that changed it;
-// and the actions: replay, edit and replay, copy as curl/HTTPie/raw, HAR, mark, tags, comment.
+// and the actions: replay, edit and replay, compose from it, copy as curl/HTTPie/raw, HAR, mark,
+// tags, comment.
 import { useEffect, useState } from "react";
 import { api, type FlowRecord, type FlowSummary } from "../api";
 import { formatDateTime, formatDuration, formatSize, statusClass } from "../format";
@@ -16,6 +17,7 @@ export interface DetailProps {
   onClose: () => void;
   onReplay: (flow: FlowSummary) => void;
   onEdit: (flow: FlowRecord) => void;
+  onCompose: (flow: FlowRecord) => void;
   onExport: (flow: FlowSummary, format: "curl" | "httpie" | "raw") => void;
   onQuickFilter: (field: "host" | "status", value: string) => void;
   onNotify: (message: string) => void;
@@ -61,7 +63,7 @@ function Annotations({ record, onNotify, onSaved }: { record: FlowRecord; onNoti
   );
 }
 
-export function DetailPane({ summary, onClose, onReplay, onEdit, onExport, onQuickFilter, onNotify }: DetailProps) {
+export function DetailPane({ summary, onClose, onReplay, onEdit, onCompose, onExport, onQuickFilter, onNotify }: DetailProps) {
   const [record, setRecord] = useState<FlowRecord | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [reload, setReload] = useState(0);
@@ -92,6 +94,8 @@ export function DetailPane({ summary, onClose, onReplay, onEdit, onExport, onQui
           <button className="chip" title="Filter by this host" onClick={() => onQuickFilter("host", summary.host)}>{summary.host}</button>
           <button onClick={() => onReplay(summary)} disabled={summary.kind !== "http"} title="Replay (r)">Replay</button>
           <button onClick={() => flow && onEdit(flow)} disabled={!flow || summary.kind !== "http"} title="Edit and replay (e)">Edit &amp; replay</button>
+          <button onClick={() => flow && onCompose(flow)} disabled={!flow || summary.kind !== "http"}
+            title="A new request, starting from this one">Compose from this</button>
           <span className="group">Copy as
             <button onClick={() => onExport(summary, "curl")}>curl</button>
             <button onClick={() => onExport(summary, "httpie")}>HTTPie</button>

@@ -1,21 +1,23 @@
-// Dialogs: keyboard shortcuts, an exported request (curl/HTTPie/raw), edit and replay.
+// Dialogs: keyboard shortcuts, an exported request (curl/HTTPie/raw), and the request editor
+// shared by edit-and-replay and compose.
 import { useState, type ReactNode } from "react";
 import type { FlowRecord, ReplayEdit } from "../api";
-import { headersText, parseHeadersText } from "../headers";
+import { pastedHeaderRows, rowsToHeaders, type HeaderRow } from "../headers";
 
 export const SHORTCUTS: [string, string][] = [
   ["j / ↓", "next flow"], ["k / ↑", "previous flow"], ["Home / End", "first / last flow"],
   ["Enter", "open the detail"], ["Esc", "close the detail or a dialog"], ["/", "focus the filter"],
-  ["r", "replay the flow"], ["e", "edit and replay"], ["m", "mark the flow (red) or clear it"],
+  ["r", "replay the flow"], ["e", "edit and replay"], ["n", "compose a new request"],
+  ["m", "mark the flow (red) or clear it"],
   ["Shift+click / Ctrl+click", "select a range / more flows"], ["Alt+click a host or status", "filter by it"],
   ["Shift+R", "rules, network profile, pass-through hosts (again: back to the traffic)"],
   ["Shift+B", "breakpoints and paused flows; there Ctrl+Enter continues, Ctrl+Shift+Enter aborts"], ["?", "this list"],
 ];
 
-export function Modal({ title, onClose, children }: { title: string; onClose: () => void; children: ReactNode }) {
+export function Modal({ title, onClose, wide, children }: { title: string; onClose: () => void; wide?: boolean; children: ReactNode }) {
   return (
     <div className="modal-back" onMouseDown={(e) => { if (e.target === e.currentTarget) onClose(); }}>
-      <div className="modal" role="dialog" aria-label={title} aria-modal="true">
+      <div className={`modal${wide ? " wide" : ""}`} role="dialog" aria-label={title} aria-modal="true">
         <header><h2>{title}</h2><button className="ghost" onClick={onClose} aria-label="Close">✕</button></header>
         {children}
       </div>
@@ -42,23 +44,71 @@ export function ExportText({ title, text, onClose }: { title: string; text: stri
   );
 }
 
-export function EditReplay({ flow, body, onSend, onClose }: {
-  flow: FlowRecord; body: string | null; onSend: (edit: ReplayEdit) => Promise<void>; onClose: () => void;
+/** What the editor starts from: a flow's request, or a blank one. ``body`` null: the recorded
+ * body is binary or too large to edit as text. */
+export interface Draft {
+  method: string;
+  url: string;
+  headers: HeaderRow[];
+  body: string | null;
+  /** What a body left as null means here (shown by the body field). */
+  bodyNote: string;
+}
+
+export const BLANK: Draft = { method: "GET", url: "", headers: [{ name: "", value: "" }], body: "", bodyNote: "" };
+
+export function draftOf(flow: FlowRecord, body: string | null, bodyNote: string): Draft {
+  return {
+    method: flow.method, url: flow.url, body, bodyNote,
+    headers: flow.requestHeaders.filter(([name]) => !name.startsWith(":")).map(([name, value]) => ({ name, value })),
+  };
+}
+
+function HeaderRows({ rows, onChange }: { rows: HeaderRow[]; onChange: (rows: HeaderRow[]) => void }) {
+  const set = (index: number, row: HeaderRow) => onChange(rows.map((old, i) => (i === index ? row : old)));
+  return (
+    <fieldset className="header-rows">
+      <legend>Headers</legend>
+      {rows.map((row, i) => (
+        <div className="header-row" key={i}>
+          <input aria-label={`Header name ${i + 1}`} placeholder="Name (or paste Name: value lines)" value={row.name} spellCheck={false}
+            onChange={(e) => set(i, { ...row, name: e.target.value })}
+            onPaste={(e) => {
+              const pasted = pastedHeaderRows(e.clipboardData.getData("text"));
+              if (!pasted) return;
+              e.preventDefault();
+              const kept = row.name || row.value ? [row] : [];
+              onChange([...rows.slice(0, i), ...kept, ...pasted, ...rows.slice(i + 1)]);
+            }} />
+          <input aria-label={`Header value ${i + 1}`} placeholder="value" value={row.value} spellCheck={false}
+            onChange={(e) => set(i, { ...row, value: e.target.value })} />
+          <button type="button" className="ghost" aria-label={`Remove header ${i + 1}`} title="Remove"
+            onClick={() => onChange(rows.filter((_, at) => at !== i))}>✕</button>
+        </div>
+      ))}
+      <button type="button" onClick={() => onChange([...rows, { name: "", value: "" }])}>Add header</button>
+    </fieldset>
+  );
+}
+
+/** Method, URL, header rows and body; ``onSend`` gets them as the replay API's edit. */
+export function RequestEditor({ title, draft, onSend, onClose }: {
+  title: string; draft: Draft; onSend: (edit: ReplayEdit) => Promise<void>; onClose: () => void;
 }) {
-  const [method, setMethod] = useState(flow.method);
-  const [url, setUrl] = useState(flow.url);
-  const [headers, setHeaders] = useState(headersText(flow.requestHeaders.filter(([name]) => !name.startsWith(":"))));
-  const [text, setText] = useState(body ?? "");
+  const [method, setMethod] = useState(draft.method);
+  const [url, setUrl] = useState(draft.url);
+  const [headers, setHeaders] = useState(draft.headers);
+  const [text, setText] = useState(draft.body ?? "");
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   return (
-    <Modal title="Edit and replay" onClose={onClose}>
+    <Modal title={title} onClose={onClose}>
       <form className="edit-form" onSubmit={async (event) => {
         event.preventDefault();
         setError(null);
         try {
-          const edit: ReplayEdit = { method, url, headers: parseHeadersText(headers) };
-          if (body !== null || text) edit.body = text;
+          const edit: ReplayEdit = { method, url, headers: rowsToHeaders(headers) };
+          if (draft.body !== null || text) edit.body = text;
           setBusy(true);
           await onSend(edit);
         } catch (err) {
@@ -69,11 +119,11 @@ export function EditReplay({ flow, body, onSend, onClose }: {
       }}>
         <div className="edit-line">
           <input aria-label="Method" className="edit-method" value={method} onChange={(e) => setMethod(e.target.value.toUpperCase())} />
-          <input aria-label="URL" className="edit-url" value={url} onChange={(e) => setUrl(e.target.value)} />
+          <input aria-label="URL" className="edit-url" value={url} placeholder="https://example.com/path" autoFocus={!draft.url}
+            onChange={(e) => setUrl(e.target.value)} />
         </div>
-        <label>Headers (one "Name: value" a line)
-          <textarea aria-label="Headers" rows={8} value={headers} onChange={(e) => setHeaders(e.target.value)} spellCheck={false} /></label>
-        <label>Body {body === null && flow.requestStored > 0 ? "(the recorded body is binary or large: it is sent as recorded unless you type one)" : ""}
+        <HeaderRows rows={headers} onChange={setHeaders} />
+        <label>Body {draft.body === null ? draft.bodyNote : ""}
           <textarea aria-label="Body" rows={6} value={text} onChange={(e) => setText(e.target.value)} spellCheck={false} /></label>
         {error && <div className="error-text" role="alert">{error}</div>}
         <div className="edit-buttons">
