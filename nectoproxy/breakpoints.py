@@ -320,12 +320,13 @@ class PausedFlows:
         self.forward: Callable[[dict[str, Any]], None] | None = None
 
     def _announce(self, event: dict[str, Any]) -> None:
+        if self.forward is not None:  # (a worker: nobody reads its own events)
+            self.forward(event)
+            return
         with self._lock:
             self.version += 1
             self._events.append((self.version, event))
             del self._events[:-_CHANGES_KEPT]
-        if self.forward is not None:
-            self.forward(event)
 
     def holding(self) -> bool:
         """Whether a flow is paused in this process."""

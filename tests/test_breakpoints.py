@@ -1,11 +1,14 @@
 """Breakpoints through a real ``nectoproxy`` process: made through the API (and kept across a
 restart), matching flows pause on request or response while others go through, and a person
 continues them edited, aborts them or answers with a mock; unattended ones time out; with
-several worker processes, the same for a flow paused in any of them."""
+several worker processes, the same for a flow paused in any of them (and one whose worker
+process stops is gone)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import struct
 import subprocess
@@ -364,3 +367,42 @@ def test_with_two_workers_flows_whose_client_left_or_nobody_resumed_go_on(
         assert api.get("/api/breakpoints/paused").json()["paused"] == []
         assert sorted(r.path for r in origin.requests) == sorted(
             path_of(p) for p, _ in unattended.values())  # (the ones that left never went)
+
+
+def worker_pid(proxy: Running) -> int:
+    """The worker process: the primary's child that listens on the proxy's port too."""
+    inodes = {f"socket:[{line.split()[9]}]"
+              for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+              if line.split()[1].endswith(f":{proxy.port:04X}") and line.split()[3] == "0A"}
+    pid = proxy.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for child in map(int, children):
+        fds = Path(f"/proc/{child}/fd")
+        if any(os.readlink(fd) in inodes for fd in fds.iterdir()):
+            return child
+    raise AssertionError(f"no child of {pid} listens on {proxy.port}")
+
+
+def test_a_worker_that_stops_takes_its_paused_flows_with_it(tmp_path: Path,
+                                                            origin: Any) -> None:
+    with nectoproxy(tmp_path, TWO_WORKERS, workers=2) as proxy, proxy.api() as api, \
+            WsClient(proxy.web_port, f"/api/events?token={proxy.token}") as feed:
+        events = Events(feed)
+        feed.messages_until(lambda m: m["type"] == "sessions")
+        api.post("/api/breakpoints", json={"filter": "path:/json", "phase": "request"})
+        held = pause_in_both(api, origin.url + "/json", 1, lambda url: Curl(proxy, url))
+        os.kill(worker_pid(proxy), signal.SIGKILL)
+        first = next(m for m in events.until(lambda got: any(
+            m["type"] == "breakpoint:resumed" for m in got)) if m["type"] == "breakpoint:resumed")
+        lost = {i for i in held if process_of(i) == process_of(first["id"])}
+        assert events.resumed(lost) == dict.fromkeys(lost, "gone")
+        kept = set(held) - lost
+        assert {p["id"] for p in paused(api, len(kept))} == kept
+        for flow_id in lost:
+            assert held[flow_id][1].result()[0] != 0  # its connection went with the process
+            assert api.post(f"/api/breakpoints/paused/{flow_id}/resume",
+                            json={"action": "continue"}).status_code == 404
+        for flow_id in kept:  # the first process's go on as usual
+            assert api.post(f"/api/breakpoints/paused/{flow_id}/resume",
+                            json={"action": "continue"}).status_code == 200
+            assert held[flow_id][1].result()[::2] == (0, "200")
