@@ -16,23 +16,22 @@ The paused flows are in :class:`PausedFlows`, which the web API lists and resume
 with changes, abort, or answer with a mock); ``proxy.intercept_timeout`` continues one that
 nobody resumes.
 
-A flow pauses in the process that serves it, and only the first process serves the API, so
-with ``workers`` > 1 breakpoints are refused (the API says so, and a file made by hand is
-not applied) rather than pausing flows nobody could resume.
+A flow pauses in the process that serves it, and only the first process serves the API: with
+``workers`` > 1 each worker's paused flows reach the first one's :class:`PausedFlows` through
+a pipe (:mod:`nectoproxy.breakpointlink`), which lists and resumes them as its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import secrets
 import threading
 import time
 import tomllib
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio.to_thread
 import tomli_w
@@ -53,15 +52,6 @@ ACTIONS = ("continue", "abort", "mock")
 _CHANGES_KEPT = 1000
 _HEADER = ("# Breakpoints (flows that pause for a person), kept by NectoProxy's inspector.\n"
            "# Edited by hand, the file is reloaded within a second.\n")
-
-
-def multi_process(config: Config) -> bool:
-    """Whether this run has several worker processes (then breakpoints are refused)."""
-    return (config.proxy.workers or os.cpu_count() or 1) > 1
-
-
-WORKERS_REFUSED = ("breakpoints need proxy.workers = 1: a flow pauses in the worker process "
-                   "that serves it, and only the first process serves the API that resumes it")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +188,10 @@ class ResumeError(ValueError):
         self.field = field
 
 
+class WorkerUnavailable(Exception):
+    """The worker process holding a paused flow did not answer (it is stopping, or stuck)."""
+
+
 def _headers(value: Any, field: str) -> Headers:
     if isinstance(value, dict):
         value = list(value.items())
@@ -280,25 +274,84 @@ def mock_response(changes: Mapping[str, Any]) -> Response:
     return Response.make(status, body, headers)
 
 
+class Holder(Protocol):
+    """The process that holds a flow paused elsewhere (a worker: its pipe's end,
+    :class:`nectoproxy.breakpointlink.WorkerLink`)."""
+
+    def resume(self, flow_id: str, action: str, changes: Any) -> dict[str, Any]:
+        """Resume it there (in a thread); the flow as resumed, KeyError or ResumeError."""
+
+    def shown(self, flow_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Those of ``flow_ids`` still paused there, as they are now (in a thread)."""
+
+
+@dataclasses.dataclass
+class Elsewhere:
+    """A flow paused in another worker process, as it announced itself."""
+
+    shown: dict[str, Any]
+    holder: Holder
+
+    @property
+    def paused_at(self) -> float:
+        return float(self.shown.get("pausedAt", 0))
+
+    def to_json(self) -> dict[str, Any]:
+        return self.shown
+
+
 class PausedFlows:
-    """The flows held at breakpoints in this process, and what became of them (for the event
-    socket: ``breakpoint:hit``, ``breakpoint:resumed``).
+    """The flows held at breakpoints in this process (and, in the first one, in the worker
+    processes), and what became of them (for the event socket: ``breakpoint:hit``,
+    ``breakpoint:resumed``).
 
     Pausing, listing and resuming happen on the event loop; the event socket reads
-    :meth:`events_since` from a worker thread, hence the lock.
+    :meth:`events_since` from a worker thread, and the pipes of worker processes are read by
+    threads of their own, hence the lock.
     """
 
     def __init__(self) -> None:
         self._paused: dict[str, Paused] = {}
+        self._elsewhere: dict[str, Elsewhere] = {}
         self._lock = threading.Lock()
         self.version = 0
         self._events: list[tuple[int, dict[str, Any]]] = []
+        #: In a worker process: where its announcements go (the pipe to the first process).
+        self.forward: Callable[[dict[str, Any]], None] | None = None
 
     def _announce(self, event: dict[str, Any]) -> None:
+        if self.forward is not None:  # (a worker: nobody reads its own events)
+            self.forward(event)
+            return
         with self._lock:
             self.version += 1
             self._events.append((self.version, event))
             del self._events[:-_CHANGES_KEPT]
+
+    def holding(self) -> bool:
+        """Whether a flow is paused in this process."""
+        with self._lock:
+            return bool(self._paused)
+
+    def remote_event(self, event: dict[str, Any], holder: Holder) -> None:
+        """A worker process announced ``event`` about a flow it holds: keep track, and
+        announce it here (called from the thread reading that worker's pipe)."""
+        with self._lock:
+            if event["type"] == "breakpoint:hit":
+                self._elsewhere[event["flow"]["id"]] = Elsewhere(event["flow"], holder)
+            else:
+                self._elsewhere.pop(event["id"], None)
+        self._announce(event)
+
+    def remote_gone(self, holder: Holder) -> None:
+        """A worker process stopped: the flows it held went with it."""
+        with self._lock:
+            gone = [e for e in self._elsewhere.values() if e.holder is holder]
+            for elsewhere in gone:
+                del self._elsewhere[elsewhere.shown["id"]]
+        for elsewhere in gone:
+            self._announce({"type": "breakpoint:resumed", "id": elsewhere.shown["id"],
+                            "action": "gone", "phase": elsewhere.shown["phase"]})
 
     def add(self, paused: Paused) -> None:
         with self._lock:
@@ -332,20 +385,52 @@ class PausedFlows:
         if flow.intercepted:
             self._drop(flow.id, "gone")
 
-    def current(self) -> list[Paused]:
+    def current(self) -> list[Paused | Elsewhere]:
+        """Every paused flow, oldest first (this process's and the worker processes')."""
         self.prune()
         with self._lock:
-            return sorted(self._paused.values(), key=lambda p: p.paused_at)
+            found: list[Paused | Elsewhere] = [*self._paused.values(),
+                                               *self._elsewhere.values()]
+        return sorted(found, key=lambda p: p.paused_at)
 
-    def get(self, flow_id: str) -> Paused | None:
+    def get(self, flow_id: str) -> Paused | Elsewhere | None:
         self.prune()
         with self._lock:
-            return self._paused.get(flow_id)
+            return self._paused.get(flow_id) or self._elsewhere.get(flow_id)
+
+    async def shown(self, flow_id: str | None = None) -> list[dict[str, Any]]:
+        """The paused flows (or the one ``flow_id``) as the API shows them, oldest first; a
+        worker process is asked for its own (off the loop), as their bodies arrived since
+        they were announced."""
+        found = self.current() if flow_id is None else \
+            [p for p in [self.get(flow_id)] if p is not None]
+        holders: dict[int, tuple[Holder, list[str]]] = {}
+        for elsewhere in found:
+            if isinstance(elsewhere, Elsewhere):
+                holder = elsewhere.holder
+                holders.setdefault(id(holder), (holder, []))[1].append(elsewhere.shown["id"])
+        now: dict[str, dict[str, Any]] = {}
+        for holder, ids in holders.values():
+            now |= await anyio.to_thread.run_sync(holder.shown, ids)
+        return [p.to_json() if isinstance(p, Paused) else now[p.shown["id"]]
+                for p in found if isinstance(p, Paused) or p.shown["id"] in now]
+
+    async def resume_anywhere(self, flow_id: str, action: str, changes: Mapping[str, Any]
+                              ) -> dict[str, Any]:
+        """:meth:`resume` a flow paused here or in a worker process (asked through its pipe,
+        off the loop): the flow as resumed."""
+        found = self.get(flow_id)
+        if isinstance(found, Elsewhere):
+            return await anyio.to_thread.run_sync(found.holder.resume, flow_id, action,
+                                                  dict(changes))
+        return self.resume(flow_id, action, changes).to_json()
 
     def resume(self, flow_id: str, action: str, changes: Mapping[str, Any]) -> Paused:
         """Resume a paused flow (on the event loop): KeyError if it is not paused,
         ResumeError for an unknown action or changes that cannot apply (nothing changes)."""
-        paused = self.get(flow_id)
+        self.prune()
+        with self._lock:
+            paused = self._paused.get(flow_id)
         if paused is None:
             raise KeyError(flow_id)
         if action not in ACTIONS:
@@ -378,7 +463,8 @@ class PausedFlows:
 
 
 class Breakpoints:
-    """The ``breakpoints`` plugin (one per process: with ``workers`` > 1, none pauses)."""
+    """The ``breakpoints`` plugin (one per process: with ``workers`` > 1, each pauses the
+    flows its process serves)."""
 
     name = "breakpoints"
     #: Its hooks only pause; what a person changes meanwhile is recorded by PausedFlows.
@@ -386,7 +472,6 @@ class Breakpoints:
 
     def __init__(self, config: Config) -> None:
         self.path = config.home_dir / FILE_NAME
-        self.refused = multi_process(config)
         self.breakpoints: tuple[Breakpoint, ...] = ()
         self.paused = PausedFlows()
         self.watch = FileWatch(self.path)
@@ -398,11 +483,7 @@ class Breakpoints:
         except ValueError as exc:
             log.error("breakpoints not reloaded: %s (the previous ones stay in force)", exc)
             return
-        active = tuple(b for b in found if b.enabled)
-        if active and self.refused:
-            log.warning("%s: %s; not applied", self.path, WORKERS_REFUSED)
-            active = ()
-        self.breakpoints = active
+        self.breakpoints = tuple(b for b in found if b.enabled)
 
     def _matching(self, flow: Flow, phase: str) -> Breakpoint | None:
         if flow.metadata.get("breakpoint") == "mocked":
@@ -501,8 +582,6 @@ class BreakpointSettings:
         if "breakpoints" not in value:
             raise SettingsError("breakpoints: required", "breakpoints")
         found = check_breakpoints(value["breakpoints"])
-        if self.plugin.refused and any(b.enabled for b in found):
-            raise SettingsError(WORKERS_REFUSED, "breakpoints")
         write_breakpoints(self.plugin.path, found)
         self.plugin.watch.seen()
         self.plugin.breakpoints = tuple(b for b in found if b.enabled)

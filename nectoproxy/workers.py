@@ -3,7 +3,9 @@
 With several workers, every process listens on the same port (SO_REUSEPORT) and the kernel
 spreads new connections over them, so a machine with more cores serves more. The first
 process creates the CA before the others start, and certificate cache files are written
-atomically, so workers never read half a file.
+atomically, so workers never read half a file. Each worker also gets a pipe to the first
+process, over which its flows paused at breakpoints are listed and resumed
+(:mod:`nectoproxy.breakpointlink`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import sys
+from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -44,12 +47,14 @@ def serve(config: Config, scripts: list[str]) -> int:
     return 0
 
 
-def _worker_main(config: Config, scripts: list[str]) -> None:  # pragma: no cover - subprocess
+def _worker_main(config: Config, scripts: list[str], link: Connection | None
+                 ) -> None:  # pragma: no cover - subprocess
     setup_logging(config)
-    anyio.run(_serve, config, scripts, False, backend_options=_backend_options())
+    anyio.run(_serve, config, scripts, False, link, backend_options=_backend_options())
 
 
-async def _serve(config: Config, scripts: list[str], primary: bool) -> None:
+async def _serve(config: Config, scripts: list[str], primary: bool,
+                 link: Connection | None = None) -> None:
     fix_mmap_threshold()  # a process that runs for days: see nectoproxy.proxy.memory
     children: list[multiprocessing.process.BaseProcess] = []
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -77,6 +82,10 @@ async def _serve(config: Config, scripts: list[str], primary: bool) -> None:
             async with proxy:
                 if inspector is not None:
                     inspector.proxy_started(proxy.address, proxy.hooks)
+                    if link is not None and inspector.breakpoints is not None:
+                        from nectoproxy.breakpointlink import PrimaryLink
+
+                        PrimaryLink(inspector.breakpoints.paused, link).start()
                 if primary:
                     _start_workers(config, scripts, proxy, inspector, children)
                     _banner(proxy, worker_count(config), inspector)
@@ -103,11 +112,18 @@ def _start_workers(config: Config, scripts: list[str], proxy: Proxy,
     web = {"token": inspector.token} if inspector is not None else {}
     same_port = config.replace(proxy={"listen_port": proxy.address[1]}, web=web)
     context = multiprocessing.get_context("spawn")
+    breakpoints = inspector.breakpoints if inspector is not None else None
     for _ in range(count - 1):
+        ours, theirs = context.Pipe() if breakpoints is not None else (None, None)
         child: multiprocessing.process.BaseProcess = context.Process(
-            target=_worker_main, args=(same_port, scripts), daemon=True)
+            target=_worker_main, args=(same_port, scripts, theirs), daemon=True)
         child.start()
         children.append(child)
+        if breakpoints is not None and ours is not None and theirs is not None:
+            from nectoproxy.breakpointlink import WorkerLink
+
+            theirs.close()  # (the child has its copy: when it ends, ours reads EOF)
+            WorkerLink(breakpoints.paused, ours)
 
 
 def _join(children: list[multiprocessing.process.BaseProcess]) -> None:

@@ -1,19 +1,30 @@
 """Breakpoints through a real ``nectoproxy`` process: made through the API (and kept across a
 restart), matching flows pause on request or response while others go through, and a person
 continues them edited, aborts them or answers with a mock; unattended ones time out; with
-several worker processes they are refused."""
+several worker processes, the same for a flow paused in any of them (and one whose worker
+process stops is gone)."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from test_live_settings import Running, config_text, nectoproxy, wait_for
 from test_web_support import WsClient
 
 NO_PLUGINS = config_text(rules=False, throttle=False)
+Sent = TypeVar("Sent")
 
 
 class Through:
@@ -176,20 +187,222 @@ def test_an_unattended_flow_continues_after_the_timeout(tmp_path: Path, origin: 
         assert api.get("/api/breakpoints/paused").json()["paused"] == []
 
 
-def test_with_several_workers_breakpoints_are_refused(tmp_path: Path, origin: Any) -> None:
-    (tmp_path / "breakpoints.toml").write_text(
-        '[[breakpoint]]\nid = "by-hand"\nfilter = "path:/json"\nphase = "request"\n')
-    config = config_text(workers=2, rules=False, throttle=False)
-    with nectoproxy(tmp_path, config, workers=2) as proxy, proxy.api() as api:
-        assert any("proxy.workers = 1" in line for line in proxy.stderr_lines)
-        for _ in range(6):  # new connections: both processes serve some, neither pauses
-            assert proxy.get(origin.url + "/json").status_code == 200
+# -- several worker processes -----------------------------------------------------------------
+
+TWO_WORKERS = config_text(workers=2, rules=False, throttle=False)
+#: From the API call to the client's answer, whichever process holds the flow.
+RESUMED_WITHIN = 0.5
+
+
+def process_of(flow_id: str) -> str:
+    """Which process took a flow: a flow id starts with a prefix random per process."""
+    return flow_id[:16]
+
+
+def path_of(flow: dict[str, Any]) -> str:
+    """A paused flow's path and query, as the origin sees them."""
+    url = urlsplit(flow["request"]["url"])
+    return f"{url.path}?{url.query}"
+
+
+class Curl:
+    """curl through the proxy in the background (it may wait at a breakpoint)."""
+
+    def __init__(self, proxy: Running, url: str, *args: str) -> None:
+        self.url = url
+        self.process = subprocess.Popen(
+            ["curl", "-sS", "--noproxy", "", "--proxy", f"http://127.0.0.1:{proxy.port}",
+             "-w", "\\n%{http_code}", *args, url],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result(self) -> tuple[int, str, str]:
+        """(curl's exit code, the body, the status) once it ended."""
+        out, err = self.process.communicate(timeout=30)
+        body, _, status = out.rpartition("\n")
+        return self.process.returncode, body, status or err
+
+
+class Leaving:
+    """A request on a socket of its own, whose client leaves (a reset) when told to."""
+
+    def __init__(self, proxy: Running, url: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        self.sock.sendall(f"GET {url} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+
+    def leave(self) -> None:
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+
+def pause_in_both(api: httpx.Client, url: str, each: int, send: Callable[[str], Sent]
+                  ) -> dict[str, tuple[dict[str, Any], Sent]]:
+    """``send`` requests that pause (each on a new connection: the kernel spreads them over
+    the processes) until each process holds ``each`` of them: {flow id: (paused flow, what
+    ``send`` gave)}."""
+    sent: dict[str, Sent] = {}
+    for n in range(60):
+        sent[f"{url}?n={n}"] = send(f"{url}?n={n}")
+        listed = paused(api, n + 1)
+        held = [process_of(p["id"]) for p in listed]
+        if len(set(held)) == 2 and min(held.count(h) for h in held) >= each:
+            return {p["id"]: (p, sent[p["request"]["url"]]) for p in listed}
+    raise AssertionError("the flows never reached both processes")
+
+
+class Events:
+    """The event socket's breakpoint messages, read as they come."""
+
+    def __init__(self, feed: WsClient) -> None:
+        self.feed = feed
+        self.got: list[dict[str, Any]] = []
+
+    def until(self, done: Any) -> list[dict[str, Any]]:
+        """Read until ``done(the breakpoint messages so far)``; those messages."""
+        while not done(self.got):
+            self.got += [m for m in self.feed.messages_until(
+                lambda m: m["type"].startswith("breakpoint:"))
+                if m["type"].startswith("breakpoint:")]
+        return self.got
+
+    def resumed(self, ids: Any) -> dict[str, str]:
+        """Wait until every one of ``ids`` was announced resumed: {id: action}."""
+        wanted = set(ids)
+        found = self.until(lambda got: wanted <= {m.get("id") for m in got
+                                                  if m["type"] == "breakpoint:resumed"})
+        return {m["id"]: m["action"] for m in found
+                if m["type"] == "breakpoint:resumed" and m["id"] in wanted}
+
+
+def test_with_two_workers_flows_paused_in_either_process_are_edited_aborted_and_mocked(
+        tmp_path: Path, origin: Any) -> None:
+    with nectoproxy(tmp_path, TWO_WORKERS, workers=2) as proxy, proxy.api() as api, \
+            WsClient(proxy.web_port, f"/api/events?token={proxy.token}") as feed:
+        events = Events(feed)
+        feed.messages_until(lambda m: m["type"] == "sessions")
+        assert api.post("/api/breakpoints", json={"filter": "path:/echo",
+                                                  "phase": "request"}).status_code == 201
+        held = pause_in_both(api, origin.url + "/echo", 3,
+                             lambda url: Curl(proxy, url, "-d", "as sent"))
+        hits = events.until(lambda got: len([m for m in got if m["type"] == "breakpoint:hit"])
+                            == len(held))
+        assert {m["flow"]["id"] for m in hits} == set(held)
+        assert proxy.get(origin.url + "/json").status_code == 200  # not paused
+        by_process: dict[str, list[str]] = {}
+        for flow_id in held:
+            by_process.setdefault(process_of(flow_id), []).append(flow_id)
+        assert len(by_process) == 2
+
+        def resume(flow_id: str, action: str, **changes: Any) -> httpx.Response:
+            return api.post(f"/api/breakpoints/paused/{flow_id}/resume",
+                            json={"action": action, "modifications": changes})
+
+        actions: dict[str, str] = {}
+        edits: list[str] = []
+        for ids in by_process.values():
+            edited, aborted, mocked, *rest = ids
+            edits.append(edited)
+            flow = held[edited][0]
+            assert flow["request"]["body"] == "as sent"
+            assert api.get(f"/api/breakpoints/paused/{edited}").json() == flow
+            refused = resume(edited, "continue", status=500)
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["field"] == "modifications.status"
+            assert edited in {p["id"] for p in paused(api, len(held) - len(actions))}
+            started = time.monotonic()
+            answer = resume(edited, "continue", method="PUT", url=origin.url + f"/echo?{edited}",
+                            headers=[*flow["request"]["headers"], ["X-Edited", "yes"]],
+                            body="edited body")
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["request"]["method"] == "PUT"
+            code, body, status = held[edited][1].result()
+            assert time.monotonic() - started < RESUMED_WITHIN  # (no polling on either side)
+            echo = json.loads(body)
+            assert (code, status, echo["method"], echo["body"]) == (0, "200", "PUT",
+                                                                    "edited body")
+            assert echo["path"] == f"/echo?{edited}" and ["X-Edited", "yes"] in echo["headers"]
+
+            assert resume(aborted, "abort").status_code == 200
+            code, _, error = held[aborted][1].result()
+            assert code == 52, error  # curl: an empty reply, the connection was closed
+
+            assert resume(mocked, "mock", status=201, body="from the breakpoint").is_success
+            assert held[mocked][1].result() == (0, "from the breakpoint", "201")
+
+            for other in rest:
+                assert resume(other, "continue").status_code == 200
+                assert held[other][1].result()[::2] == (0, "200")
+            actions |= {edited: "continue", aborted: "abort", mocked: "mock"}
+            actions |= dict.fromkeys(rest, "continue")
+        assert events.resumed(held) == actions
         assert api.get("/api/breakpoints/paused").json()["paused"] == []
-        refused = api.post("/api/breakpoints", json={"filter": "host:a.test"})
-        assert refused.status_code == 400
-        assert "proxy.workers = 1" in refused.json()["error"]
-        # switched off, breakpoints are kept (for a run with one process)
-        assert api.patch("/api/breakpoints/by-hand", json={"enabled": False}).status_code == 200
-        disabled = api.post("/api/breakpoints", json={"filter": "host:a.test",
-                                                      "enabled": False})
-        assert disabled.status_code == 201
+        assert resume(edited, "continue").status_code == 404
+        # The edited ones reached the origin as edited, the others continued as sent; the
+        # aborted, mocked and abandoned ones never did.
+        sent = [f"/echo?{i}" if i in edits else path_of(held[i][0])
+                for i, action in actions.items() if action == "continue"]
+        assert sorted(r.path for r in origin.requests) == sorted([*sent, "/json"])
+        stored = wait_for(lambda: (got := api.get(f"/api/traffic/{edited}")).status_code == 200
+                          and got.json().get("status") and got.json())
+        assert stored["modifiedBy"] == ["breakpoints"]  # recorded by the worker that held it
+
+
+def test_with_two_workers_flows_whose_client_left_or_nobody_resumed_go_on(
+        tmp_path: Path, origin: Any) -> None:
+    config = TWO_WORKERS.replace("[proxy]\n", "[proxy]\nintercept_timeout = 5\n")
+    with nectoproxy(tmp_path, config, workers=2) as proxy, proxy.api() as api, \
+            WsClient(proxy.web_port, f"/api/events?token={proxy.token}") as feed:
+        events = Events(feed)
+        feed.messages_until(lambda m: m["type"] == "sessions")
+        api.post("/api/breakpoints", json={"filter": "path:/json", "phase": "request"})
+        left = pause_in_both(api, origin.url + "/json", 1, lambda url: Leaving(proxy, url))
+        for _, client in left.values():
+            client.leave()
+        assert events.resumed(left) == dict.fromkeys(left, "gone")
+        assert api.get("/api/breakpoints/paused").json()["paused"] == []
+
+        unattended = pause_in_both(api, origin.url + "/json", 1, lambda url: Curl(proxy, url))
+        for _, curl in unattended.values():
+            assert curl.result()[::2] == (0, "200")  # (after the 5 s)
+        assert events.resumed(unattended) == dict.fromkeys(unattended, "timeout")
+        assert api.get("/api/breakpoints/paused").json()["paused"] == []
+        assert sorted(r.path for r in origin.requests) == sorted(
+            path_of(p) for p, _ in unattended.values())  # (the ones that left never went)
+
+
+def worker_pid(proxy: Running) -> int:
+    """The worker process: the primary's child that listens on the proxy's port too."""
+    inodes = {f"socket:[{line.split()[9]}]"
+              for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+              if line.split()[1].endswith(f":{proxy.port:04X}") and line.split()[3] == "0A"}
+    pid = proxy.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for child in map(int, children):
+        fds = Path(f"/proc/{child}/fd")
+        if any(os.readlink(fd) in inodes for fd in fds.iterdir()):
+            return child
+    raise AssertionError(f"no child of {pid} listens on {proxy.port}")
+
+
+def test_a_worker_that_stops_takes_its_paused_flows_with_it(tmp_path: Path,
+                                                            origin: Any) -> None:
+    with nectoproxy(tmp_path, TWO_WORKERS, workers=2) as proxy, proxy.api() as api, \
+            WsClient(proxy.web_port, f"/api/events?token={proxy.token}") as feed:
+        events = Events(feed)
+        feed.messages_until(lambda m: m["type"] == "sessions")
+        api.post("/api/breakpoints", json={"filter": "path:/json", "phase": "request"})
+        held = pause_in_both(api, origin.url + "/json", 1, lambda url: Curl(proxy, url))
+        os.kill(worker_pid(proxy), signal.SIGKILL)
+        first = next(m for m in events.until(lambda got: any(
+            m["type"] == "breakpoint:resumed" for m in got)) if m["type"] == "breakpoint:resumed")
+        lost = {i for i in held if process_of(i) == process_of(first["id"])}
+        assert events.resumed(lost) == dict.fromkeys(lost, "gone")
+        kept = set(held) - lost
+        assert {p["id"] for p in paused(api, len(kept))} == kept
+        for flow_id in lost:
+            assert held[flow_id][1].result()[0] != 0  # its connection went with the process
+            assert api.post(f"/api/breakpoints/paused/{flow_id}/resume",
+                            json={"action": "continue"}).status_code == 404
+        for flow_id in kept:  # the first process's go on as usual
+            assert api.post(f"/api/breakpoints/paused/{flow_id}/resume",
+                            json={"action": "continue"}).status_code == 200
+            assert held[flow_id][1].result()[::2] == (0, "200")

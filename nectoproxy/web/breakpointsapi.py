@@ -3,9 +3,10 @@
 Breakpoints are the ``breakpoints`` settings (``/api/settings/breakpoints``, whose value is
 ``{"breakpoints": [...]}``, kept in ``$NECTOPROXY_HOME/breakpoints.toml``); each call here reads
 that value, changes the list and puts it back under the settings' lock, as ``/api/rules``
-does. The paused flows live in the proxy's process (:class:`nectoproxy.breakpoints.
-PausedFlows`): listed, and resumed with ``continue`` (with modifications), ``abort`` or
-``mock``. The event socket announces ``breakpoint:hit`` and ``breakpoint:resumed``.
+does. The paused flows live in the process that serves them (:class:`nectoproxy.breakpoints.
+PausedFlows`; a worker process's are known here through its pipe): listed, and resumed with
+``continue`` (with modifications), ``abort`` or ``mock``. The event socket announces
+``breakpoint:hit`` and ``breakpoint:resumed``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from nectoproxy.breakpoints import (
     BreakpointSettings,
     PausedFlows,
     ResumeError,
+    WorkerUnavailable,
 )
 from nectoproxy.settings import SettingsRegistry
 from nectoproxy.web.common import ApiError, Reply, Routes, context, path_param, read_json
@@ -64,6 +66,7 @@ RESUME = obj({
                       "body. Missing keys are left as they are."}})
 NOT_FOUND = Reply("No breakpoints (the inspector was started without them), or no such "
                   "breakpoint.", ref("Error"))
+UNAVAILABLE = Reply("The worker process holding a paused flow did not answer.", ref("Error"))
 NOT_PAUSED = Reply("No flow with this id is paused (it was resumed, timed out, or its client "
                    "left).", ref("Error"))
 
@@ -81,6 +84,13 @@ def _paused(request: Request) -> PausedFlows:
     if found is None:
         raise ApiError(404, "no breakpoints")
     return found
+
+
+async def _shown(registry: PausedFlows, flow_id: str | None = None) -> list[dict[str, Any]]:
+    try:
+        return await registry.shown(flow_id)
+    except WorkerUnavailable as exc:
+        raise ApiError(503, str(exc)) from None
 
 
 def _body_breakpoint(data: dict[str, Any]) -> dict[str, Any]:
@@ -119,8 +129,7 @@ async def list_breakpoints(request: Request) -> Response:
 
 
 @routes.route("POST", "/api/breakpoints", "Add a breakpoint (`filter`, `phase`: request, "
-              "response or both, `enabled`, `name`); it applies from the next flow on. "
-              "Refused (400) when the proxy runs several worker processes.",
+              "response or both, `enabled`, `name`); it applies from the next flow on.",
               body=BREAKPOINT, body_required=True,
               replies={201: Reply("The breakpoint, with its id.", BREAKPOINT), 400: INVALID,
                        404: NOT_FOUND})
@@ -138,18 +147,20 @@ async def create_breakpoint(request: Request) -> Response:
 # (Before /api/breakpoints/{id}: a literal segment matches first.)
 @routes.route("GET", "/api/breakpoints/paused", "The flows paused at breakpoints now, oldest "
               "first.", replies={200: Reply("The paused flows.", obj(
-                  {"paused": {"type": "array", "items": PAUSED}})), 404: NOT_FOUND})
+                  {"paused": {"type": "array", "items": PAUSED}})), 404: NOT_FOUND,
+                  503: UNAVAILABLE})
 async def list_paused(request: Request) -> Response:
-    return JSONResponse({"paused": [p.to_json() for p in _paused(request).current()]})
+    return JSONResponse({"paused": await _shown(_paused(request))})
 
 
 @routes.route("GET", "/api/breakpoints/paused/{id}", "One paused flow.", params=(FLOW_ID,),
-              replies={200: Reply("The paused flow.", PAUSED), 404: NOT_PAUSED})
+              replies={200: Reply("The paused flow.", PAUSED), 404: NOT_PAUSED,
+                       503: UNAVAILABLE})
 async def get_paused(request: Request) -> Response:
-    found = _paused(request).get(request.path_params["id"])
-    if found is None:
+    found = await _shown(_paused(request), request.path_params["id"])
+    if not found:
         raise ApiError(404, f"flow {request.path_params['id']!r} is not paused")
-    return JSONResponse(found.to_json())
+    return JSONResponse(found[0])
 
 
 @routes.route("POST", "/api/breakpoints/paused/{id}/resume", "Resume a paused flow: "
@@ -159,7 +170,7 @@ async def get_paused(request: Request) -> Response:
                        400: Reply("An unknown action or modifications that cannot apply "
                                   "(`field` says which); the flow stays paused.",
                                   ref("Error")),
-                       404: NOT_PAUSED})
+                       404: NOT_PAUSED, 503: UNAVAILABLE})
 async def resume_paused(request: Request) -> Response:
     registry = _paused(request)
     data = await read_json(request)
@@ -169,12 +180,14 @@ async def resume_paused(request: Request) -> Response:
         raise ApiError(400, "modifications: expected an object", field="modifications")
     flow_id = request.path_params["id"]
     try:
-        paused = registry.resume(flow_id, action, changes)
+        resumed = await registry.resume_anywhere(flow_id, action, changes)
     except KeyError:
         raise ApiError(404, f"flow {flow_id!r} is not paused") from None
     except ResumeError as exc:
         raise ApiError(400, exc.message, field=exc.field) from None
-    return JSONResponse(paused.to_json())
+    except WorkerUnavailable as exc:
+        raise ApiError(503, str(exc)) from None
+    return JSONResponse(resumed)
 
 
 @routes.route("GET", "/api/breakpoints/{id}", "One breakpoint.", params=(ID,),
