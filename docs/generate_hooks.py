@@ -8,7 +8,8 @@ from pathlib import Path
 from nectoproxy import hookspecs
 
 ORDER = ["on_configure", "on_start", "on_stop", "on_connect", "on_request_headers", "on_request",
-         "on_response_headers", "on_response", "on_complete", "on_error", "on_cert_generated", "on_tunnel",
+         "on_response_headers", "on_response", "on_complete", "on_error", "on_websocket_start",
+         "on_websocket_message", "on_websocket_end", "on_cert_generated", "on_tunnel",
          "on_settings"]
 INTRO = """# Hook reference
 
@@ -22,6 +23,8 @@ Order of a flow: `on_connect` (client connects; again per CONNECT) -> `on_reques
 Lifecycle: `on_configure` -> `on_start` ... `on_stop`. `on_cert_generated` fires when a leaf
 certificate is minted; `on_tunnel` when a connection relayed untouched (pass-through) ends.
 `on_settings` collects the settings a plugin lets the inspector change while the proxy runs.
+A WebSocket flow: `on_response` (the 101) -> `on_websocket_start` -> `on_websocket_message`
+per message -> `on_websocket_end` -> `on_complete`.
 """
 
 
