@@ -193,7 +193,8 @@ def on_websocket_message(flow: Flow, message: WebSocketMessage) -> None:
 
 @hookspec
 def on_websocket_end(flow: Flow) -> None:
-    """A WebSocket connection ended (both sides closed), before ``on_complete``.
+    """A WebSocket connection ended (both sides closed, or the flow was cut short), before
+    ``on_complete``.
 
     :param flow: the flow; ``flow.websocket`` has ``close_code`` and ``close_reason`` of the
         first close frame and ``closed_by_client`` (all None when the connection ended

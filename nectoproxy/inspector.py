@@ -188,7 +188,8 @@ class Inspector:
                                                          self.config.proxy.listen_port)),
                                  ca_path, self.token)
         app = create_app(self.store, token=self.token, allowed_hosts=web.allowed_hosts,
-                         replayer=self.replayer, status=self.status, settings=self.settings)
+                         replayer=self.replayer, status=self.status, settings=self.settings,
+                         websockets=self.capture.websockets.get)
         if not web.is_loopback:
             log.warning("the inspector listens on %s, not a loopback address: anyone who can "
                         "reach it and knows the token sees all traffic", web.host)

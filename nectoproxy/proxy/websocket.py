@@ -80,10 +80,12 @@ async def relay_websocket(flow: Flow, hooks: PluginHost, client: EngineStream,
     finally:
         ws._send = None
         ws.timestamp_end = time.time()
-        await close_quietly(client)
-        await close_quietly(origin)
-    if hooks.has("on_websocket_end"):
-        await hooks.call("on_websocket_end", flow=flow)
+        # (Also when the flow is cancelled: what on_websocket_start began is ended.)
+        with anyio.CancelScope(shield=True):
+            await close_quietly(client)
+            await close_quietly(origin)
+            if hooks.has("on_websocket_end"):
+                await hooks.call("on_websocket_end", flow=flow)
 
 
 class _Side:

@@ -20,6 +20,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from nectoproxy.store import wsframes
+
 log = logging.getLogger("nectoproxy.store")
 
 #: ``PRAGMA application_id`` of a NectoProxy store ("NPXS"), so a stranger's SQLite file is not
@@ -220,7 +222,9 @@ def _v3_search_index(conn: sqlite3.Connection) -> None:
                  "WHERE status IS NOT NULL OR error IS NOT NULL OR kind != 'http'")
 
 
-MIGRATIONS: list[Migration] = [_V1_CORE, _V2_TOMBSTONES, _v3_search_index]
+MIGRATIONS: list[Migration] = [_V1_CORE, _V2_TOMBSTONES, _v3_search_index,
+                               # WebSocket connections' openings, messages and closes.
+                               wsframes.MIGRATION]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -25,6 +25,7 @@ from nectoproxy.store import FlowStore
 if TYPE_CHECKING:
     from nectoproxy.settings import SettingsRegistry
     from nectoproxy.web.replay import Replayer
+    from nectoproxy.websocket import WebSocketData
 
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -59,6 +60,8 @@ class WebContext:
     endpoints: list[Endpoint] = field(default_factory=list)
     #: The plugins' live settings (``/api/settings``, ``/api/rules``); None: there are none.
     settings: SettingsRegistry | None = None
+    #: The WebSocket connection open now in this process for a flow id, if any (capture's).
+    websockets: Callable[[str], WebSocketData | None] | None = None
     #: Event sockets open now.
     event_clients: int = 0
     #: Store calls in worker threads, so a burst of API calls cannot take every thread that
