@@ -151,7 +151,7 @@ async function failure(response: Response): Promise<ApiError> {
   return new ApiError(response.status, message, position, parameter, field);
 }
 
-async function call<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+export async function call<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
   const init: RequestInit = { method, signal, credentials: "same-origin" };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
