@@ -244,3 +244,55 @@ def test_injecting_into_a_closed_connection_is_an_error(make_proxy):
     assert (ws.close_code, ws.closed_by_client) == (1000, True)
     with pytest.raises(RuntimeError, match="not open"):
         ws.inject("late", to_client=True)
+
+
+def test_an_absolute_form_upgrade_is_parsed_and_pings_pass(make_proxy):
+    """``GET ws-origin-url`` straight to the proxy (no CONNECT), a wsproto client on a socket:
+    a ping reaches the server and its pong comes back; the close code goes through."""
+    import socket
+
+    import wsproto
+    import wsproto.events as ev
+
+    rewriter = Rewriter()
+
+    def exchange(port: int, proxy_port: int) -> list[Any]:
+        conn = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        got: list[Any] = []
+        with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as sock:
+            sock.sendall(conn.send(ev.Request(host=f"127.0.0.1:{port}",
+                                              target=f"http://127.0.0.1:{port}/chat")))
+            sent = False
+            for _ in range(100):  # bounded: a handful of reads is enough
+                data = sock.recv(65536)
+                conn.receive_data(data or None)
+                for event in conn.events():
+                    got.append(event)
+                    if isinstance(event, ev.AcceptConnection) and not sent:
+                        sock.sendall(conn.send(ev.TextMessage("secret")) +
+                                     conn.send(ev.Ping(b"are you there")))
+                        sent = True
+                    elif isinstance(event, ev.Pong | ev.TextMessage) and \
+                            {type(e) for e in got} >= {ev.Pong, ev.TextMessage}:
+                        sock.sendall(conn.send(ev.CloseConnection(4003, "raw client")))
+                    elif isinstance(event, ev.CloseConnection):
+                        return got
+                if not data:
+                    return got
+        return got
+
+    async def scenario() -> list[Any]:
+        async with echo_server(compression=None) as (port, closes):
+            got = await asyncio.to_thread(exchange, port, proxy.port)
+            await wait_for(lambda: closes)
+            assert closes == [(4003, "raw client")]
+            return got
+
+    with make_proxy(plugins=[rewriter]) as proxy:
+        got = asyncio.run(scenario())
+    kinds = [type(event).__name__ for event in got]
+    assert kinds[0] == "AcceptConnection" and kinds[-1] == "CloseConnection", kinds
+    assert sorted(kinds[1:-1]) == ["Pong", "TextMessage"], kinds  # (the pong may come first)
+    assert [e.data for e in got if isinstance(e, ev.TextMessage)] == ["rewritten"]
+    assert [e.payload for e in got if isinstance(e, ev.Pong)] == [b"are you there"]
+    assert (got[-1].code, got[-1].reason) == (4003, "raw client")

@@ -31,6 +31,9 @@ from nectoproxy.websocket import WebSocketData, WebSocketMessage
 log = logging.getLogger("nectoproxy.websocket")
 
 _READ = 256 * 1024
+#: Read size when messages are compressed: wsproto inflates what one read brings at once, and
+#: deflate can expand ~1000 times, so this bounds what a small compressed frame can become.
+_READ_COMPRESSED = 32 * 1024
 
 
 def parse_extensions(header: str | None) -> list[Extension] | None:
@@ -117,8 +120,8 @@ class _Side:
 
 
 class _MessageRelay:
-    __slots__ = ("client", "flow", "hooks", "limit", "origin", "running", "scope", "whole",
-                 "ws")
+    __slots__ = ("client", "flow", "hooks", "limit", "origin", "read_size", "running", "scope",
+                 "whole", "ws")
 
     def __init__(self, flow: Flow, hooks: PluginHost, client: EngineStream,
                  origin: EngineStream, extensions: list[Extension], limit: int) -> None:
@@ -134,6 +137,7 @@ class _MessageRelay:
                             from_client=True)
         self.origin = _Side(origin, FrameProtocol(client=True, extensions=twin),
                             from_client=False)
+        self.read_size = _READ_COMPRESSED if extensions else _READ
         self.running = 2
         self.scope = anyio.CancelScope()
 
@@ -147,7 +151,7 @@ class _MessageRelay:
     async def _pump(self, source: _Side, sink: _Side) -> None:
         try:
             while True:
-                data = await source.stream.receive(_READ)
+                data = await source.stream.receive(self.read_size)
                 source.proto.receive_bytes(data)
                 for frame in source.proto.received_frames():
                     await self._frame(source, sink, frame)
