@@ -96,7 +96,11 @@ class _Side:
     the message being read from it."""
 
     __slots__ = ("dropping", "from_client", "held", "held_size", "message", "message_lock",
-                 "out", "proto", "stream", "streaming", "write_lock")
+                 "out", "out_size", "proto", "stream", "streaming", "write_lock")
+
+    def queue(self, frame: bytearray) -> None:
+        self.out.append(frame)
+        self.out_size += len(frame)
 
     def __init__(self, stream: EngineStream, proto: FrameProtocol, *, from_client: bool
                  ) -> None:
@@ -108,8 +112,10 @@ class _Side:
         #: fragmented message must not be interleaved with another (injected) one.
         self.message_lock = anyio.Lock()
         self.write_lock = anyio.Lock()
-        #: Frames encoded for this side, sent together (one write per read on the other).
-        self.out = bytearray()
+        #: Frames encoded for this side, sent together (one write per read on the other), and
+        #: their size.
+        self.out: list[bytes | bytearray] = []
+        self.out_size = 0
         self.message: WebSocketMessage | None = None
         self.held: list[str | bytes] = []
         self.held_size = 0
@@ -183,11 +189,11 @@ class _MessageRelay:
         if opcode is Opcode.CLOSE:
             code, reason = cast("tuple[int, str]", frame.payload)
             self._closed(int(code), reason, source.from_client)
-            sink.out += sink.proto.close(code, reason)
+            sink.queue(sink.proto.close(code, reason))
         elif opcode is Opcode.PING:
-            sink.out += sink.proto.ping(frame.payload)  # type: ignore[arg-type]
+            sink.queue(sink.proto.ping(frame.payload))  # type: ignore[arg-type]
         elif opcode is Opcode.PONG:
-            sink.out += sink.proto.pong(frame.payload)  # type: ignore[arg-type]
+            sink.queue(sink.proto.pong(frame.payload))  # type: ignore[arg-type]
         else:
             await self._data(source, sink, frame)
 
@@ -244,8 +250,8 @@ class _MessageRelay:
 
     async def _piece(self, sink: _Side, message: WebSocketMessage, piece: str | bytes,
                      last: bool) -> None:
-        sink.out += sink.proto.send_data(piece, fin=last)
-        if len(sink.out) >= _READ:
+        sink.queue(sink.proto.send_data(piece, fin=last))
+        if sink.out_size >= _READ:
             await self._flush(sink)
         if self.ws.message_taps:
             await self.ws.tap(message, piece.encode("utf-8") if isinstance(piece, str)
@@ -254,7 +260,7 @@ class _MessageRelay:
             self._count(message)
 
     async def _send_whole(self, sink: _Side, message: WebSocketMessage) -> None:
-        sink.out += sink.proto.send_data(message.text if message.is_text else message.content)
+        sink.queue(sink.proto.send_data(message.text if message.is_text else message.content))
         if self.ws.message_taps:
             await self.ws.tap(message, message.content, True)
         self._count(message)
@@ -268,8 +274,11 @@ class _MessageRelay:
     async def _flush(self, side: _Side) -> None:
         async with side.write_lock:
             if side.out:
-                data, side.out = side.out, bytearray()
-                await side.stream.send(bytes(data))
+                frames, side.out, side.out_size = side.out, [], 0
+                # One frame, the usual case, is sent as wsproto made it, without a copy (both
+                # stream kinds take a bytearray, though EngineStream declares bytes).
+                data = frames[0] if len(frames) == 1 else b"".join(frames)
+                await side.stream.send(data)  # type: ignore[arg-type]
 
     async def _inject(self, queue: MemoryObjectReceiveStream[WebSocketMessage]) -> None:
         async for message in queue:
