@@ -108,9 +108,11 @@ class _Side:
         self.proto = proto
         #: Whether what is read from this side comes from the client.
         self.from_client = from_client
-        #: Held by whoever writes a data message to this side, for the whole message: a
-        #: fragmented message must not be interleaved with another (injected) one.
+        #: Held while a message is sent to this side in fragments (by the pump that relays
+        #: it): another (injected) message must not come between them. A whole message is one
+        #: frame, queued at once: it only waits for a fragmented one to end.
         self.message_lock = anyio.Lock()
+        #: Held while a write to this side is under way (by its pump, or the injector).
         self.write_lock = anyio.Lock()
         #: Frames encoded for this side, sent together (one write per read on the other), and
         #: their size.
@@ -241,8 +243,7 @@ class _MessageRelay:
             source.dropping = True
             return
         if last:
-            async with sink.message_lock:
-                await self._send_whole(sink, message)
+            await self._send_whole(sink, message)
             return
         await sink.message_lock.acquire()
         source.streaming = True
@@ -260,6 +261,9 @@ class _MessageRelay:
             self._count(message)
 
     async def _send_whole(self, sink: _Side, message: WebSocketMessage) -> None:
+        if sink.message_lock.locked():  # a fragmented message is under way: after it
+            async with sink.message_lock:
+                pass
         sink.queue(sink.proto.send_data(message.text if message.is_text else message.content))
         if self.ws.message_taps:
             await self.ws.tap(message, message.content, True)
@@ -272,21 +276,29 @@ class _MessageRelay:
             self.ws.messages_from_server += 1
 
     async def _flush(self, side: _Side) -> None:
-        async with side.write_lock:
-            if side.out:
-                frames, side.out, side.out_size = side.out, [], 0
+        if not side.out:
+            return
+        lock = side.write_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()  # (uncontended, the usual case: no scheduling round)
+        try:
+            frames, side.out, side.out_size = side.out, [], 0
+            if frames:  # (a writer that had to wait may find its frames sent already)
                 # One frame, the usual case, is sent as wsproto made it, without a copy (both
                 # stream kinds take a bytearray, though EngineStream declares bytes).
                 data = frames[0] if len(frames) == 1 else b"".join(frames)
                 await side.stream.send(data)  # type: ignore[arg-type]
+        finally:
+            lock.release()
 
     async def _inject(self, queue: MemoryObjectReceiveStream[WebSocketMessage]) -> None:
         async for message in queue:
             sink = self.origin if message.from_client else self.client
             try:
-                async with sink.message_lock:
-                    await self._send_whole(sink, message)
-                    await self._flush(sink)
+                await self._send_whole(sink, message)
+                await self._flush(sink)
             except STREAM_ERRORS:
                 log.debug("%s: injected message not sent: the peer is gone",
                           self.flow.request.url)
