@@ -3,7 +3,9 @@
 A websockets echo server and the proxy each run in a process of their own; this process is
 the client. For each message size (1 KiB, 1 MiB) and each path it keeps ``WINDOW`` messages in
 flight on one connection and counts echoes for a bounded time and number, then prints
-messages/s and MB/s (payload echoed back, one way). The opaque relay is the proxy with no
+messages/s, MB/s (payload echoed back, one way) and the proxy process's CPU time per echoed
+message (both directions; less disturbed by other load on the machine than the rates, and the
+Python client is the bottleneck of the small messages' rates). The opaque relay is the proxy with no
 plugin; the parsed path is the proxy with a plugin whose ``on_websocket_message`` does
 nothing (every message parsed with wsproto, held whole, re-framed). No compression, so the
 figures are the framing's. Everything is on 127.0.0.1. Run from the repository root:
@@ -22,6 +24,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from benchmarks.procs import cpu_seconds
 
 #: (size, most messages, most seconds) per measurement.
 SIZES = [(1024, 50_000, 8.0), (1024 * 1024, 400, 8.0)]
@@ -72,12 +76,13 @@ def serve_proxy(parsed: bool, certs: str) -> None:
 
 
 @contextlib.contextmanager
-def child(*args: str) -> Iterator[int]:
+def child(*args: str) -> Iterator[tuple[int, int]]:
+    """A child of this module (``--echo``, ``--proxy``): (its port, its pid)."""
     process = subprocess.Popen([sys.executable, "-m", "benchmarks.ws_echo", *args],
                                stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
-        yield int(process.stdout.readline())
+        yield int(process.stdout.readline()), process.pid
     finally:
         process.terminate()
         process.wait(10)
@@ -126,20 +131,25 @@ def main() -> None:
         serve_proxy(sys.argv[2] == "parsed", sys.argv[3])
         return
     rows = []
-    with tempfile.TemporaryDirectory() as certs, child("--echo") as echo, \
+    with tempfile.TemporaryDirectory() as certs, child("--echo") as (echo, _), \
             child("--proxy", "opaque", certs + "/a") as opaque, \
             child("--proxy", "parsed", certs + "/b") as parsed:
         for size, most, seconds in SIZES:
-            for name, proxy_port in (("direct", None), ("opaque relay", opaque),
-                                     ("parsed", parsed)):
-                count, elapsed = asyncio.run(measure(echo, proxy_port, size, most, seconds))
-                rows.append((size, name, count, elapsed))
+            for name, proxy in (("direct", None), ("opaque relay", opaque),
+                                ("parsed", parsed)):
+                cpu = cpu_seconds(proxy[1]) if proxy else 0.0
+                count, elapsed = asyncio.run(measure(echo, proxy[0] if proxy else None, size,
+                                                     most, seconds))
+                cpu = cpu_seconds(proxy[1]) - cpu if proxy else 0.0
+                rows.append((size, name, count, elapsed, cpu))
     print(f"WebSocket echo, one connection, {WINDOW} messages in flight, no compression")
-    print(f"{'message':>8} {'path':<13} {'messages':>9} {'seconds':>8} {'msg/s':>9} {'MB/s':>8}")
-    for size, name, count, elapsed in rows:
+    print(f"{'message':>8} {'path':<13} {'messages':>9} {'seconds':>8} {'msg/s':>9} {'MB/s':>8} "
+          f"{'proxy CPU us/msg':>17}")
+    for size, name, count, elapsed, cpu in rows:
         label = f"{size // 1024} KiB" if size < 1024**2 else f"{size // 1024**2} MiB"
+        per_message = f"{cpu / count * 1e6:.0f}" if cpu else "-"
         print(f"{label:>8} {name:<13} {count:>9} {elapsed:>8.2f} {count / elapsed:>9.0f} "
-              f"{count * size / elapsed / 1e6:>8.1f}")
+              f"{count * size / elapsed / 1e6:>8.1f} {per_message:>17}")
 
 
 if __name__ == "__main__":
