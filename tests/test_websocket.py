@@ -153,6 +153,8 @@ def test_a_plugin_rewrites_drops_and_injects(start_proxy, origin_ca, tls):
             async with client(proxy, port, tls=tls) as ws:
                 await ws.send("secret")
                 assert await ws.recv() == "rewritten"
+                await ws.send(["sec", "r", "et"])  # fragmented: the hook sees it whole
+                assert await ws.recv() == "rewritten"
                 await ws.send(b"drop me")
                 await ws.send("inject")
                 received = {await ws.recv(), await ws.recv(), await ws.recv()}
@@ -172,10 +174,10 @@ def test_a_plugin_rewrites_drops_and_injects(start_proxy, origin_ca, tls):
     with start_proxy(plugins=[rewriter]) as proxy:
         asyncio.run(scenario())
     client_sent = [content for direction, _, content in rewriter.seen if direction == "client"]
-    assert client_sent[:3] == [b"secret", b"drop me", b"inject"]
+    assert client_sent[:4] == [b"secret", b"secret", b"drop me", b"inject"]
     # The server echoed only what reached it: the rewritten text, not the dropped message.
     server_sent = [content for direction, _, content in rewriter.seen if direction == "server"]
-    assert server_sent[:3] == [b"rewritten", b"inject", b"hello server"]
+    assert server_sent[:4] == [b"rewritten", b"rewritten", b"inject", b"hello server"]
     assert ("server", True, b"rewritten") in rewriter.seen
 
 
