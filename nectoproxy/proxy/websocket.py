@@ -95,8 +95,8 @@ class _Side:
     """One peer: its stream, the wsproto state that reads its frames and writes to it, and
     the message being read from it."""
 
-    __slots__ = ("dropping", "from_client", "held", "held_size", "message", "message_lock",
-                 "out", "out_size", "proto", "stream", "streaming", "write_lock")
+    __slots__ = ("dropping", "fragments", "from_client", "held", "held_size", "message", "out",
+                 "out_size", "proto", "stream", "streaming", "write_lock")
 
     def queue(self, frame: bytearray) -> None:
         self.out.append(frame)
@@ -108,10 +108,10 @@ class _Side:
         self.proto = proto
         #: Whether what is read from this side comes from the client.
         self.from_client = from_client
-        #: Held while a message is sent to this side in fragments (by the pump that relays
-        #: it): another (injected) message must not come between them. A whole message is one
-        #: frame, queued at once: it only waits for a fragmented one to end.
-        self.message_lock = anyio.Lock()
+        #: Set while a message is sent to this side in fragments (by the pump that relays to
+        #: it): another (injected) message must not come between them. A whole message is
+        #: one frame, queued at once: it only waits for this to be None.
+        self.fragments: anyio.Event | None = None
         #: Held while a write to this side is under way (by its pump, or the injector).
         self.write_lock = anyio.Lock()
         #: Frames encoded for this side, sent together (one write per read on the other), and
@@ -122,7 +122,7 @@ class _Side:
         self.held: list[str | bytes] = []
         self.held_size = 0
         #: The message being read is forwarded piece by piece (the other side's
-        #: message_lock is held), or is being dropped.
+        #: ``fragments`` is set), or is being dropped.
         self.streaming = False
         self.dropping = False
 
@@ -211,8 +211,9 @@ class _MessageRelay:
         elif source.streaming:
             await self._piece(sink, message, piece, last)
         elif not self.whole:
-            await sink.message_lock.acquire()
-            source.streaming = True
+            if not last:  # (a message in one piece is one frame: nothing can come between)
+                sink.fragments = anyio.Event()
+                source.streaming = True
             await self._piece(sink, message, piece, last)
         else:
             await self._hold(source, sink, message, piece, last)
@@ -221,7 +222,9 @@ class _MessageRelay:
             source.dropping = False
             if source.streaming:
                 source.streaming = False
-                sink.message_lock.release()
+                assert sink.fragments is not None
+                sink.fragments.set()
+                sink.fragments = None
 
     async def _hold(self, source: _Side, sink: _Side, message: WebSocketMessage,
                     piece: str | bytes, last: bool) -> None:
@@ -236,38 +239,47 @@ class _MessageRelay:
             b"".join(cast("list[bytes]", held))
         source.held = []
         source.held_size = 0
-        message.content = start.encode("utf-8") if isinstance(start, str) else start
+        head = message.content = start.encode("utf-8") if isinstance(start, str) else start
         message.streamed = not last
-        await self.hooks.call("on_websocket_message", flow=self.flow, message=message)
-        if message.dropped:
-            source.dropping = True
-            return
-        if last:
-            await self._send_whole(sink, message)
-            return
-        await sink.message_lock.acquire()
-        source.streaming = True
-        await self._piece(sink, message, start, False)
+        # What the hook injects that way goes after this message: it waits meanwhile.
+        sink.fragments = hold = anyio.Event()
+        try:
+            await self.hooks.call("on_websocket_message", flow=self.flow, message=message)
+            if message.dropped:
+                source.dropping = True
+                return
+            if last:
+                sink.queue(sink.proto.send_data(message.text if message.is_text
+                                                else message.content))
+            else:  # the rest streams: the hold lasts until its end (see _data)
+                source.streaming = True
+                sink.queue(sink.proto.send_data(start, fin=False))
+        finally:
+            if not source.streaming:
+                sink.fragments = None
+                hold.set()
+        await self._sent(message, message.content if last else head, last)
 
     async def _piece(self, sink: _Side, message: WebSocketMessage, piece: str | bytes,
                      last: bool) -> None:
         sink.queue(sink.proto.send_data(piece, fin=last))
         if sink.out_size >= _READ:
             await self._flush(sink)
-        if self.ws.message_taps:
-            await self.ws.tap(message, piece.encode("utf-8") if isinstance(piece, str)
-                              else piece, last)
-        if last:
-            self._count(message)
+        await self._sent(message, piece.encode("utf-8") if isinstance(piece, str) else piece,
+                         last)
 
     async def _send_whole(self, sink: _Side, message: WebSocketMessage) -> None:
-        if sink.message_lock.locked():  # a fragmented message is under way: after it
-            async with sink.message_lock:
-                pass
+        while sink.fragments is not None:  # a fragmented message is under way: after it
+            await sink.fragments.wait()
         sink.queue(sink.proto.send_data(message.text if message.is_text else message.content))
+        await self._sent(message, message.content, True)
+
+    async def _sent(self, message: WebSocketMessage, piece: bytes, last: bool) -> None:
+        """A piece of ``message`` was queued: the taps see it, the last one is counted."""
         if self.ws.message_taps:
-            await self.ws.tap(message, message.content, True)
-        self._count(message)
+            await self.ws.tap(message, piece, last)
+        if last:
+            self._count(message)
 
     def _count(self, message: WebSocketMessage) -> None:
         if message.from_client:
