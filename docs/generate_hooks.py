@@ -8,7 +8,8 @@ from pathlib import Path
 from nectoproxy import hookspecs
 
 ORDER = ["on_configure", "on_start", "on_stop", "on_connect", "on_request_headers", "on_request",
-         "on_response_headers", "on_response", "on_complete", "on_error", "on_cert_generated", "on_tunnel",
+         "on_response_headers", "on_response", "on_complete", "on_error", "on_websocket_start",
+         "on_websocket_message", "on_websocket_end", "on_cert_generated", "on_tunnel",
          "on_settings"]
 INTRO = """# Hook reference
 
@@ -26,6 +27,9 @@ certificate is minted; `on_tunnel` when a connection relayed untouched (pass-thr
 In any of `on_request_headers`, `on_request`, `on_response_headers` and `on_response`, a plugin
 may call `flow.intercept()` to pause the flow once the hook returns (for the two head hooks,
 once the body is buffered too), and `flow.resume()` later, from another task (see [Pausing a flow](plugins.md#pausing-a-flow)).
+
+A WebSocket flow: `on_response` (the 101) -> `on_websocket_start` -> `on_websocket_message`
+per message -> `on_websocket_end` -> `on_complete`.
 """
 
 

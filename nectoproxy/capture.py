@@ -27,6 +27,8 @@ from nectoproxy.flow import Flow, Tunnel, format_authority
 from nectoproxy.hookspecs import hookimpl
 from nectoproxy.store import DEFAULT_MAX_BODY_SIZE, FlowRecord, FlowWriter, TlsInfo
 from nectoproxy.store.records import HeaderList, Timings
+from nectoproxy.store.wsframes import WebSocketEvent
+from nectoproxy.websocket import WebSocketData, WebSocketMessage
 
 log = logging.getLogger("nectoproxy.capture")
 
@@ -290,6 +292,51 @@ class _FlowCapture:
         self.writer.flow_finished(flow.id, fields)
 
 
+class _MessageCapture:
+    """A captured WebSocket connection's message tap: each message becomes one event, its
+    content stored up to ``max_body_size`` bytes per direction over the whole connection
+    (bounded as its two bodies would be; past that, messages keep their size only)."""
+
+    __slots__ = ("flow_id", "owner", "parts", "room", "size")
+
+    def __init__(self, owner: Capture, flow_id: str) -> None:
+        self.owner = owner
+        self.flow_id = flow_id
+        self.room = {True: owner.max_body_size, False: owner.max_body_size}
+        #: The message being relayed each way: its pieces kept so far and its whole size.
+        self.parts: dict[bool, list[bytes]] = {True: [], False: []}
+        self.size = {True: 0, False: 0}
+
+    def __call__(self, message: WebSocketMessage, piece: bytes, last: bool
+                 ) -> Awaitable[None] | None:
+        way = message.from_client
+        self.size[way] += len(piece)
+        room = self.room[way]
+        if room and piece:
+            kept = piece if len(piece) <= room else piece[:room]
+            self.parts[way].append(kept)
+            self.room[way] = room - len(kept)
+        if not last:
+            return None
+        data = b"".join(self.parts[way])
+        size, self.size[way], self.parts[way] = self.size[way], 0, []
+        writer = self.owner.writer
+        writer.websocket(WebSocketEvent(
+            self.flow_id, "message", message.timestamp, direction=message.direction,
+            opcode=1 if message.is_text else 2, size=size, injected=message.injected,
+            truncated=len(data) < size, data=data))
+        if writer.queued_bytes > writer.max_queued_bytes // 2:
+            return _wait_for(writer)
+        return None
+
+
+async def _wait_for(writer: FlowWriter) -> None:
+    """As :meth:`_FlowCapture._wait_for_writer`, for WebSocket messages."""
+    deadline = time.monotonic() + WRITER_WAIT
+    while writer.queued_bytes > writer.max_queued_bytes // 4 and time.monotonic() < deadline:
+        await anyio.sleep(0.002)
+
+
 class Capture:
     """The capture plugin: hand it the process's writer (``Capture(writer, token=...)``), a
     :class:`~nectoproxy.store.CaptureWriter` or a :class:`~nectoproxy.store.ProcessWriter`."""
@@ -308,6 +355,9 @@ class Capture:
         self.mode = mode
         #: False pauses capture: new flows are not stored (flows under way still are).
         self.enabled = True
+        #: The captured WebSocket connections open now, by flow id (the API sends into them).
+        self.websockets: weakref.WeakValueDictionary[str, WebSocketData] = \
+            weakref.WeakValueDictionary()
 
     def _state(self, flow: Flow) -> _FlowCapture | None:
         for tap in flow.body_taps:
@@ -351,6 +401,30 @@ class Capture:
             state = self._start(flow)
         if state is not None:
             state.finish(flow)
+
+    @hookimpl(trylast=True)
+    def on_websocket_start(self, flow: Flow) -> None:
+        ws = flow.websocket
+        if ws is None or self._state(flow) is None:
+            return
+        self.writer.websocket(WebSocketEvent(
+            flow.id, "open", ws.timestamp_start,
+            info={"subprotocol": ws.subprotocol, "extensions": ws.extensions}))
+        ws.message_taps.append(_MessageCapture(self, flow.id))
+        self.websockets[flow.id] = ws
+
+    @hookimpl(trylast=True)
+    def on_websocket_end(self, flow: Flow) -> None:
+        ws = flow.websocket
+        if ws is None or self.websockets.pop(flow.id, None) is None:
+            return
+        self.writer.websocket(WebSocketEvent(
+            flow.id, "close", ws.timestamp_end or time.time(),
+            direction=None if ws.closed_by_client is None else
+            ("client" if ws.closed_by_client else "server"),
+            info={"code": ws.close_code, "reason": ws.close_reason,
+                  "messagesFromClient": ws.messages_from_client,
+                  "messagesFromServer": ws.messages_from_server}))
 
     @hookimpl(trylast=True)
     def on_tunnel(self, tunnel: Tunnel) -> None:

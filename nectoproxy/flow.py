@@ -15,12 +15,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import anyio
 
 from nectoproxy import encoding
+
+if TYPE_CHECKING:
+    from nectoproxy.websocket import WebSocketData
 
 HeaderFields = Iterable[tuple[str, str]]
 
@@ -639,6 +642,8 @@ class Flow:
         #: Names of the plugins whose hooks changed this flow (tracked while something reads
         #: it, such as capture: ``PluginHost.track_changes``).
         self.modified_by: list[str] = []
+        #: The WebSocket connection, once the flow switched to it (see nectoproxy.websocket).
+        self.websocket: WebSocketData | None = None
 
     @property
     def id(self) -> str:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from nectoproxy.config import Config
     from nectoproxy.flow import Connection, Flow, Tunnel
     from nectoproxy.settings import SettingsProvider
+    from nectoproxy.websocket import WebSocketMessage
 
 PROJECT = "nectoproxy"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -151,6 +152,54 @@ def on_error(flow: Flow, error: str) -> None:
     :param flow: the failed flow (``flow.error`` is set; ``flow.response`` is the error answer
         sent to the client, if one could be sent).
     :param error: a one-line description of what went wrong.
+
+    The return value is ignored.
+    """
+
+
+@hookspec
+def on_websocket_start(flow: Flow) -> None:
+    """A flow switched to the WebSocket protocol: the origin's ``101`` was sent to the client.
+
+    :param flow: the flow; ``flow.websocket`` (a :class:`nectoproxy.websocket.WebSocketData`)
+        has the negotiated ``subprotocol`` and ``extensions``.
+
+    Add a function to ``flow.websocket.message_taps`` to observe every message as it is sent
+    (see ``MessageTap``), or call ``flow.websocket.inject(...)`` to send a first message.
+    When no plugin implements ``on_websocket_message`` and nothing tapped or injected here,
+    the connection is relayed as opaque bytes (as fast as any upgraded connection).
+    The return value is ignored.
+    """
+
+
+@hookspec
+def on_websocket_message(flow: Flow, message: WebSocketMessage) -> None:
+    """A WebSocket message arrived whole (all its fragments, decompressed), before it is sent
+    on.
+
+    :param flow: the flow (``flow.websocket`` is open: ``inject(content, to_client=...)``
+        sends new messages either way, after this one).
+    :param message: a :class:`nectoproxy.websocket.WebSocketMessage`: ``from_client``
+        (``direction`` "client" or "server"), ``is_text``, ``content`` (bytes) and ``text``.
+
+    Change ``content`` or ``text`` to send something else, or call ``message.drop()`` not to
+    send it. A message larger than ``proxy.body_buffer_limit`` is not held whole:
+    ``message.streamed`` is True, ``content`` is its start, and the rest streams through
+    untouched (dropping still works). Ping, pong and close frames are passed on without this
+    hook; injected messages do not reach it. Implementing it makes every WebSocket connection
+    parsed. The return value is ignored.
+    """
+
+
+@hookspec
+def on_websocket_end(flow: Flow) -> None:
+    """A WebSocket connection ended (both sides closed, or the flow was cut short), before
+    ``on_complete``.
+
+    :param flow: the flow; ``flow.websocket`` has ``close_code`` and ``close_reason`` of the
+        first close frame and ``closed_by_client`` (all None when the connection ended
+        without a close frame, or was relayed opaque), ``messages_from_client`` and
+        ``messages_from_server``.
 
     The return value is ignored.
     """

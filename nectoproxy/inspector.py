@@ -202,7 +202,8 @@ class Inspector:
                                  ca_path, self.token)
         app = create_app(self.store, token=self.token, allowed_hosts=web.allowed_hosts,
                          replayer=self.replayer, status=self.status, settings=self.settings,
-                         capture=self.pause)
+                         capture=self.pause,
+                         websockets=self.capture.websockets.get)
         if not web.is_loopback:
             log.warning("the inspector listens on %s, not a loopback address: anyone who can "
                         "reach it and knows the token sees all traffic", web.host)

@@ -561,3 +561,41 @@ def test_pluggy_wrappers_are_refused_with_a_clear_error(tmp_path, marker):
     config = proxy_config(tmp_path, "")
     with pytest.raises(PluginError, match="on_request is a pluggy hook wrapper"):
         PluginHost(config).load(objects=[Wrapping()])
+
+
+def test_the_websocket_hooks_sync_and_async(make_proxy):
+    """on_websocket_start (async), on_websocket_message, on_websocket_end, in their order;
+    more in tests/test_websocket.py."""
+    import asyncio
+
+    from test_websocket import client, echo_server
+
+    calls = []
+
+    class Hooks:
+        async def on_websocket_start(self, flow):
+            await asyncio.sleep(0)
+            calls.append(("start", flow.websocket.subprotocol))
+
+        def on_websocket_message(self, flow, message):
+            calls.append(("message", message.direction, message.text))
+            if message.from_client:
+                message.text = message.text.upper()
+
+        def on_websocket_end(self, flow):
+            calls.append(("end", flow.websocket.close_code))
+
+    async def scenario(proxy):
+        async with echo_server() as (port, closes):
+            async with client(proxy, port) as ws:
+                await ws.send("hi")
+                assert await ws.recv() == "HI"
+            for _ in range(500):  # (bounded: the end hook runs as the proxy closes)
+                if closes and calls[-1][0] == "end":
+                    break
+                await asyncio.sleep(0.01)
+
+    with make_proxy(plugins=[Hooks()]) as proxy:
+        asyncio.run(scenario(proxy))
+    assert calls == [("start", None), ("message", "client", "hi"), ("message", "server", "HI"),
+                     ("end", 1000)]

@@ -1344,3 +1344,70 @@ def test_a_sorted_session_of_100000_flows_reaches_its_middle(tmp_path: Path,
         print(f"a jump to the middle of 100,000 flows sorted by size: {elapsed:.1f} s, "
               f"{loaded} rows held")
         assert loaded <= 20_000
+
+
+@contextmanager
+def websocket_echo() -> Iterator[int]:
+    """A websockets echo server in a thread; yields its port."""
+    from websockets.sync.server import ServerConnection, serve
+
+    def echo(ws: ServerConnection) -> None:
+        for message in ws:
+            ws.send(message)
+
+    with serve(echo, "127.0.0.1", 0, compression=None) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield server.socket.getsockname()[1]
+        finally:
+            server.shutdown()
+            thread.join(10)
+
+
+def test_a_websocket_flow_lists_filters_shows_and_sends_messages(tmp_path: Path,
+                                                                 pages: Pages) -> None:
+    from websockets.sync.client import connect
+
+    with running(tmp_path) as inspector, websocket_echo() as port, \
+            connect(f"ws://127.0.0.1:{port}/chat", proxy=f"http://127.0.0.1:{inspector.port}",
+                    open_timeout=10) as ws:
+        ws.send("hello ui")
+        assert ws.recv(10) == "hello ui"
+        ws.send(b"\x01\x02\xff")
+        assert ws.recv(10) == b"\x01\x02\xff"
+        page = pages.open(inspector)
+        row_with(page, "/chat").click()
+        detail = page.get_by_test_id("detail")
+        detail.get_by_role("tab", name="Messages").click()
+        messages = detail.get_by_test_id("ws-messages")
+        items = messages.get_by_role("listitem")
+        sync_api.expect(items).to_have_count(4)
+        sync_api.expect(messages.get_by_test_id("ws-count")).to_contain_text("open")
+        messages.get_by_label("Direction").select_option("client")
+        sync_api.expect(items).to_have_count(2)
+        messages.get_by_label("Type").select_option("text")
+        sync_api.expect(items).to_have_count(1)
+        items.first.click()
+        sync_api.expect(messages.get_by_test_id("ws-content")).to_have_text("hello ui")
+        messages.get_by_label("Type").select_option("binary")
+        items.first.click()
+        sync_api.expect(messages.get_by_test_id("ws-content")).to_have_text("01 02 ff")
+        messages.get_by_label("Direction").select_option("")
+        messages.get_by_label("Type").select_option("")
+        # Send one to the client, and one to the server (which echoes it).
+        messages.get_by_label("Send to").select_option("client")
+        messages.get_by_label("Message to send").fill("from the ui")
+        messages.get_by_role("button", name="Send").click()
+        assert ws.recv(10) == "from the ui"
+        messages.get_by_label("Send to").select_option("server")
+        messages.get_by_label("Message to send").fill("via the server")
+        messages.get_by_role("button", name="Send").click()
+        assert ws.recv(10) == "via the server"
+        sync_api.expect(items).to_have_count(7)  # the list follows the open connection
+        sync_api.expect(messages.locator(".chip", has_text="injected")).to_have_count(2)
+        shot(page, "ui-websocket.png")
+        ws.close()
+        sync_api.expect(messages.get_by_test_id("ws-count")).to_contain_text("closed",
+                                                                            timeout=10_000)
+        sync_api.expect(messages.get_by_role("button", name="Send")).to_be_disabled()

@@ -45,6 +45,7 @@ from nectoproxy.proxy.http1 import (
 from nectoproxy.proxy.pool import OriginSlot
 from nectoproxy.proxy.streams import EngineStream, relay
 from nectoproxy.proxy.upstream import Target, Upstream, upstream_errors
+from nectoproxy.proxy.websocket import relay_websocket
 
 log = logging.getLogger("nectoproxy.http")
 
@@ -416,7 +417,8 @@ class Exchange:
             await self.hooks.call("on_complete", flow=self.flow)
 
     async def _switch_protocols(self, response: Response) -> None:
-        """101 Switching Protocols: relay raw bytes both ways until either side closes."""
+        """101 Switching Protocols: relay raw bytes both ways until either side closes (a
+        WebSocket connection's messages, when plugins want them: see :mod:`.websocket`)."""
         upgrade = upgrade_protocol(response.headers)
         strip_hop_by_hop(response.headers)
         if upgrade:
@@ -429,7 +431,11 @@ class Exchange:
         self.flow.metadata["upgraded"] = upgrade or True
         upstream = self.origin.detach()
         upstream.stream.unread(bytes(upstream.h11.trailing_data[0]))
-        await relay(client, upstream.stream)
+        if isinstance(upgrade, str) and upgrade.strip().lower() == "websocket":
+            await relay_websocket(self.flow, self.hooks, client, upstream.stream,
+                                  buffer_limit=self.config.body_buffer_limit)
+        else:
+            await relay(client, upstream.stream)
         self.flow.timestamp_end = time.time()
         if self.hooks.has("on_complete"):
             await self.hooks.call("on_complete", flow=self.flow)

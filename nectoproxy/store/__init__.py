@@ -40,6 +40,7 @@ from nectoproxy.store.writer import (
     FlowWriter,
     WriterStats,
 )
+from nectoproxy.store.wsframes import WebSocketEvent
 
 __all__ = [
     "DEFAULT_MAX_AGE_DAYS",
@@ -71,6 +72,7 @@ __all__ = [
     "StoreError",
     "Timings",
     "TlsInfo",
+    "WebSocketEvent",
     "WriterStats",
     "new_flow_id",
     "parse_filter",

@@ -24,6 +24,7 @@ from nectoproxy.store.records import (
     Stats,
 )
 from nectoproxy.store.sorting import SortCursor
+from nectoproxy.store.wsframes import WebSocketEvent
 
 #: Retention defaults that keep a laptop's disk safe (``max_bytes`` is the database's size).
 DEFAULT_MAX_AGE_DAYS = 30.0
@@ -142,6 +143,34 @@ class FlowStore(abc.ABC):
     @abc.abstractmethod
     def stats(self, session_id: int | None = None, filter: str | Filter | None = None,
               top: int = 10) -> Stats: ...
+
+    # -- WebSocket connections (see store.wsframes) ---------------------------------------------
+
+    @abc.abstractmethod
+    def websocket_messages(self, flow_id: str, *, direction: str | None = None,
+                           type_: str | None = None, after: int = 0, limit: int = 100
+                           ) -> list[WebSocketEvent] | None:
+        """A page of a flow's WebSocket messages, oldest first, ids above ``after``, without
+        content; ``direction`` "client"/"server" and ``type_`` "text"/"binary" filter
+        (ValueError for others). None for an unknown flow."""
+
+    @abc.abstractmethod
+    def websocket_message_count(self, flow_id: str, *, direction: str | None = None,
+                                type_: str | None = None) -> int | None: ...
+
+    @abc.abstractmethod
+    def websocket_event(self, flow_id: str, event_id: int) -> WebSocketEvent | None:
+        """One opening, message or close of the flow's WebSocket connection, with content."""
+
+    @abc.abstractmethod
+    def websocket_marker(self) -> int:
+        """Where a follower of WebSocket events starts (the newest event's id)."""
+
+    @abc.abstractmethod
+    def websocket_events_since(self, after: int, limit: int = 1000
+                               ) -> list[tuple[WebSocketEvent, int]]:
+        """Events of every flow with ids above ``after``, oldest first, with their flow's
+        session id."""
 
     # -- live changes and housekeeping ----------------------------------------------------------
 

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from nectoproxy.store import ingest, textindex
+from nectoproxy.store import ingest, textindex, wsframes
 from nectoproxy.store.records import FlowRecord
 
 log = logging.getLogger("nectoproxy.store")
@@ -69,7 +69,7 @@ class Control:
     close: bool = False
 
 
-Message = Started | Chunk | Finished | Tunnel | Control
+Message = Started | Chunk | Finished | Tunnel | Control | wsframes.WebSocketEvent
 
 
 @dataclasses.dataclass(slots=True)
@@ -213,6 +213,10 @@ class Batches:
                 self._chunk(conn, message)
             elif isinstance(message, Finished):
                 self._finish(conn, clock, message)
+            elif isinstance(message, wsframes.WebSocketEvent):
+                state = self._state(conn, message.flow_id)
+                if state is not None:  # (under the flow's row: deleted with it)
+                    wsframes.insert(conn, state.seq, message)
         except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
                 TypeError, ValueError) as exc:
             if isinstance(message, Started | Tunnel):

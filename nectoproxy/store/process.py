@@ -34,7 +34,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Self
 
-from nectoproxy.store import batch
+from nectoproxy.store import batch, wsframes
 from nectoproxy.store.base import DEFAULT_MAX_BODY_SIZE
 from nectoproxy.store.records import DIRECTIONS, UPDATABLE_FIELDS, Direction, FlowRecord
 from nectoproxy.store.writer import (
@@ -113,6 +113,9 @@ class _Pipe:
             return batch.Finished(message[1], message[2])
         if kind == "t":
             return batch.Tunnel(message[1])
+        if kind == "w":
+            event: wsframes.WebSocketEvent = message[1]
+            return event
         return batch.Control(_Answer(self.outgoing, kind, message[1], self.writer),
                              close=kind == "close")
 
@@ -235,6 +238,26 @@ class ProcessWriter:
                     update[f"{direction}_truncated"] = True
         self._put(("f", flow_id, update))
 
+    def websocket(self, event: wsframes.WebSocketEvent) -> None:
+        """As :meth:`CaptureWriter.websocket`: a message's content counts against the byte
+        budget (past it the message is sent without its content, marked truncated)."""
+        with self._lock:
+            if self._closed or self._dead:
+                return
+            if len(self._pending) >= self.max_queued_messages or \
+                    self._queued_bytes + MESSAGE_BYTES > self.max_queued_bytes:
+                self.stats.messages_dropped += 1
+                self._report_dropping()
+                return
+            if event.data and self._queued_bytes + MESSAGE_BYTES + len(event.data) > \
+                    self.max_queued_bytes:
+                self.stats.bytes_dropped += len(event.data)
+                event.data, event.truncated = b"", True
+            self._queued_bytes += MESSAGE_BYTES + len(event.data)
+            self._pending.append(("w", event))
+            if len(self._pending) == 1 or self._queued_bytes >= SEND_BYTES:
+                self._wake.notify()
+
     def _put(self, message: tuple[Any, ...]) -> None:
         with self._lock:
             if self._closed or self._dead:
@@ -282,6 +305,7 @@ class ProcessWriter:
             with self._lock:
                 batch, sent_bytes = self._take()
                 sent_bytes += MESSAGE_BYTES * sum(1 for m in batch if m[0] in ("s", "f", "t"))
+                sent_bytes += sum(MESSAGE_BYTES + len(m[1].data) for m in batch if m[0] == "w")
             try:
                 self._conn.send_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
             except (OSError, ValueError) as exc:

@@ -20,6 +20,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from nectoproxy.store import wsframes
+
 log = logging.getLogger("nectoproxy.store")
 
 #: ``PRAGMA application_id`` of a NectoProxy store ("NPXS"), so a stranger's SQLite file is not
@@ -230,7 +232,9 @@ _V4_SORT_INDEXES = [
     "CREATE INDEX flows_sort_method ON flows (session_id, method, seq)",
 ]
 
-MIGRATIONS: list[Migration] = [_V1_CORE, _V2_TOMBSTONES, _v3_search_index, _V4_SORT_INDEXES]
+MIGRATIONS: list[Migration] = [_V1_CORE, _V2_TOMBSTONES, _v3_search_index, _V4_SORT_INDEXES,
+                               # WebSocket connections' openings, messages and closes.
+                               wsframes.MIGRATION]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from nectoproxy.store import ingest, maintenance, schema, sorting, textindex
+from nectoproxy.store import ingest, maintenance, schema, sorting, textindex, wsframes
 from nectoproxy.store.base import (
     DEFAULT_MAX_AGE_DAYS,
     DEFAULT_MAX_BODY_SIZE,
@@ -42,6 +42,7 @@ from nectoproxy.store.records import (
 )
 from nectoproxy.store.schema import StoreError
 from nectoproxy.store.sorting import SortCursor
+from nectoproxy.store.wsframes import WebSocketEvent
 
 log = logging.getLogger("nectoproxy.store")
 
@@ -425,6 +426,28 @@ class SQLiteStore(FlowStore):
             if done < 256:
                 break
         return total
+
+    # -- WebSocket connections -----------------------------------------------------------------
+
+    def websocket_messages(self, flow_id: str, *, direction: str | None = None,
+                           type_: str | None = None, after: int = 0, limit: int = 100
+                           ) -> list[WebSocketEvent] | None:
+        return wsframes.list_messages(self._read(), flow_id, direction=direction, type_=type_,
+                                      after=int(after), limit=min(max(1, int(limit)), MAX_PAGE))
+
+    def websocket_message_count(self, flow_id: str, *, direction: str | None = None,
+                                type_: str | None = None) -> int | None:
+        return wsframes.count_messages(self._read(), flow_id, direction=direction, type_=type_)
+
+    def websocket_event(self, flow_id: str, event_id: int) -> WebSocketEvent | None:
+        return wsframes.get_event(self._read(), flow_id, int(event_id))
+
+    def websocket_marker(self) -> int:
+        return wsframes.marker(self._read())
+
+    def websocket_events_since(self, after: int, limit: int = 1000
+                               ) -> list[tuple[WebSocketEvent, int]]:
+        return wsframes.events_since(self._read(), int(after), max(1, int(limit)))
 
     def current_marker(self) -> int:
         row = self._read().execute("SELECT value FROM meta WHERE key = 'version'").fetchone()

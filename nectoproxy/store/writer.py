@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, Self
 
-from nectoproxy.store import batch, ingest, maintenance, schema, textindex
+from nectoproxy.store import batch, ingest, maintenance, schema, textindex, wsframes
 from nectoproxy.store.base import DEFAULT_MAX_BODY_SIZE
 from nectoproxy.store.records import UPDATABLE_FIELDS, Direction, FlowRecord
 
@@ -97,6 +97,8 @@ class FlowWriter(Protocol):
                    data: bytes | bytearray | memoryview) -> None: ...
 
     def flow_finished(self, flow_id: str, fields: Mapping[str, Any]) -> None: ...
+
+    def websocket(self, event: wsframes.WebSocketEvent) -> None: ...
 
     def flush(self, timeout: float = 10.0) -> bool: ...
 
@@ -194,6 +196,24 @@ class CaptureWriter:
             self._queued_bytes += size
             self._queued_messages += 1
         self._queue.put(batch.Chunk(flow_id, code, bytes(data)))
+
+    def websocket(self, event: wsframes.WebSocketEvent) -> None:
+        """A WebSocket connection of a flow opened or closed, or it relayed a message. Its
+        content counts against ``max_queued_bytes`` like a body chunk: past it, the message
+        is stored without its content (marked truncated)."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._queued_messages >= self.max_queued_messages:
+                self.stats.messages_dropped += 1
+                self._report_dropping()
+                return
+            if event.data and self._queued_bytes + len(event.data) > self.max_queued_bytes:
+                self.stats.bytes_dropped += len(event.data)
+                event.data, event.truncated = b"", True
+            self._queued_bytes += len(event.data)
+            self._queued_messages += 1
+        self._queue.put(event)
 
     def flow_finished(self, flow_id: str, fields: Mapping[str, Any]) -> None:
         """The flow is over: ``fields`` are FlowRecord fields to set (status, response headers,
@@ -308,7 +328,8 @@ class CaptureWriter:
             self._failure(exc, len(work))
         finally:
             if self._source is self._queue:  # counted in by the capture-side methods
-                queued = sum(len(m.data) for m in work if isinstance(m, batch.Chunk))
+                queued = sum(len(m.data) for m in work
+                             if isinstance(m, batch.Chunk | wsframes.WebSocketEvent))
                 with self._lock:
                     self._queued_messages -= len(work)
                     self._queued_bytes -= queued

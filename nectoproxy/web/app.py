@@ -35,6 +35,7 @@ from nectoproxy.web import (
     settingsapi,
     traffic,
     ui,
+    websocketapi,
 )
 from nectoproxy.web.common import (
     ApiError,
@@ -48,19 +49,21 @@ from nectoproxy.web.common import (
 from nectoproxy.web.replay import Replayer
 from nectoproxy.web.schemas import ref
 from nectoproxy.web.security import Guard, HostRules
+from nectoproxy.websocket import WebSocketData
 
 log = logging.getLogger("nectoproxy.web")
 
 #: Matching order matters where a literal segment and a ``{param}`` share a place.
 ROUTE_TABLES = (traffic.routes, replayapi.routes, export.routes, sessions.routes,
                 harapi.routes, settingsapi.routes, rulesapi.routes, breakpointsapi.routes,
-                captureapi.routes, filterapi.routes,
+                captureapi.routes, filterapi.routes, websocketapi.routes,
                 meta.routes, ui.routes)
 
 EVENTS = Endpoint(
     method="GET", path="/api/events", handler=None, websocket=True,
     summary="The event socket (WebSocket): flows added, updated and deleted (batched, at most "
-    "~10 messages a second), session changes, resets.",
+    "~10 messages a second), session changes, resets, WebSocket flows' openings, messages and "
+    "closes.",
     params=(Param("sessionId", {"type": "integer"}, "Only this session's flows."),
             Param("token", {"type": "string"}, "The token (browsers cannot set headers on a "
                   "WebSocket).")),
@@ -97,12 +100,15 @@ def create_app(store: FlowStore, *, token: str, allowed_hosts: Sequence[str] = (
                replayer: Replayer | None = None,
                status: Callable[[], Mapping[str, Any]] | None = None,
                settings: SettingsRegistry | None = None,
-               capture: CaptureControl | None = None) -> Starlette:
+               capture: CaptureControl | None = None,
+               websockets: Callable[[str], WebSocketData | None] | None = None) -> Starlette:
     """The inspector's API over ``store``: every route needs ``token`` except
     ``/api/health``; ``allowed_hosts`` are Host names to answer besides this machine's;
     ``replayer`` sends replays (without one they answer 503); ``status()`` adds the proxy's
     fields to ``/api/status``; ``settings`` are the plugins' live settings (filled in once the
-    proxy runs); ``capture`` pauses and resumes capture (``/api/capture``). ValueError for an empty token or a malformed host."""
+    proxy runs); ``capture`` pauses and resumes capture (``/api/capture``);
+    ``websockets(flow_id)`` is the WebSocket connection open now for a flow (to send into).
+    ValueError for an empty token or a malformed host."""
     if not token:
         raise ValueError("the inspector needs a token")
     HostRules(allowed_hosts)  # a malformed entry is an error now, not at the first request
@@ -118,5 +124,6 @@ def create_app(store: FlowStore, *, token: str, allowed_hosts: Sequence[str] = (
                             HTTPException: _http_error},
     )
     app.state.web = WebContext(store=store, token=token, replayer=replayer, status=status,
-                               endpoints=endpoints, settings=settings, capture=capture)
+                               endpoints=endpoints, settings=settings, capture=capture,
+                               websockets=websockets)
     return app

@@ -25,6 +25,7 @@ from nectoproxy.store import FlowStore
 if TYPE_CHECKING:
     from nectoproxy.settings import SettingsRegistry
     from nectoproxy.web.replay import Replayer
+    from nectoproxy.websocket import WebSocketData
 
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -71,6 +72,8 @@ class WebContext:
     settings: SettingsRegistry | None = None
     #: Capture's pause switch (``/api/capture``); None: nothing captures here.
     capture: CaptureControl | None = None
+    #: The WebSocket connection open now in this process for a flow id, if any (capture's).
+    websockets: Callable[[str], WebSocketData | None] | None = None
     #: Event sockets open now.
     event_clients: int = 0
     #: Store calls in worker threads, so a burst of API calls cannot take every thread that

@@ -11,6 +11,11 @@ message per poll, so a client gets at most ~10 messages a second however fast tr
 - ``{"type": "settings", "name": ...}``: live settings changed through the API (re-read them);
 - ``{"type": "breakpoint:hit", "flow": {...}}`` and ``{"type": "breakpoint:resumed", "id": ...,
   "action": ...}``: a flow paused at a breakpoint, and went on (see ``/api/breakpoints``);
+- ``{"type": "websocket:open", "trafficId": ..., "subprotocol": ..., "extensions": ...}``,
+  ``{"type": "websocket:frame", "trafficId": ..., "frames": [...]}`` (messages of one flow
+  relayed since the last message, without content) and ``{"type": "websocket:close",
+  "trafficId": ..., "code": ..., "reason": ..., "closedBy": ...}``: a captured WebSocket
+  connection (these and ``flows`` messages take turns, so neither starves the other);
 - ``{"type": "reset"}``: the client is too far behind (the store forgot the deletions it
   missed, or more than :data:`MAX_BATCH` changes piled up): reload the list.
 
@@ -26,6 +31,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -78,6 +84,10 @@ class Feed:
         self.paused_version, event = events[0]
         return json.dumps(event)
 
+    #: Where this connection is in the WebSocket events (``store.websocket_events_since``).
+    websocket_marker: int = 0
+    _websocket_turn: bool = False
+
     def _settings(self) -> str | None:
         changes = self.settings.changes_since(self.settings_version) if self.settings else []
         if not changes:
@@ -99,6 +109,37 @@ class Feed:
         first = self._sessions() or self._settings() or self._breakpoints()
         if first is not None:
             return first
+        self._websocket_turn = not self._websocket_turn
+        if self._websocket_turn:
+            return self._websocket() or self._flows()
+        return self._flows() or self._websocket()
+
+    def _websocket(self) -> str | None:
+        """The next WebSocket event (a flow's messages in a row: one message)."""
+        events = self.store.websocket_events_since(self.websocket_marker, limit=PAGE)
+        message: dict[str, Any] | None = None
+        for event, session_id in events:
+            if self.session_id is not None and session_id != self.session_id:
+                self.websocket_marker = event.id
+                continue
+            if message is None:
+                data = event.to_json()
+                message = {"type": f"websocket:{'frame' if event.kind == 'message' else event.kind}",
+                           "trafficId": event.flow_id}
+                if event.kind == "message":
+                    message["frames"] = [data]
+                else:
+                    message.update((k, v) for k, v in data.items()
+                                   if k not in ("id", "trafficId", "kind"))
+            elif event.kind == "message" and message.get("frames") is not None and \
+                    event.flow_id == message["trafficId"]:
+                message["frames"].append(event.to_json())
+            else:
+                break
+            self.websocket_marker = event.id
+        return None if message is None else json.dumps(message)
+
+    def _flows(self) -> str | None:
         flows: dict[str, FlowSummary] = {}
         deleted: dict[str, None] = {}
         marker = self.marker
@@ -188,7 +229,7 @@ async def events(websocket: WebSocket) -> None:
         return
     feed = Feed(ctx.store, await ctx.run(ctx.store.current_marker), session_id,
                 settings=ctx.settings, settings_version=ctx.settings.version if ctx.settings
-                else 0)
+                else 0, websocket_marker=await ctx.run(ctx.store.websocket_marker))
     feed.paused = paused_flows(ctx.settings)
     feed.paused_version = feed.paused.version if feed.paused else 0
     await websocket.accept()

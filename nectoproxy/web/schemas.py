@@ -102,8 +102,32 @@ EVENT = {
         obj({"type": {"const": "sessions"}, "sessions": array(ref("Session"))}),
         obj({"type": {"const": "reset"}}),
         obj({"type": {"const": "settings"}, "name": {"type": "string"}}),
+        obj({"type": {"const": "websocket:open"}, "trafficId": {"type": "string"},
+             "subprotocol": {"type": ["string", "null"]},
+             "extensions": {"type": ["string", "null"]}}),
+        obj({"type": {"const": "websocket:frame"}, "trafficId": {"type": "string"},
+             "frames": array(ref("WebSocketFrame"))}),
+        obj({"type": {"const": "websocket:close"}, "trafficId": {"type": "string"},
+             "code": {"type": ["integer", "null"]}, "reason": {"type": "string"},
+             "closedBy": {"enum": ["client", "server", None]}}),
     ],
 }
+
+WEBSOCKET_FRAME = obj({
+    "id": {"type": "integer"}, "trafficId": {"type": "string"},
+    "kind": {"enum": ["open", "message", "close"]}, "timestamp": {"type": "number"},
+    "direction": {"enum": ["client", "server"]}, "type": {"enum": ["text", "binary"]},
+    "size": _COUNT, "injected": {"type": "boolean"}, "truncated": {"type": "boolean"},
+    "content": {"type": "string"}, "contentBase64": {"type": "string",
+                                                     "contentEncoding": "base64"},
+    "subprotocol": {"type": ["string", "null"]}, "extensions": {"type": ["string", "null"]},
+    "code": {"type": ["integer", "null"]}, "reason": {"type": "string"},
+    "closedBy": {"enum": ["client", "server", None]}, "messagesFromClient": _COUNT,
+    "messagesFromServer": _COUNT,
+}, required=("id", "trafficId", "kind", "timestamp"), description="An opening, message or "
+    "close of a WebSocket flow; a message has direction, type, size (the whole message's), "
+    "injected and truncated (its content was cut in storage), and with ``/frame/{id}`` its "
+    "content.")
 
 REPLAY_EDITS = obj({
     "method": {"type": "string"}, "url": {"type": "string", "format": "uri"},
@@ -150,6 +174,20 @@ COMPONENTS: dict[str, Schema] = {
         required=("version", "store", "eventClients"),
         description="`status()`'s mapping (the proxy's own fields), plus these."),
     "Event": EVENT,
+    "WebSocketFrame": WEBSOCKET_FRAME,
+    "WebSocketFramePage": obj({"frames": array(ref("WebSocketFrame")),
+                               "next": {"type": ["integer", "null"],
+                                        "description": "`after` for the next page; null after "
+                                        "the last."}}),
+    "WebSocketCount": obj({"count": _COUNT, "open": {"type": "boolean", "description":
+                                                     "Messages can be sent now."}}),
+    "WebSocketSend": obj({"to": {"enum": ["server", "client"]}, "content": {"type": "string"},
+                          "contentBase64": {"type": "string", "contentEncoding": "base64"}},
+                         required=("to",), additionalProperties=False,
+                         description="A text message (content) or a binary one "
+                         "(contentBase64), to the origin (server) or to the client."),
+    "WebSocketSent": obj({"sent": {"type": "boolean"}, "to": {"enum": ["server", "client"]},
+                          "type": {"enum": ["text", "binary"]}, "size": _COUNT}),
     "Har": {"type": "object", "description": "A HAR 1.2 document.",
             "properties": {"log": {"type": "object"}}, "required": ["log"]},
 }

@@ -9,6 +9,7 @@ import { formFields, header, queryParams, requestCookies, responseCookies } from
 import { BodyViewer } from "./BodyViewer";
 import { HeadTable, Pairs } from "./HeadTable";
 import { Waterfall } from "./Waterfall";
+import { WebSocketMessages } from "./WebSocketMessages";
 
 export const MARKS = ["red", "orange", "yellow", "green", "blue", "purple", "grey"];
 
@@ -67,6 +68,7 @@ export function DetailPane({ summary, onClose, onReplay, onEdit, onCompose, onEx
   const [record, setRecord] = useState<FlowRecord | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [reload, setReload] = useState(0);
+  const [tab, setTab] = useState<"http" | "messages">("http");
   useEffect(() => {
     const controller = new AbortController();
     setError(null);
@@ -79,6 +81,8 @@ export function DetailPane({ summary, onClose, onReplay, onEdit, onCompose, onEx
   const flow = record && record.id === summary.id ? record : null;
   const cls = statusClass(summary.status, summary.error);
   const form = flow && (header(flow.requestHeaders, "content-type") ?? "").includes("x-www-form-urlencoded");
+  // (A connection still open is not marked websocket yet: its handshake request says so.)
+  const websocket = flow && (flow.websocket || (!flow.status && (header(flow.requestHeaders, "upgrade") ?? "").toLowerCase() === "websocket"));
   return (
     <section className="detail" aria-label="Flow detail" data-testid="detail">
       <header className="detail-head">
@@ -110,6 +114,13 @@ export function DetailPane({ summary, onClose, onReplay, onEdit, onCompose, onEx
       {flow && (
         <div className="detail-body">
           {flow.error && <div className="flow-error" role="alert"><b>Error:</b> {flow.error}</div>}
+          {websocket && (
+            <div className="tabs" role="tablist" aria-label="WebSocket flow">
+              <button role="tab" aria-selected={tab === "http"} onClick={() => setTab("http")}>Handshake</button>
+              <button role="tab" aria-selected={tab === "messages"} onClick={() => setTab("messages")}>Messages</button>
+            </div>
+          )}
+          {websocket && tab === "messages" ? <WebSocketMessages flowId={flow.id} onNotify={onNotify} /> : <>
           <div className="sides">
             <div className="side">
               <h3>Request <span className="muted">{flow.httpVersion} · {formatSize(flow.requestSize)}</span></h3>
@@ -152,6 +163,7 @@ export function DetailPane({ summary, onClose, onReplay, onEdit, onCompose, onEx
               <Tls info={flow.tlsServer} title="TLS with the origin" />
             </div>
           </div>
+          </>}
         </div>
       )}
     </section>
