@@ -285,6 +285,10 @@ SECTIONS: dict[str, type[Any]] = {
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_args(tp) == (ListenConfig, ...):
+        return "a list of [[proxy.listen]] tables or \"MODE@PORT\" strings"
+    if typing.get_origin(tp) is dict:
+        return "a table of strings"
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is tuple:
@@ -473,11 +477,23 @@ def _validate_modes(p: ProxyConfig, where: str) -> None:
         elif mode.origin or mode.keep_host:
             raise ConfigError(f"{at}: origin and keep_host are for reverse mode only")
     for name, address in p.hosts.items():
-        host, colon, port = address.rpartition(":") if address.count(":") == 1 \
-            or address.startswith("[") else (address, "", "")
-        if not name or not (host or address) or (colon and not port.isdigit()):
+        if not name or not _is_address(address):
             raise ConfigError(f"{where}: proxy.hosts: {name!r} = {address!r}: expected "
                               "\"address\" or \"address:port\"")
+
+
+def _is_address(text: str) -> bool:
+    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address."""
+    port: str | None
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else (None if rest else "")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    return bool(host.strip()) and port is not None and (
+        port == "" or (port.isdigit() and 0 < int(port) < 65536))
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

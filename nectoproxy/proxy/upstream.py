@@ -23,7 +23,7 @@ import h11
 
 from nectoproxy.config import ProxyConfig
 from nectoproxy.errors import ConfigError, UpstreamError, UpstreamTimeout
-from nectoproxy.flow import ServerTLSInfo, format_authority
+from nectoproxy.flow import ServerTLSInfo, format_authority, split_host_port
 from nectoproxy.hosts import host_matches
 from nectoproxy.proxy.http1 import HTTPConnection
 from nectoproxy.proxy.sockets import connect
@@ -165,9 +165,29 @@ class UpstreamProxy:
         return format_authority(self.host, self.port)
 
 
+def mapped_address(host: str, port: int, config: ProxyConfig) -> tuple[str, int] | None:
+    """Where ``proxy.hosts`` sends ``host`` (an exact name first, then the patterns in
+    order), or None when it is not mapped."""
+    hosts = config.hosts
+    if not hosts:
+        return None
+    address = hosts.get(host) or hosts.get(host.lower())
+    if address is None:
+        address = next((a for pattern, a in hosts.items() if host_matches(host, [pattern])),
+                       None)
+    if address is None:
+        return None
+    try:
+        return split_host_port(address, port)
+    except ValueError:
+        return address.strip("[]"), port  # a bare IPv6 address (validated with the file)
+
+
 def upstream_proxy_for(host: str, config: ProxyConfig) -> UpstreamProxy | None:
-    """The upstream proxy to use for ``host``, or None to connect directly."""
-    if not config.upstream_proxy or host_matches(host, config.no_upstream):
+    """The upstream proxy to use for ``host``, or None to connect directly (as to a host
+    that ``proxy.hosts`` maps: it is reached at its mapped address)."""
+    if not config.upstream_proxy or host_matches(host, config.no_upstream) \
+            or mapped_address(host, 0, config) is not None:
         return None
     return UpstreamProxy.parse(config.upstream_proxy)
 
@@ -177,6 +197,7 @@ async def open_stream(host: str, port: int, config: ProxyConfig,
     """A byte stream to ``host:port``: direct TCP, or a CONNECT tunnel via the upstream proxy."""
     via = upstream_proxy_for(host, config)
     if via is None:
+        host, port = mapped_address(host, port, config) or (host, port)
         return await connect_tcp(host, port, config.connect_timeout, loop_transports)
     stream = await connect_tcp(via.host, via.port, config.connect_timeout, loop_transports)
     target = format_authority(host, port)
