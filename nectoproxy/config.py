@@ -50,6 +50,7 @@ PRIVATE_NETWORKS = (
 
 
 MODES = ("regular", "reverse", "socks5")
+UPSTREAM_SCHEMES = ("http", "socks4", "socks4a", "socks5", "socks5h")
 #: The port a ``--mode`` without one listens on.
 MODE_PORTS = {"regular": 8888, "reverse": 8080, "socks5": 1080}
 
@@ -136,7 +137,9 @@ class ProxyConfig:
         "", "Require Basic proxy authentication with these \"user:password\" credentials."
     )
     upstream_proxy: str = _opt(
-        "", "Chain through this HTTP proxy: \"http://[user:pass@]host:port\" (empty = direct)."
+        "", "Chain through this proxy: \"http://[user:pass@]host:port\", or socks4://, "
+        "socks4a://, socks5:// (names resolved here) or socks5h:// (names resolved by the "
+        "proxy) with the same [user:pass@]host:port (empty = direct)."
     )
     no_upstream: tuple[str, ...] = _opt(
         (), "Hosts reached directly even when upstream_proxy is set (\"*.internal\" allowed)."
@@ -430,9 +433,10 @@ def _validate_values(config: Config, where: str) -> None:
         from urllib.parse import urlsplit
 
         parts = urlsplit(p.upstream_proxy)
-        if parts.scheme != "http" or not parts.hostname:
+        if parts.scheme not in UPSTREAM_SCHEMES or not parts.hostname:
             raise ConfigError(f"{where}: proxy.upstream_proxy: expected "
-                              f"\"http://[user:pass@]host:port\", got {p.upstream_proxy!r}")
+                              f"\"http://[user:pass@]host:port\" (or socks4://, socks4a://, "
+                              f"socks5://, socks5h://), got {p.upstream_proxy!r}")
     _validate_modes(p, where)
     if p.proxy_auth and ":" not in p.proxy_auth:
         raise ConfigError(f"{where}: proxy.proxy_auth: expected \"user:password\"")
