@@ -126,6 +126,19 @@ def test_one_process_listens_several_ways_at_once(start_proxy, origin):
                                                        "socks5"]
 
 
+def test_a_port_in_use_names_the_mode_and_frees_the_others(make_proxy):
+    import socket
+
+    from nectoproxy.errors import PortInUse
+
+    port = free_port()
+    with pytest.raises(PortInUse, match=rf"the port {port} on 127.0.0.1 \(socks5 mode\) is in"):
+        make_proxy(config={"proxy": {"listen": [f"regular@{port}", f"socks5@{port}"]}}) \
+            .__enter__()
+    with socket.socket() as again:  # the regular listener made first was closed
+        again.bind(("127.0.0.1", port))
+
+
 def test_command_line_modes_and_banner(tmp_path, origin):
     regular, reverse = free_port(), free_port()
     env = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(tmp_path),
@@ -238,3 +251,67 @@ def test_reverse_mode_serves_the_onboarding_host_no_differently(start_proxy, ori
         result = curl("-H", "Host: necto.setup", f"http://127.0.0.1:{running.port}/json")
     assert result.stdout == JSON
 
+
+
+def _listening_ports(pid: int) -> set[int]:
+    """The TCP ports process ``pid`` has listening sockets on (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_workers_share_every_listener_even_on_port_0(tmp_path, origin):
+    """``workers = 2`` with two modes on port 0: the second worker listens on the ports the
+    first got, for each mode."""
+    env = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(tmp_path),
+           "NECTOPROXY_WEB_PORT": "0", "NECTOPROXY_PROXY_WORKERS": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nectoproxy", "--no-config", "--no-web", "-q",
+         "--mode", "regular@127.0.0.1:0", "--mode", "socks5@127.0.0.1:0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        ports = []
+        while len(ports) < 2:
+            line = proc.stderr.readline()
+            assert line, "the proxy exited before listening"
+            if line.startswith("NectoProxy listening on 127.0.0.1:"):
+                assert "(2 worker processes)" in line
+                ports.append(int(line.split(":")[1].split()[0]))
+        regular, socks = ports
+        deadline = time.monotonic() + 30
+        children: list[int] = []
+        while time.monotonic() < deadline:
+            children = [int(pid) for pid in subprocess.run(
+                ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True,
+                check=False).stdout.split()]
+            if any(_listening_ports(pid) >= {regular, socks} for pid in children):
+                break
+            time.sleep(0.1)
+        assert any(_listening_ports(pid) >= {regular, socks} for pid in children)
+        assert _listening_ports(proc.pid) >= {regular, socks}
+        with httpx.Client(proxy=f"http://127.0.0.1:{regular}", trust_env=False) as client:
+            assert client.get(origin.url + "/json").content == JSON
+        with httpx.Client(proxy=f"socks5://127.0.0.1:{socks}", trust_env=False) as client:
+            assert client.get(origin.url + "/json").content == JSON
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr

@@ -204,3 +204,13 @@ def test_upstream_proxy_urls_are_checked():
         config_from_dict({"proxy": {"upstream_proxy": "socks6://h"}})
 
 
+
+
+def test_socks4_cannot_reach_ipv6(make_proxy):
+    received: list[bytes] = []
+    with _stub([], received, b"") as stub:
+        config = {"proxy": {"upstream_proxy": f"socks4://127.0.0.1:{stub.port}"}}
+        with make_proxy(config=config) as running:
+            result = running.curl("-w", "%{http_code}", "http://[::1]:9/")
+    assert result.stdout.endswith(b"502"), result.stdout
+    assert b"SOCKS4 reaches IPv4 addresses only, not ::1" in result.stdout

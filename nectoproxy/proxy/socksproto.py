@@ -95,7 +95,7 @@ async def client_handshake(stream: EngineStream, version: str, host: str, port: 
         host = await _resolve(host, port, ipv4_only=version == "socks4")
     try:
         if version.startswith("socks4"):
-            await _socks4(stream, host, port, username or "")
+            await _socks4(stream, host, port, username or "", names=version == "socks4a")
         else:
             await _socks5(stream, host, port, username, password)
     except anyio.EndOfStream:
@@ -116,11 +116,15 @@ async def _resolve(host: str, port: int, *, ipv4_only: bool) -> str:
     return str(infos[0][4][0])
 
 
-async def _socks4(stream: EngineStream, host: str, port: int, user_id: str) -> None:
+async def _socks4(stream: EngineStream, host: str, port: int, user_id: str, *,
+                  names: bool) -> None:
     try:
         address = ipaddress.IPv4Address(host).packed
         name = b""
     except ValueError:  # SOCKS4a: 0.0.0.x, and the name after the user id
+        if not names:
+            raise SocksError(f"SOCKS4 reaches IPv4 addresses only, not {host}",
+                             ADDRESS_NOT_SUPPORTED) from None
         address, name = b"\0\0\0\1", host.encode("idna") + b"\0"
     await stream.send(b"\x04\x01" + struct.pack("!H", port) + address + user_id.encode() +
                       b"\0" + name)
