@@ -60,10 +60,11 @@ class ListenConfig:
     """One ``[[proxy.listen]]`` table: a way into the proxy, on its own address."""
 
     mode: Literal["regular", "reverse", "socks5"] = _opt(
-        "regular", "\"regular\" (an HTTP proxy), \"reverse\" (requests go to ``origin``) or "
+        "regular", "\"regular\" (an HTTP proxy), \"reverse\" (requests go to origin) or "
         "\"socks5\" (a SOCKS5 proxy; proxy_auth, when set, is its username/password).")
     host: str = _opt("", "Address to listen on (empty: proxy.listen_host).")
-    port: int = _opt(0, "Port to listen on (0 picks a free one).")
+    port: int = _opt(8888, "Port to listen on (when not given, the mode's own: regular 8888, "
+                     "reverse 8080, socks5 1080; 0 picks a free one).")
     origin: str = _opt("", "Reverse mode: where requests go, \"http[s]://host[:port]\".")
     keep_host: bool = _opt(
         False, "Reverse mode: send the client's Host header (default: the origin's name).")
@@ -154,7 +155,7 @@ class ProxyConfig:
         "503 (a storm of them closed at once). Each may hold its socket, an origin connection "
         "and a pooled one: the open-file limit is raised to fit, with a warning if it cannot.")
     workers: int = _opt(
-        1, "Processes sharing the listening port (SO_REUSEPORT, Linux); 0 or \"auto\" = one per "
+        1, "Processes sharing the listening ports (SO_REUSEPORT, Linux); 0 or \"auto\" = one per "
         "CPU core."
     )
     onboarding_host: str = _opt(
@@ -341,6 +342,7 @@ def _listen_entry(value: Any, where: str) -> ListenConfig:
         if key not in types_:
             raise ConfigError(f"{where}: unknown key {key} (known: {', '.join(types_)})")
         values[key] = _check(item, types_[key], f"{where}.{key}")
+    values.setdefault("port", MODE_PORTS[values.get("mode", "regular")])
     return ListenConfig(**values)
 
 

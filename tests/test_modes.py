@@ -61,6 +61,7 @@ def test_listen_tables_strings_environment_and_command_line():
         "socks5@[::1]:1081",
         "reverse:http://127.0.0.1:3000",
         "socks5",
+        {"mode": "reverse", "origin": "http://127.0.0.1:3000"},
     ]}})
     assert config.proxy.modes == (
         ListenConfig("regular", "127.0.0.2", 8000),
@@ -68,6 +69,7 @@ def test_listen_tables_strings_environment_and_command_line():
         ListenConfig("socks5", "::1", 1081),
         ListenConfig("reverse", "127.0.0.2", 8080, "http://127.0.0.1:3000"),
         ListenConfig("socks5", "127.0.0.2", 1080),
+        ListenConfig("reverse", "127.0.0.2", 8080, "http://127.0.0.1:3000"),
     )
     assert config.proxy.modes[1].origin_parts() == ("https", "api.example.com", 443)
     # No list: the regular proxy on listen_host:listen_port, as before.
