@@ -204,6 +204,8 @@ def test_reverse_in_front_of_an_https_origin(start_proxy, tls_origin, tmp_path):
         summaries, _ = store.list_flows(limit=10, order="oldest")
         records = [store.get_flow(s.id) for s in summaries]
         assert [r.mode for r in records if r is not None] == ["reverse"] * 3
+        assert len(store.list_flows(filter="mode:reverse", limit=10)[0]) == 3
+        assert store.list_flows(filter="mode:regular", limit=10)[0] == []
         stored = records[1]
         assert stored is not None
         assert (stored.url, stored.scheme) == (f"{origin}/echo", "https")
