@@ -235,3 +235,18 @@ def test_a_client_that_stalls_is_dropped_after_header_timeout(start_proxy, logs)
     assert "handshake not finished in time" in logs.text
 
 
+
+
+def test_credentials_split_at_the_first_colon(start_proxy):
+    """proxy_auth "us:er:pw" is user "us" with password "er:pw", as in Basic authentication;
+    user "us:er" with password "pw" is not the same."""
+    config = {"proxy": {"listen": ["socks5@0"], "proxy_auth": "us:er:pw"}}
+    answers = []
+    with start_proxy(config=config) as running:
+        for user, password in ((b"us:er", b"pw"), (b"us", b"er:pw")):
+            with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+                sock.sendall(b"\x05\x01\x02")
+                assert _read(sock, 2) == b"\x05\x02"
+                sock.sendall(bytes([1, len(user)]) + user + bytes([len(password)]) + password)
+                answers.append(_read(sock, 2))
+    assert answers == [b"\x01\x01", b"\x01\x00"]

@@ -106,8 +106,9 @@ async def _authenticate(stream: EngineStream, credentials: str) -> None:
     version, length = await read_exactly(stream, 2)
     user = await read_exactly(stream, length)
     password = await read_exactly(stream, (await read_exactly(stream, 1))[0])
-    expected = credentials.encode()
-    if version != 1 or not hmac.compare_digest(user + b":" + password, expected):
+    expected_user, _, expected_password = credentials.encode().partition(b":")
+    same_user = hmac.compare_digest(user, expected_user)
+    if version != 1 or not (hmac.compare_digest(password, expected_password) and same_user):
         await stream.send(b"\x01\x01")
         raise SocksError("username/password " + ("rejected" if version == 1
                                                   else f"of version {version:#x}"), -1)
