@@ -161,18 +161,27 @@ def test_ipv6_and_ipv4_addresses_and_opaque_bytes_relayed(start_proxy):
 
 def test_pass_through_and_refusals_from_on_connect(start_proxy, tls_origin, origin_ca_path):
     class Refuse:
+        def __init__(self) -> None:
+            self.tunnels: list[tuple[str, str, int]] = []
+
         @hookimpl
         def on_connect(self, connection: Any) -> None:
             if connection.target and connection.target[0] == "refused.test":
                 connection.refuse(403, "no")
 
+        @hookimpl
+        def on_tunnel(self, tunnel: Any) -> None:
+            self.tunnels.append((tunnel.connection.mode, tunnel.host, tunnel.port))
+
     config = {"proxy": {"listen": ["socks5@0"], "passthrough": ["localhost"]}}
-    with start_proxy(plugins=[Refuse()], config=config) as running:
+    plugin = Refuse()
+    with start_proxy(plugins=[plugin], config=config) as running:
         relayed = curl("--socks5-hostname", f"127.0.0.1:{running.port}", "--cacert",
                        origin_ca_path, f"https://localhost:{tls_origin.port}/json")
         sock, reply = handshake(running.port, connect_request("refused.test", 80))
         sock.close()
     assert relayed.stdout == JSON, relayed.stderr  # the origin's own certificate, verified
+    assert plugin.tunnels == [("socks5", "localhost", tls_origin.port)]
     assert reply[:2] == b"\x05\x02"  # connection not allowed by ruleset
 
 
@@ -250,3 +259,10 @@ def test_credentials_split_at_the_first_colon(start_proxy):
                 sock.sendall(bytes([1, len(user)]) + user + bytes([len(password)]) + password)
                 answers.append(_read(sock, 2))
     assert answers == [b"\x01\x01", b"\x01\x00"]
+
+
+def test_an_ipv6_listener(start_proxy, origin):
+    with start_proxy(config={"proxy": {"listen": ["socks5@[::1]:0"]}}) as running:
+        assert running.proxy.listening[0][1][0] == "::1"
+        result = curl("--socks5-hostname", f"[::1]:{running.port}", origin.url + "/json")
+    assert result.stdout == JSON, result.stderr
