@@ -221,7 +221,7 @@ def test_bad_requests_get_the_right_reply_and_a_log_line(start_proxy, request_by
 
 
 @pytest.mark.parametrize(("greeting", "answer"), [
-    (b"\x04\x01\x00\x50\x7f\x00\x00\x01\x00", b""),  # SOCKS4: closed, logged
+    (b"\x04\x01\x00\x50\x7f\x00\x00\x01\x00", b"\x00\x5b\x00"),  # SOCKS4: "rejected"
     (b"\x05\x01\x02", b"\x05\xff"),  # username/password only, and none is configured
     (b"\x05\x00", b"\x05\xff"),  # no method at all
     (b"GET / HTTP/1.1\r\n\r\n", b""),
@@ -266,3 +266,10 @@ def test_an_ipv6_listener(start_proxy, origin):
         assert running.proxy.listening[0][1][0] == "::1"
         result = curl("--socks5-hostname", f"[::1]:{running.port}", origin.url + "/json")
     assert result.stdout == JSON, result.stderr
+
+
+def test_a_socks4_client_is_told_no(start_proxy, origin, logs):
+    with start_proxy(config=SOCKS) as running:
+        result = curl("--socks4", f"127.0.0.1:{running.port}", origin.url + "/")
+    assert result.returncode != 0 and b"rejected" in result.stderr.lower(), result.stderr
+    assert "SOCKS4 is not served (only SOCKS5)" in logs.text

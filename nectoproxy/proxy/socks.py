@@ -34,6 +34,7 @@ log = logging.getLogger("nectoproxy.socks")
 NO_AUTH, USERNAME_PASSWORD, NO_ACCEPTABLE = 0x00, 0x02, 0xFF
 #: The success reply's bound address: none that matters (the client talks through us).
 _BOUND = b"\x01\0\0\0\0\0\0"
+_SOCKS4_REJECTED = b"\x00\x5b\0\0\0\0\0\0"
 
 
 @asynccontextmanager
@@ -79,6 +80,9 @@ async def _handshake(stream: EngineStream, credentials: str) -> tuple[str, int]:
     """The greeting, the authentication and the request; the CONNECT target. A SocksError's
     reply is sent back (-1: none, the client would not understand it)."""
     version, count = await read_exactly(stream, 2)
+    if version == 4:  # a SOCKS4 client understands its own "request rejected"
+        await stream.send(_SOCKS4_REJECTED)
+        raise SocksError("SOCKS4 is not served (only SOCKS5)", -1)
     if version != 5:
         raise SocksError(f"not SOCKS5 (version byte {version:#x})", -1)
     methods = await read_exactly(stream, count)
