@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import tomli_w
-
-from nectoproxy.config import SECTIONS
+from nectoproxy.config import SECTIONS, ListenConfig, toml_default
 
 INTRO = """# Configuration reference
 
@@ -52,12 +50,12 @@ Script paths in `load` are relative to the configuration file.
 
 def render() -> str:
     parts = [INTRO]
-    for name, cls in SECTIONS.items():
-        rows = [f"## `[{name}]`", "", "| key | default | meaning |", "|---|---|---|"]
+    tables = [(f"[{name}]", cls) for name, cls in SECTIONS.items()]
+    tables.insert(1, ("[[proxy.listen]]", ListenConfig))
+    for name, cls in tables:
+        rows = [f"## `{name}`", "", "| key | default | meaning |", "|---|---|---|"]
         for field in dataclasses.fields(cls):
-            value = field.default
-            value = list(value) if isinstance(value, tuple) else value
-            shown = tomli_w.dumps({"x": value}).strip()[4:].replace("\n", " ")
+            shown = toml_default(field).replace("\n", " ")
             shown = " ".join(shown.split()).replace("|", "\\|")
             rows.append(f"| `{field.name}` | `{shown}` | {field.metadata['help']} |")
         parts.append("\n".join(rows) + "\n")

@@ -348,11 +348,10 @@ class Capture:
     tracks_changes = True
 
     def __init__(self, writer: FlowWriter, *, token: str = "",
-                 max_body_size: int = DEFAULT_MAX_BODY_SIZE, mode: str = "regular") -> None:
+                 max_body_size: int = DEFAULT_MAX_BODY_SIZE) -> None:
         self.writer = writer
         self.token = token
         self.max_body_size = max_body_size
-        self.mode = mode
         #: False pauses capture: new flows are not stored (flows under way still are).
         self.enabled = True
         #: The captured WebSocket connections open now, by flow id (the API sends into them).
@@ -376,7 +375,7 @@ class Capture:
             if tag is not None:
                 original, flow.id = tag
                 replay_of = original or None
-        record = started_record(flow, mode=self.mode)
+        record = started_record(flow, mode=flow.connection.mode)
         record.replay_of = replay_of
         state = _FlowCapture(self, flow, record)
         flow.body_taps.append(state)
@@ -429,5 +428,5 @@ class Capture:
     @hookimpl(trylast=True)
     def on_tunnel(self, tunnel: Tunnel) -> None:
         if self.enabled:
-            self.writer.tunnel(tunnel_record(tunnel, mode=self.mode))
+            self.writer.tunnel(tunnel_record(tunnel, mode=tunnel.connection.mode))
 

@@ -30,6 +30,10 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
                         help="ignore every configuration file")
     parser.add_argument("--listen-host", metavar="HOST", default=s)
     parser.add_argument("--listen-port", metavar="PORT", type=int, default=s)
+    parser.add_argument("--mode", metavar="MODE[:ORIGIN][@[HOST:]PORT]", action="append",
+                        default=s, help="listen this way (repeatable; replaces "
+                        "[[proxy.listen]]): regular@8888, reverse:https://api.example.com@8080, "
+                        "socks5@1080")
     parser.add_argument("--ssl-insecure", action="store_true", default=s,
                         help="do not verify upstream TLS certificates (unsafe)")
     parser.add_argument("--upstream-ca", metavar="PEM", default=s,
@@ -101,6 +105,7 @@ def config_from_args(args: argparse.Namespace, path: str | None = None) -> Confi
 
     put("proxy", "listen_host", "listen_host")
     put("proxy", "listen_port", "listen_port")
+    put("proxy", "listen", "mode")
     put("proxy", "ssl_insecure", "ssl_insecure")
     put("proxy", "upstream_ca", "upstream_ca")
     put("certs", "dir", "certs_dir")

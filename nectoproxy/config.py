@@ -49,6 +49,61 @@ PRIVATE_NETWORKS = (
 )
 
 
+MODES = ("regular", "reverse", "socks5")
+UPSTREAM_SCHEMES = ("http", "socks4", "socks4a", "socks5", "socks5h")
+#: The port a ``--mode`` without one listens on.
+MODE_PORTS = {"regular": 8888, "reverse": 8080, "socks5": 1080}
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    """One ``[[proxy.listen]]`` table: a way into the proxy, on its own address."""
+
+    mode: Literal["regular", "reverse", "socks5"] = _opt(
+        "regular", "\"regular\" (an HTTP proxy), \"reverse\" (requests go to origin) or "
+        "\"socks5\" (a SOCKS5 proxy; proxy_auth, when set, is its username/password).")
+    host: str = _opt("", "Address to listen on (empty: proxy.listen_host).")
+    port: int = _opt(8888, "Port to listen on (when not given, the mode's own: regular 8888, "
+                     "reverse 8080, socks5 1080; 0 picks a free one).")
+    origin: str = _opt("", "Reverse mode: where requests go, \"http[s]://host[:port]\".")
+    keep_host: bool = _opt(
+        False, "Reverse mode: send the client's Host header (default: the origin's name).")
+
+    @classmethod
+    def parse(cls, spec: str) -> ListenConfig:
+        """``MODE[:ORIGIN][@[HOST:]PORT]``, as ``--mode`` takes it: ``regular@8888``,
+        ``reverse:https://api.example.com@8080``, ``socks5@127.0.0.1:1080``."""
+        text, at, where = spec.partition("@")
+        mode, _, origin = text.partition(":")
+        if mode not in MODES:
+            raise ConfigError(f"mode {spec!r}: unknown mode {mode!r} (known: {', '.join(MODES)})")
+        host, port = "", MODE_PORTS[mode]
+        if at:
+            host_text, colon, port_text = where.rpartition(":")
+            if colon:
+                host = host_text.strip("[]")
+            try:
+                port = int(port_text)
+            except ValueError:
+                raise ConfigError(f"mode {spec!r}: expected @PORT or @HOST:PORT, got "
+                                  f"{where!r}") from None
+        values: dict[str, Any] = {"mode": mode, "host": host, "port": port, "origin": origin}
+        return cls(**values)
+
+    def origin_parts(self) -> tuple[str, str, int]:
+        """Reverse mode's (scheme, host, port) (the origin is validated with the file)."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.origin)
+        assert parts.hostname
+        return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https"
+                                                             else 80)
+
+    def __str__(self) -> str:
+        origin = f":{self.origin}" if self.origin else ""
+        return f"{self.mode}{origin}"
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
     listen_host: str = _opt("0.0.0.0", "Address to listen on (0.0.0.0 = all IPv4 interfaces).")
@@ -86,7 +141,9 @@ class ProxyConfig:
         "", "Require Basic proxy authentication with these \"user:password\" credentials."
     )
     upstream_proxy: str = _opt(
-        "", "Chain through this HTTP proxy: \"http://[user:pass@]host:port\" (empty = direct)."
+        "", "Chain through this proxy: \"http://[user:pass@]host:port\", or socks4://, "
+        "socks4a://, socks5:// (names resolved here) or socks5h:// (names resolved by the "
+        "proxy) with the same [user:pass@]host:port (empty = direct)."
     )
     no_upstream: tuple[str, ...] = _opt(
         (), "Hosts reached directly even when upstream_proxy is set (\"*.internal\" allowed)."
@@ -101,12 +158,29 @@ class ProxyConfig:
         "503 (a storm of them closed at once). Each may hold its socket, an origin connection "
         "and a pooled one: the open-file limit is raised to fit, with a warning if it cannot.")
     workers: int = _opt(
-        1, "Processes sharing the listening port (SO_REUSEPORT, Linux); 0 or \"auto\" = one per "
+        1, "Processes sharing the listening ports (SO_REUSEPORT, Linux); 0 or \"auto\" = one per "
         "CPU core."
     )
     onboarding_host: str = _opt(
         "necto.setup", "Host name whose plain-HTTP pages serve the CA certificate and setup steps."
     )
+    listen: tuple[ListenConfig, ...] = _opt(
+        (), "Ways into the proxy, each on its own address: [[proxy.listen]] tables (mode, host, "
+        "port, origin, keep_host) or \"MODE[:ORIGIN][@[HOST:]PORT]\" strings; empty = one "
+        "regular proxy on listen_host:listen_port. See docs/modes.md."
+    )
+    hosts: dict[str, str] = field(default_factory=dict, metadata={"help": (
+        "DNS mapping: connect to this address instead of the host's own, while names, SNI, "
+        "Host and certificate checks stay the client's: { \"api.example.com\" = "
+        "\"127.0.0.1:3000\", \"*.test\" = \"127.0.0.1\" } (no port: the request's).")})
+
+    @property
+    def modes(self) -> tuple[ListenConfig, ...]:
+        """Every listener: ``listen``, or one regular proxy on ``listen_host:listen_port``."""
+        if self.listen:
+            return tuple(dataclasses.replace(m, host=m.host or self.listen_host)
+                         for m in self.listen)
+        return (ListenConfig("regular", self.listen_host, self.listen_port),)
 
 
 @dataclass(frozen=True)
@@ -218,6 +292,10 @@ SECTIONS: dict[str, type[Any]] = {
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_args(tp) == (ListenConfig, ...):
+        return "a list of [[proxy.listen]] tables or \"MODE@PORT\" strings"
+    if typing.get_origin(tp) is dict:
+        return "a table of strings"
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is tuple:
@@ -230,6 +308,14 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     ok: bool
     if origin is Literal:
         ok = value in typing.get_args(tp)
+    elif origin is tuple and typing.get_args(tp)[0] is ListenConfig:
+        ok = isinstance(value, (list, tuple))
+        value = tuple(_listen_entry(v, f"{where}[{i}]") for i, v in enumerate(value)) \
+            if ok else value
+    elif origin is dict:
+        ok = isinstance(value, Mapping) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        value = dict(value) if ok else value
     elif origin is tuple:
         ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
         value = tuple(value) if ok else value
@@ -245,10 +331,33 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _listen_entry(value: Any, where: str) -> ListenConfig:
+    """One element of ``proxy.listen``: a table, a "MODE@PORT" string, or one made already."""
+    if isinstance(value, ListenConfig):
+        return value
+    if isinstance(value, str):
+        return ListenConfig.parse(value)
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a table or a \"MODE@PORT\" string, got {value!r}")
+    types_ = _section_types(ListenConfig)
+    values: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in types_:
+            raise ConfigError(f"{where}: unknown key {key} (known: {', '.join(types_)})")
+        values[key] = _check(item, types_[key], f"{where}.{key}")
+    values.setdefault("port", MODE_PORTS[values.get("mode", "regular")])
+    return ListenConfig(**values)
+
+
 def _from_env_text(text: str, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is tuple:
         return tuple(part.strip() for part in text.split(",") if part.strip())
+    if origin is dict:  # "name=address,name=address"
+        pairs = [part.partition("=") for part in text.split(",") if part.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise ConfigError(f"{where}: expected name=address pairs, got {text!r}")
+        return {name.strip(): address.strip() for name, _, address in pairs}
     if tp is bool:
         lowered = text.strip().lower()
         if lowered in {"1", "true", "yes", "on"}:
@@ -331,9 +440,11 @@ def _validate_values(config: Config, where: str) -> None:
         from urllib.parse import urlsplit
 
         parts = urlsplit(p.upstream_proxy)
-        if parts.scheme != "http" or not parts.hostname:
+        if parts.scheme not in UPSTREAM_SCHEMES or not parts.hostname:
             raise ConfigError(f"{where}: proxy.upstream_proxy: expected "
-                              f"\"http://[user:pass@]host:port\", got {p.upstream_proxy!r}")
+                              f"\"http://[user:pass@]host:port\" (or socks4://, socks4a://, "
+                              f"socks5://, socks5h://), got {p.upstream_proxy!r}")
+    _validate_modes(p, where)
     if p.proxy_auth and ":" not in p.proxy_auth:
         raise ConfigError(f"{where}: proxy.proxy_auth: expected \"user:password\"")
     if p.workers < 0:
@@ -357,12 +468,53 @@ def _validate_values(config: Config, where: str) -> None:
                           "reach the inspector sees all traffic")
 
 
+def _validate_modes(p: ProxyConfig, where: str) -> None:
+    from urllib.parse import urlsplit
+
+    for i, mode in enumerate(p.listen):
+        at = f"{where}: proxy.listen[{i}] ({mode})"
+        if not 0 <= mode.port < 65536:
+            raise ConfigError(f"{at}: {mode.port} is not a port number")
+        if mode.mode == "reverse":
+            parts = urlsplit(mode.origin)
+            try:
+                parts.port  # noqa: B018 (raises on a bad port)
+            except ValueError:
+                raise ConfigError(f"{at}: bad port in origin {mode.origin!r}") from None
+            if parts.scheme not in ("http", "https") or not parts.hostname \
+                    or parts.path not in ("", "/") or parts.query or parts.username:
+                raise ConfigError(f"{at}: origin must be \"http[s]://host[:port]\", "
+                                  f"got {mode.origin!r}")
+        elif mode.origin or mode.keep_host:
+            raise ConfigError(f"{at}: origin and keep_host are for reverse mode only")
+    for name, address in p.hosts.items():
+        if not name or not _is_address(address):
+            raise ConfigError(f"{where}: proxy.hosts: {name!r} = {address!r}: expected "
+                              "\"address\" or \"address:port\"")
+
+
+def _is_address(text: str) -> bool:
+    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address."""
+    port: str | None
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else (None if rest else "")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    return bool(host.strip()) and port is not None and (
+        port == "" or (port.isdigit() and 0 < int(port) < 65536))
+
+
 def config_to_dict(config: Config) -> dict[str, Any]:
     """The TOML document for a Config (what ``config show`` prints)."""
     data: dict[str, Any] = {}
     for name in SECTIONS:
         section = dataclasses.asdict(getattr(config, name))
         data[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in section.items()}
+    data["proxy"]["listen"] = [{k: v for k, v in m.items() if v != ""}  # (tomli_w: no empties)
+                               for m in data["proxy"]["listen"]]
     for name, options in config.plugin_options.items():
         data["plugins"][name] = dict(options)
     return data
@@ -433,6 +585,14 @@ def load_config(
     return config_from_dict(data, source=str(file) if file else None, home=str(home_dir(env)))
 
 
+def toml_default(f: dataclasses.Field[Any]) -> str:
+    """A key's default as TOML (``{}`` for a table, which tomli_w would write as a header)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return "{}"
+    value = list(f.default) if isinstance(f.default, tuple) else f.default
+    return tomli_w.dumps({"x": value}).strip()[4:]
+
+
 def default_config_text() -> str:
     """A commented nectoproxy.toml with every key at its default (``config init``)."""
     lines = ["# NectoProxy configuration. Every key is optional; these are the defaults.", ""]
@@ -440,9 +600,7 @@ def default_config_text() -> str:
         lines.append(f"[{name}]")
         for f in dataclasses.fields(cls):
             lines.append(f"# {f.metadata['help']}")
-            value = f.default
-            value = list(value) if isinstance(value, tuple) else value
-            lines.append(tomli_w.dumps({f.name: value}).rstrip())
+            lines.append(f"{f.name} = {toml_default(f)}")
         lines.append("")
     lines += [
         "# Options for one plugin go in a table named after it, e.g.:",
@@ -456,6 +614,7 @@ def default_config_text() -> str:
 __all__ = [
     "CertsConfig",
     "Config",
+    "ListenConfig",
     "LogConfig",
     "PluginsConfig",
     "ProxyConfig",

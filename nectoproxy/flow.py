@@ -575,11 +575,14 @@ def new_id() -> str:
 class Connection:
     """A client connection; handed to ``on_connect`` once when it opens and once per CONNECT.
 
-    For a CONNECT, ``target`` is the (host, port) the client asked for. A plugin may
-    :meth:`refuse` it, or set ``intercept = False`` to relay the TLS bytes untouched.
+    For a CONNECT, ``target`` is the (host, port) the client asked for (a SOCKS CONNECT's
+    too; in reverse mode, the origin's). A plugin may :meth:`refuse` it, or set ``intercept =
+    False`` to relay the TLS bytes untouched. ``mode`` is how the client came in: "regular",
+    "reverse" or "socks5" (see docs/modes.md).
     """
 
     client_address: tuple[str, int]
+    mode: str = "regular"
     id: int = field(default_factory=lambda: next(_connection_ids))
     target: tuple[str, int] | None = None
     intercept: bool = True

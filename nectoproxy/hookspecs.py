@@ -69,15 +69,18 @@ def on_stop() -> None:
 
 @hookspec
 def on_connect(connection: Connection) -> None:
-    """A client connected, and again for each ``CONNECT`` it sends.
+    """A client connected, and again for each ``CONNECT`` it sends (a SOCKS5 CONNECT too).
 
-    :param connection: the client connection. On the first call ``connection.target`` is None;
-        for a ``CONNECT`` it is the requested (host, port).
+    :param connection: the client connection; ``connection.mode`` is how it came in
+        ("regular", "reverse", "socks5"). On the first call ``connection.target`` is None
+        (in reverse mode: the origin's (host, port)); for a ``CONNECT`` it is the requested
+        (host, port).
 
     Call ``connection.refuse(status, reason)`` to answer the client with that status and close
-    the connection. For a ``CONNECT``, set ``connection.intercept = False`` to relay the TLS
-    bytes untouched (pass-through: the client sees the origin's own certificate).
-    The return value is ignored.
+    the connection (a SOCKS client gets "not allowed by ruleset" instead, or, refused when it
+    connects, just the close). For a ``CONNECT``, set ``connection.intercept = False`` to
+    relay the TLS bytes untouched (pass-through: the client sees the origin's own
+    certificate). The return value is ignored.
     """
 
 

@@ -11,6 +11,7 @@ process, over which its flows paused at breakpoints are listed and resumed
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -110,7 +111,11 @@ def _start_workers(config: Config, scripts: list[str], proxy: Proxy,
     # Workers bind the port this process got (matters with port 0), and capture with the
     # same token (a replay may reach any of them).
     web = {"token": inspector.token} if inspector is not None else {}
-    same_port = config.replace(proxy={"listen_port": proxy.address[1]}, web=web)
+    bound = [{**dataclasses.asdict(mode), "port": address[1]}
+             for mode, address in proxy.listening]
+    ports: dict[str, Any] = {"listen": bound} if config.proxy.listen \
+        else {"listen_port": proxy.address[1]}
+    same_port = config.replace(proxy=ports, web=web)
     context = multiprocessing.get_context("spawn")
     breakpoints = inspector.breakpoints if inspector is not None else None
     for _ in range(count - 1):
@@ -134,9 +139,10 @@ def _join(children: list[multiprocessing.process.BaseProcess]) -> None:
 
 
 def _banner(proxy: Proxy, count: int, inspector: Inspector | None) -> None:
-    host, port = proxy.address
     workers = f" ({count} worker processes)" if count > 1 else ""
-    print(f"NectoProxy listening on {host}:{port}{workers}", file=sys.stderr)
+    for mode, (host, port) in proxy.listening:
+        shown = "" if not proxy.config.proxy.listen else f" ({mode} mode)"
+        print(f"NectoProxy listening on {host}:{port}{shown}{workers}", file=sys.stderr)
     if inspector is not None and inspector.address is not None:
         session = f"  (session: {inspector.session.name})" if inspector.session else ""
         print(f"Inspector: {inspector.url}{session}", file=sys.stderr)

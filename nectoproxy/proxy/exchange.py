@@ -154,7 +154,8 @@ class Exchange:
     async def _handle(self) -> None:
         flow = self.flow
         request = flow.request
-        flow.received_request_headers = list(request.headers.fields)
+        if not flow.received_request_headers:  # (reverse mode's session set them already)
+            flow.received_request_headers = list(request.headers.fields)
         original_authority = request.authority
         upgrade = upgrade_protocol(request.headers)
         strip_hop_by_hop(request.headers)

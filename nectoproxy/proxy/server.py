@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import logging
 import time
@@ -21,7 +22,7 @@ import anyio
 import anyio.abc
 
 from nectoproxy.certs import CertStore
-from nectoproxy.config import Config, load_config
+from nectoproxy.config import Config, ListenConfig, load_config
 from nectoproxy.errors import ConfigError, PortInUse
 from nectoproxy.flow import Connection
 from nectoproxy.plugins import PluginHost
@@ -29,7 +30,9 @@ from nectoproxy.proxy.context import Services
 from nectoproxy.proxy.http1 import error_response, response_bytes
 from nectoproxy.proxy.memory import PeakTracker, release_free_memory
 from nectoproxy.proxy.pool import Origins
+from nectoproxy.proxy.reverse import reverse
 from nectoproxy.proxy.session import ClientSession
+from nectoproxy.proxy.socks import socks5
 from nectoproxy.proxy.streams import (
     AnyioStream,
     EngineStream,
@@ -73,11 +76,14 @@ class Proxy:
         self._allowed: list[Network] = [
             ipaddress.ip_network(net, strict=False) for net in self.config.proxy.allow_clients
         ]
-        self._listener: anyio.abc.Listener[Any] | None = None
+        self._listeners: list[tuple[ListenConfig, anyio.abc.Listener[Any]]] = []
+        #: Each mode's listening address, in the order of ``proxy.modes``.
+        self.listening: list[tuple[ListenConfig, tuple[str, int]]] = []
         self._task_group: anyio.abc.TaskGroup | None = None
         self._connections: anyio.abc.TaskGroup | None = None
         self._accept_scope: anyio.CancelScope | None = None
         self.services: Services | None = None
+        #: The first listener's address (the only one's, unless several modes are set).
         self.address: tuple[str, int] = ("", 0)
         self._active = 0
         self._refusing = 0
@@ -119,18 +125,15 @@ class Proxy:
         self.services = Services(config, self.hooks, certs, Origins(
             config.proxy, client_tls_context(config.proxy), loop_transports))
         try:
-            self._listener = await anyio.create_tcp_listener(
-                local_host=config.proxy.listen_host, local_port=config.proxy.listen_port,
-                reuse_port=config.proxy.workers != 1)
-        except OSError as exc:
-            where = f"{config.proxy.listen_host}:{config.proxy.listen_port}"
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(f"the proxy's port {config.proxy.listen_port} on "
-                                f"{config.proxy.listen_host} is in use: choose another with "
-                                "--listen-port (or [proxy] listen_port)") from None
-            raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from None
-        sockname = self._listener.extra(anyio.abc.SocketAttribute.local_address)
-        self.address = (str(sockname[0]), int(sockname[1]))
+            for mode in config.proxy.modes:
+                listener = await _listen(mode, reuse_port=config.proxy.workers != 1)
+                self._listeners.append((mode, listener))
+                sockname = listener.extra(anyio.abc.SocketAttribute.local_address)
+                self.listening.append((mode, (str(sockname[0]), int(sockname[1]))))
+        except BaseException:
+            await self._close_listeners()
+            raise
+        self.address = self.listening[0][1]
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._connections = anyio.create_task_group()
@@ -148,7 +151,7 @@ class Proxy:
         log.debug("listening on %s:%s (CA: %s)", *self.address, certs.ca_path)
 
     async def _serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        assert self._listener is not None and self._connections is not None
+        assert self._listeners and self._connections is not None
         async with self._connections:
             try:
                 native = self.services is not None and self.services.loop_transports
@@ -156,14 +159,21 @@ class Proxy:
                     if native:
                         await self._serve_native(task_status)
                     else:
-                        task_status.started()
-                        await self._listener.serve(self._handle_anyio,
-                                                   task_group=self._connections)
+                        async with anyio.create_task_group() as accepting:
+                            for mode, listener in self._listeners:
+                                accepting.start_soon(functools.partial(
+                                    listener.serve, functools.partial(self._handle_anyio, mode),
+                                    task_group=self._connections))
+                            task_status.started()
                 if native:
                     await self._end_native_tasks()
             finally:
-                with anyio.CancelScope(shield=True):
-                    await self._listener.aclose()  # stop accepting; in-flight connections go on
+                await self._close_listeners()  # stop accepting; in-flight connections go on
+
+    async def _close_listeners(self) -> None:
+        with anyio.CancelScope(shield=True):
+            for _, listener in self._listeners:
+                await listener.aclose()
 
     async def _serve_native(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Accept on the event loop's own servers (see :mod:`nectoproxy.proxy.streams`).
@@ -171,31 +181,31 @@ class Proxy:
         anyio made the listening sockets (one per address, the same port on each); the loop
         accepts on duplicates of them, and every connection becomes a task of ours at once.
         """
-        assert self._listener is not None
-        listeners = getattr(self._listener, "listeners", [self._listener])
         servers = []
         try:
-            for listener in listeners:
-                sock = listener.extra(anyio.abc.SocketAttribute.raw_socket).dup()
-                try:
-                    servers.append(await TransportStream.serve(sock, self._accepted))
-                except BaseException:
-                    sock.close()
-                    raise
+            for mode, each in self._listeners:
+                for listener in getattr(each, "listeners", [each]):
+                    sock = listener.extra(anyio.abc.SocketAttribute.raw_socket).dup()
+                    try:
+                        servers.append(await TransportStream.serve(
+                            sock, functools.partial(self._accepted, mode)))
+                    except BaseException:
+                        sock.close()
+                        raise
             task_status.started()
             await anyio.sleep_forever()
         finally:
             for server in servers:
                 server.close()
 
-    def _accepted(self, stream: TransportStream) -> None:
+    def _accepted(self, mode: ListenConfig, stream: TransportStream) -> None:
         """A new connection: its own asyncio task.
 
         A plain task, not one of an anyio task group: anyio gives each such task a handle
         with its own cancel scope and event (about 2.5 KiB), which an idle keep-alive client
         would hold for nothing. The proxy tracks the tasks itself and cancels them on stop.
         """
-        task = asyncio.get_running_loop().create_task(self._handle(stream))
+        task = asyncio.get_running_loop().create_task(self._handle(stream, mode))
         self._native_tasks.add(task)
         task.add_done_callback(self._native_tasks.discard)
 
@@ -277,10 +287,10 @@ class Proxy:
             address = address.ipv4_mapped
         return any(address in network for network in self._allowed)
 
-    async def _handle_anyio(self, stream: anyio.abc.ByteStream) -> None:
-        await self._handle(AnyioStream(stream))
+    async def _handle_anyio(self, mode: ListenConfig, stream: anyio.abc.ByteStream) -> None:
+        await self._handle(AnyioStream(stream), mode)
 
-    async def _handle(self, stream: EngineStream) -> None:
+    async def _handle(self, stream: EngineStream, mode: ListenConfig) -> None:
         assert self.services is not None
         client = ("?", 0)
         served = False
@@ -292,27 +302,31 @@ class Proxy:
             if not peer:
                 return  # the client reset before we looked: nothing to serve
             client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else (str(peer), 0)
+            # A SOCKS client cannot read an HTTP answer: it is refused by closing.
+            answer = mode.mode != "socks5"
             if not self.client_allowed(client[0]):
-                await self._refuse(stream, client[0], 403, "not in proxy.allow_clients",
+                await self._refuse(stream, answer, client[0], 403, "not in proxy.allow_clients",
                                    f"NectoProxy does not serve clients from {client[0]} "
                                    "(see proxy.allow_clients)")
                 return
             if self._active >= self.config.proxy.max_connections:
-                await self._refuse(stream, client[0], 503,
+                await self._refuse(stream, answer, client[0], 503,
                                    f"{self._active} connections open (proxy.max_connections)",
                                    "NectoProxy has too many connections open")
                 return
             self._active += 1
             served = True
             self._peaks.peak = max(self._peaks.peak, self._active)
-            connection = Connection(client_address=client)
+            connection = Connection(client_address=client, mode=mode.mode)
+            if mode.mode == "reverse":
+                connection.target = mode.origin_parts()[1:]
             if self.hooks.has("on_connect"):
                 await self.hooks.call("on_connect", connection=connection)
                 if connection.refused:
-                    await _answer_and_close(stream, *connection.refused)
+                    if answer:
+                        await _answer_and_close(stream, *connection.refused)
                     return
-            session = ClientSession(self.services, stream, connection)
-            await session.run()
+            await self._session(stream, connection, mode)
         except Exception:
             log.exception("unexpected error serving %s:%s", *client)
         finally:
@@ -320,13 +334,26 @@ class Proxy:
                 self._active -= 1
             await close_quietly(stream)
 
-    async def _refuse(self, stream: EngineStream, client: str, status: int, why: str,
-                      message: str) -> None:
+    async def _session(self, stream: EngineStream, connection: Connection,
+                       mode: ListenConfig) -> None:
+        """Serve the connection the way its listener says."""
+        assert self.services is not None
+        if mode.mode == "regular":
+            await ClientSession(self.services, stream, connection).run()
+            return
+        way_in = reverse(self.services, stream, connection, mode) if mode.mode == "reverse" \
+            else socks5(self.services, stream, connection)
+        async with way_in as inner:
+            if inner is not None:
+                await ClientSession.inside(self.services, inner, connection).run()
+
+    async def _refuse(self, stream: EngineStream, answer: bool, client: str, status: int,
+                      why: str, message: str) -> None:
         """Answer a refused client, unless too many refusals are being answered already (a
         storm): then it is closed at once, so refusing never holds more than
         :meth:`max_refusing` sockets. Logged at most once per :data:`REFUSAL_LOG_INTERVAL`."""
         self._refusals.note(client, why)
-        if self._refusing >= self.max_refusing:
+        if self._refusing >= self.max_refusing or not answer:
             return  # (closed by the caller)
         self._refusing += 1
         try:
@@ -366,6 +393,19 @@ class _RefusalLog:
                 log.warning("refused %d clients in the last %.0f s (the latest %s)",
                             self._count, now - self._since, self._last)
             self._since, self._count = now, 0
+
+
+async def _listen(mode: ListenConfig, *, reuse_port: bool) -> anyio.abc.Listener[Any]:
+    try:
+        return await anyio.create_tcp_listener(local_host=mode.host, local_port=mode.port,
+                                               reuse_port=reuse_port)
+    except OSError as exc:
+        where = f"{mode.host}:{mode.port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(f"the port {mode.port} on {mode.host} ({mode} mode) is in use: "
+                            "choose another with --listen-port, --mode or [[proxy.listen]]"
+                            ) from None
+        raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from None
 
 
 async def _answer_and_close(stream: EngineStream, status: int, message: str) -> None:

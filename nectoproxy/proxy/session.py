@@ -31,7 +31,7 @@ from nectoproxy.proxy.http1 import (
 )
 from nectoproxy.proxy.pool import EarlyUpstream, OriginSlot
 from nectoproxy.proxy.streams import STREAM_ERRORS, EngineStream
-from nectoproxy.proxy.tunnel import tunnel
+from nectoproxy.proxy.tunnel import Inner, tunnel
 
 log = logging.getLogger("nectoproxy.http")
 
@@ -131,8 +131,8 @@ class ClientSession:
     """Serves HTTP requests arriving on one client stream until it closes or must close."""
 
     # One per client connection, kept while it idles: no per-instance dict.
-    __slots__ = ("client", "config", "connection", "exchange", "hooks", "idle", "origin",
-                 "scheme", "server_name", "services", "tunnel_target")
+    __slots__ = ("client", "config", "connection", "exchange", "hooks", "host_header", "idle",
+                 "origin", "scheme", "server_name", "services", "tunnel_target")
 
     def __init__(
         self,
@@ -144,6 +144,7 @@ class ClientSession:
         tunnel_target: tuple[str, int] | None = None,
         server_name: str | None = None,
         early: EarlyUpstream | None = None,
+        host_header: str | None = None,
     ) -> None:
         self.services = services
         self.config = services.config.proxy
@@ -153,6 +154,8 @@ class ClientSession:
         self.scheme = scheme
         self.tunnel_target = tunnel_target
         self.server_name = server_name
+        #: The Host header every request is given (reverse mode), None to keep the client's.
+        self.host_header = host_header
         self.origin = OriginSlot(services.origins, early)
         #: The running flow's exchange, if a request is being served.
         self.exchange: Exchange | None = None
@@ -188,10 +191,14 @@ class ClientSession:
             return
         async with tunnel(self.services, self.client, self.connection, event) as inner:
             if inner is not None:
-                session = ClientSession(self.services, inner.stream, self.connection,
-                                        scheme=inner.scheme, tunnel_target=inner.target,
-                                        server_name=inner.server_name, early=inner.early)
-                await session.run()
+                await ClientSession.inside(self.services, inner, self.connection).run()
+
+    @classmethod
+    def inside(cls, services: Services, inner: Inner, connection: Connection) -> ClientSession:
+        """The session serving what a tunnel (CONNECT, SOCKS, reverse mode) carries."""
+        return cls(services, inner.stream, connection, scheme=inner.scheme,
+                   tunnel_target=inner.target, server_name=inner.server_name,
+                   early=inner.early, host_header=inner.host_header)
 
     async def _serve(self, event: h11.Request) -> bool:
         """One request: an exchange; False when the connection must close afterwards."""
@@ -200,9 +207,13 @@ class ClientSession:
         except ProtocolError as exc:
             await send_error(self.client, exc.status, str(exc))
             return False
+        flow = Flow(self.connection, request)
+        if self.host_header is not None:  # reverse mode; the flow keeps the Host it was sent
+            flow.received_request_headers = list(request.headers.fields)
+            request.headers["Host"] = self.host_header
         exchange = self.exchange = Exchange(
             self.services, H1Client(self.client, self.config.idle_timeout), self.origin,
-            Flow(self.connection, request), tunnel_target=self.tunnel_target,
+            flow, tunnel_target=self.tunnel_target,
             server_name=self.server_name)
         try:
             if self.client.stream.reports_peer_end:
@@ -344,8 +355,7 @@ class ClientSession:
         target = event.target
         if target.startswith(b"/") or (target == b"*" and event.method == b"OPTIONS"):
             if self.tunnel_target is not None:
-                host, port = self.tunnel_target
-                return request_from_event(event, self.scheme, host, port)
+                return self._tunnel_request(event)
             host_header = dict(header_pairs(event.headers)).get(b"host", b"").decode("latin-1")
             try:
                 host, port = split_host_port(host_header, 80)
@@ -364,6 +374,10 @@ class ClientSession:
             raise ProtocolError(f"bad request target {target[:200]!r}: {exc}") from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ProtocolError(f"unsupported request target {target[:200]!r}")
+        if self.connection.mode == "reverse":  # everything goes to the origin
+            request = self._tunnel_request(event)
+            request.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            return request
         try:
             host, port = split_host_port(parts.netloc.rpartition("@")[2],
                                          80 if parts.scheme == "http" else 443)
@@ -375,6 +389,11 @@ class ClientSession:
         else:
             request.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         return request
+
+    def _tunnel_request(self, event: h11.Request) -> Request:
+        assert self.tunnel_target is not None
+        host, port = self.tunnel_target
+        return request_from_event(event, self.scheme, host, port)
 
     async def _discard_request_body(self) -> None:
         """Read and drop a body nobody wanted (a plugin answered from the headers).

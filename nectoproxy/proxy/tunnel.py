@@ -45,6 +45,8 @@ class Inner:
     target: tuple[str, int]
     server_name: str | None = None
     early: EarlyUpstream | None = None
+    #: The Host header every request gets (reverse mode), None to keep the client's.
+    host_header: str | None = None
 
 
 def client_hello_sni(data: bytes) -> tuple[bool, str | None]:
@@ -102,11 +104,23 @@ async def tunnel(services: Services, client: HTTPConnection, connection: Connect
         return
     await client.send(h11.Response(status_code=200, headers=[],
                                    reason=b"Connection established"))
-    stream = client.stream
-    prefix = bytes(client.h11.trailing_data[0])
+    async with inside_tunnel(services, client.stream, connection,
+                             bytes(client.h11.trailing_data[0])) as inner:
+        yield inner
+
+
+@asynccontextmanager
+async def inside_tunnel(services: Services, stream: EngineStream, connection: Connection,
+                        prefix: bytes = b"") -> AsyncIterator[Inner | None]:
+    """What follows an accepted tunnel to ``connection.target`` (a CONNECT's, a SOCKS
+    CONNECT's): TLS intercepted or relayed, plain HTTP served, anything else relayed.
+    ``prefix`` is what the client sent already."""
+    config = services.config.proxy
+    assert connection.target is not None
+    host, port = connection.target
     try:
         with anyio.fail_after(config.tls_handshake_timeout):
-            prefix = await _peek(stream, prefix)
+            prefix = await peek(stream, prefix)
     except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, OSError):
         prefix = b""
     if not prefix:
@@ -128,7 +142,7 @@ async def tunnel(services: Services, client: HTTPConnection, connection: Connect
         yield None
 
 
-async def _peek(stream: EngineStream, prefix: bytes) -> bytes:
+async def peek(stream: EngineStream, prefix: bytes) -> bytes:
     """Read until the first bytes say what they are: a whole ClientHello record, or not TLS."""
     data = bytearray(prefix)
     while True:
@@ -150,7 +164,7 @@ async def _intercepted(services: Services, stream: EngineStream, connection: Con
             early = EarlyUpstream(Target("https", host, port, name))
             group.start_soon(early.connect, services.origins)
         try:
-            if await _handshake(services, stream, connection, name, sni):
+            if await handshake(services, stream, connection, name, sni):
                 yield Inner(stream, "https", (host, port), name, early)
             else:
                 yield None
@@ -171,7 +185,7 @@ def _valid_name(sni: str) -> bool:
     return True
 
 
-async def _handshake(services: Services, stream: EngineStream, connection: Connection,
+async def handshake(services: Services, stream: EngineStream, connection: Connection,
                      name: str, sni: str | None) -> bool:
     """Terminate the client's TLS with a leaf for ``name``; False if that failed."""
     try:

@@ -21,12 +21,13 @@ import anyio
 import anyio.abc
 import h11
 
-from nectoproxy.config import ProxyConfig
+from nectoproxy.config import UPSTREAM_SCHEMES, ProxyConfig
 from nectoproxy.errors import ConfigError, UpstreamError, UpstreamTimeout
-from nectoproxy.flow import ServerTLSInfo, format_authority
+from nectoproxy.flow import ServerTLSInfo, format_authority, split_host_port
 from nectoproxy.hosts import host_matches
 from nectoproxy.proxy.http1 import HTTPConnection
 from nectoproxy.proxy.sockets import connect
+from nectoproxy.proxy.socksproto import SocksError, client_handshake
 from nectoproxy.proxy.streams import STREAM_ERRORS, EngineStream
 
 log = logging.getLogger("nectoproxy.upstream")
@@ -139,35 +140,65 @@ def _os_reason(exc: OSError) -> str:
 
 @dataclass(frozen=True)
 class UpstreamProxy:
-    """``upstream_proxy = "http://[user:pass@]host:port"``: where to chain requests to."""
+    """``upstream_proxy = "http://[user:pass@]host:port"`` (or ``socks4``, ``socks4a``,
+    ``socks5``, ``socks5h``): where to chain requests to."""
 
     host: str
     port: int
     authorization: str | None
+    scheme: str = "http"
+    username: str | None = None
+    password: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> UpstreamProxy:
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ConfigError(f"proxy.upstream_proxy: expected http://[user:pass@]host:port, "
-                              f"got {url!r}")
+        if parts.scheme not in UPSTREAM_SCHEMES or not parts.hostname:
+            raise ConfigError(f"proxy.upstream_proxy: expected http://[user:pass@]host:port "
+                              f"(or socks4, socks4a, socks5, socks5h), got {url!r}")
         try:
-            port = parts.port or 8080
+            port = parts.port or (8080 if parts.scheme == "http" else 1080)
         except ValueError:
             raise ConfigError(f"proxy.upstream_proxy: bad port in {url!r}") from None
-        authorization = None
+        authorization = username = password = None
         if parts.username is not None:
-            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            username, password = unquote(parts.username), unquote(parts.password or "")
+            credentials = f"{username}:{password}"
             authorization = "Basic " + base64.b64encode(credentials.encode()).decode()
-        return cls(parts.hostname, port, authorization)
+        return cls(parts.hostname, port, authorization, parts.scheme, username, password)
+
+    @property
+    def is_socks(self) -> bool:
+        return self.scheme != "http"
 
     def __str__(self) -> str:
-        return format_authority(self.host, self.port)
+        kind = f"{self.scheme}://" if self.is_socks else ""
+        return kind + format_authority(self.host, self.port)
+
+
+def mapped_address(host: str, port: int, config: ProxyConfig) -> tuple[str, int] | None:
+    """Where ``proxy.hosts`` sends ``host`` (an exact name first, then the patterns in
+    order), or None when it is not mapped."""
+    hosts = config.hosts
+    if not hosts:
+        return None
+    address = hosts.get(host) or hosts.get(host.lower())
+    if address is None:
+        address = next((a for pattern, a in hosts.items() if host_matches(host, [pattern])),
+                       None)
+    if address is None:
+        return None
+    try:
+        return split_host_port(address, port)
+    except ValueError:
+        return address.strip("[]"), port  # a bare IPv6 address (validated with the file)
 
 
 def upstream_proxy_for(host: str, config: ProxyConfig) -> UpstreamProxy | None:
-    """The upstream proxy to use for ``host``, or None to connect directly."""
-    if not config.upstream_proxy or host_matches(host, config.no_upstream):
+    """The upstream proxy to use for ``host``, or None to connect directly (as to a host
+    that ``proxy.hosts`` maps: it is reached at its mapped address)."""
+    if not config.upstream_proxy or host_matches(host, config.no_upstream) \
+            or mapped_address(host, 0, config) is not None:
         return None
     return UpstreamProxy.parse(config.upstream_proxy)
 
@@ -177,8 +208,12 @@ async def open_stream(host: str, port: int, config: ProxyConfig,
     """A byte stream to ``host:port``: direct TCP, or a CONNECT tunnel via the upstream proxy."""
     via = upstream_proxy_for(host, config)
     if via is None:
+        host, port = mapped_address(host, port, config) or (host, port)
         return await connect_tcp(host, port, config.connect_timeout, loop_transports)
     stream = await connect_tcp(via.host, via.port, config.connect_timeout, loop_transports)
+    if via.is_socks:
+        await _socks_connect(stream, via, host, port, config.read_timeout)
+        return stream
     target = format_authority(host, port)
     connection = HTTPConnection(stream, h11.CLIENT, config.max_header_size)
     headers = [("Host", target)]
@@ -204,6 +239,28 @@ async def open_stream(host: str, port: int, config: ProxyConfig,
     return stream
 
 
+async def _socks_connect(stream: EngineStream, via: UpstreamProxy, host: str, port: int,
+                         timeout: float) -> None:
+    target = format_authority(host, port)
+    try:
+        with anyio.fail_after(timeout):
+            await client_handshake(stream, via.scheme, host, port, via.username, via.password)
+    except TimeoutError:
+        await stream.aclose()
+        raise UpstreamTimeout(f"upstream proxy {via} did not answer CONNECT {target}") from None
+    except SocksError as exc:
+        await stream.aclose()
+        raise UpstreamError(f"upstream proxy {via} refused CONNECT {target}: {exc}") from None
+    except STREAM_ERRORS as exc:
+        await stream.aclose()
+        raise UpstreamError(f"upstream proxy {via} failed on CONNECT {target}: "
+                            f"{type(exc).__name__}") from None
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+        raise
+
+
 async def open_upstream(
     target: Target, config: ProxyConfig, tls_context: ssl.SSLContext,
     session: ssl.SSLSession | None = None, loop_transports: bool = True,
@@ -211,8 +268,8 @@ async def open_upstream(
     """A new connection to ``target``; its TLS handshake offers ``session`` for resumption."""
     via = upstream_proxy_for(target.host, config)
     opened_at = time.time()
-    if via is not None and target.scheme == "http":
-        # Plain HTTP goes to the upstream proxy in absolute form, with its credentials.
+    if via is not None and target.scheme == "http" and not via.is_socks:
+        # Plain HTTP goes to an HTTP upstream proxy in absolute form, with its credentials.
         stream = await connect_tcp(via.host, via.port, config.connect_timeout, loop_transports)
         upstream = Upstream(stream, target, config.max_header_size)
         upstream.via = via

@@ -215,6 +215,7 @@ FIELDS: dict[str, Builder] = {
     "comment": lambda v, p: t.Contains("comment", t.fold(v)),
     "scheme": lambda v, p: t.Equals("scheme", t.fold(v), nocase=True),
     "kind": lambda v, p: t.Equals("kind", t.fold(v), nocase=True),
+    "mode": lambda v, p: t.Equals("mode", t.fold(v), nocase=True),
     "client": lambda v, p: t.Contains("client_addr", t.fold(v)),
     "server": lambda v, p: t.Contains("server_addr", t.fold(v)),
     "is": _flag,
