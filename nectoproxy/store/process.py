@@ -242,12 +242,7 @@ class ProcessWriter:
         """As :meth:`CaptureWriter.websocket`: a message's content counts against the byte
         budget (past it the message is sent without its content, marked truncated)."""
         with self._lock:
-            if self._closed or self._dead:
-                return
-            if len(self._pending) >= self.max_queued_messages or \
-                    self._queued_bytes + MESSAGE_BYTES > self.max_queued_bytes:
-                self.stats.messages_dropped += 1
-                self._report_dropping()
+            if not self._room():
                 return
             if event.data and self._queued_bytes + MESSAGE_BYTES + len(event.data) > \
                     self.max_queued_bytes:
@@ -260,19 +255,25 @@ class ProcessWriter:
 
     def _put(self, message: tuple[Any, ...]) -> None:
         with self._lock:
-            if self._closed or self._dead:
-                return
-            # A record counts MESSAGE_BYTES against the byte budget too: when the child falls
-            # behind, flows are dropped (counted, logged) before they eat the proxy's memory.
-            if len(self._pending) >= self.max_queued_messages or \
-                    self._queued_bytes + MESSAGE_BYTES > self.max_queued_bytes:
-                self.stats.messages_dropped += 1
-                self._report_dropping()
+            if not self._room():
                 return
             self._queued_bytes += MESSAGE_BYTES
             self._pending.append(message)
             if len(self._pending) == 1:
                 self._wake.notify()
+
+    def _room(self) -> bool:
+        """(Under the lock.) Whether one more message may be queued; a drop is counted if not.
+        A record counts MESSAGE_BYTES against the byte budget too: when the child falls
+        behind, flows are dropped (counted, logged) before they eat the proxy's memory."""
+        if self._closed or self._dead:
+            return False
+        if len(self._pending) >= self.max_queued_messages or \
+                self._queued_bytes + MESSAGE_BYTES > self.max_queued_bytes:
+            self.stats.messages_dropped += 1
+            self._report_dropping()
+            return False
+        return True
 
     def _drop(self, key: tuple[str, str], size: int) -> None:
         if key not in self._dropped:

@@ -37,6 +37,7 @@ FIELD_HELP = {
     "comment": "the comment contains it",
     "scheme": "http or https",
     "kind": "http or tunnel",
+    "mode": "how the client came in: regular, reverse or socks5",
     "client": "the client address contains it",
     "server": "the server address contains it",
     "is": "a flag: error, pending, marked, websocket, ...",
