@@ -47,7 +47,7 @@ from nectoproxy.store.writer import (
 log = logging.getLogger("nectoproxy.store")
 
 #: Longest the sender waits to gather a batch after the first message.
-BATCH_SECONDS = 0.05
+BATCH_SECONDS = 0.01
 #: The child's transactions: up to this long after the first message, or this many messages.
 #: Each commit writes every page the batch touched (the flows, their indexes, the counters);
 #: a tenth of a second of flows shares most of those pages, and most flows start and finish
