@@ -26,7 +26,8 @@ from nectoproxy import replaytag
 from nectoproxy.flow import Flow, Tunnel, format_authority
 from nectoproxy.hookspecs import hookimpl
 from nectoproxy.store import DEFAULT_MAX_BODY_SIZE, FlowRecord, FlowWriter, TlsInfo
-from nectoproxy.store.records import HeaderList, Timings
+from nectoproxy.store.capturewire import End, Head, coding, fields_from_end, record_from_head
+from nectoproxy.store.records import Timings
 from nectoproxy.store.wsframes import WebSocketEvent
 from nectoproxy.websocket import WebSocketData, WebSocketMessage
 
@@ -40,123 +41,62 @@ def _address(address: tuple[str, int] | None) -> str | None:
     return format_authority(address[0], address[1]) if address else None
 
 
-def _ms(start: float, when: float | None) -> float | None:
-    return None if when is None else round(max(0.0, when - start) * 1000, 3)
-
-
-def _timings(flow: Flow) -> Timings:
-    start = flow.timestamp_start
-    timings = Timings()
-    for key, when in (("connect", flow.timestamp_tcp_connected),
-                      ("tls_handshake", flow.timestamp_tls_established),
-                      ("request_sent", flow.timestamp_request_sent),
-                      ("first_byte", flow.timestamp_response_start),
-                      ("complete", flow.timestamp_end)):
-        value = _ms(start, when)
-        if value is not None:
-            timings[key] = value  # type: ignore[literal-required]
-    return timings
-
-
-def _tls_client(flow: Flow) -> TlsInfo | None:
+def flow_head(flow: Flow, *, mode: str = "regular", replay_of: str | None = None) -> Head:
+    """What is known of ``flow`` when its request head is in, as plain values (the writer
+    maps them to a record: :func:`~nectoproxy.store.capturewire.record_from_head`)."""
+    request = flow.request
     tls = flow.connection.tls
-    if tls is None:
-        return None
-    info = TlsInfo()
-    for key in ("sni", "version", "cipher", "alpn"):
-        value = getattr(tls, key)
-        if value:
-            info[key] = value
-    return info
+    return (flow.id, mode, _address(flow.client_address), request.scheme, request.method,
+            request.url, request.host, request.port, request.path, request.http_version,
+            list(flow.received_request_headers or request.headers.fields),
+            flow.timestamp_start,
+            None if tls is None else (tls.sni, tls.version, tls.cipher, tls.alpn), replay_of)
 
 
-def _tls_server(flow: Flow) -> TlsInfo | None:
-    tls = flow.server_tls
-    if tls is None:
-        return None
-    info = TlsInfo()
-    for key in ("sni", "version", "cipher", "alpn", "subject", "issuer", "not_after"):
-        value = getattr(tls, key)
-        if value:
-            info[key] = value
-    return info
+_NOT_COUNTED = (False, False, -1, -1)
 
 
-def _redacted(fields: list[tuple[str, str]]) -> HeaderList:
-    """The fields as a new list; the client's credentials for the proxy itself are not kept."""
-    return [(name, "[redacted]") if len(name) == 19 and name.lower() == "proxy-authorization"
-            else (name, value) for name, value in fields]
-
-
-def _field(fields: list[tuple[str, str]], lower: str) -> str | None:
-    """The first value of a header (``lower``: its name in lower case), without the
-    case-folding of every name that ``Headers.get`` does: most lengths differ."""
-    size = len(lower)
-    for name, value in fields:
-        if len(name) == size and name.lower() == lower:
-            return value
-    return None
-
-
-def _coding(fields: list[tuple[str, str]]) -> str:
-    value = _field(fields, "content-encoding")
-    return value.strip().lower() if value else ""
-
-
-def started_record(flow: Flow, *, mode: str = "regular") -> FlowRecord:
-    """What is known of ``flow`` when its request head is in: the row capture starts with."""
+def flow_end(flow: Flow, head: Head,
+             bodies: tuple[bool, bool, int | None, int | None] = _NOT_COUNTED) -> End:
+    """What ``flow`` added to its ``head`` by its end, as plain values (see
+    :data:`~nectoproxy.store.capturewire.END_FIELDS`; the writer maps them to fields)."""
     request = flow.request
-    received = _redacted(flow.received_request_headers or request.headers.fields)
-    return FlowRecord(
-        id=flow.id, mode=mode, client_addr=_address(flow.client_address),
-        scheme=request.scheme, method=request.method, url=request.url, host=request.host,
-        port=request.port, path=request.path, http_version=request.http_version,
-        request_headers=received, request_body_encoding=_coding(received),
-        started_at=flow.timestamp_start, tls_client=_tls_client(flow))
-
-
-def finished_fields(flow: Flow, started: FlowRecord) -> dict[str, Any]:
-    """What the flow added to ``started`` by its end (FlowRecord field names): the response,
-    sizes, timings, TLS, the error, and where plugins changed the request, its new target."""
-    request = flow.request
-    fields: dict[str, Any] = {
-        "server_addr": _address(flow.server_address), "timings": _timings(flow),
-        "tls_server": _tls_server(flow), "error": flow.error,
-        "modified_by": list(flow.modified_by), "websocket": bool(flow.metadata.get("upgraded")),
-        "duration": _ms(flow.timestamp_start, flow.timestamp_end)}
-    if request.method != started.method or request.url != started.url:
-        fields.update(method=request.method, url=request.url, host=request.host,
-                      port=request.port, path=request.path, scheme=request.scheme)
-    request_fields = request.headers.fields
-    if flow.timestamp_request_sent is not None:  # forwarded: what went to the origin
-        sent = _redacted(request_fields)
-        if sent != started.request_headers:
-            fields["request_headers_sent"] = sent
-    encoding = _coding(request_fields)
-    size = flow.request_body_size or (len(request.raw_content) if request.raw_content else 0)
-    fields.update(request_size=size, request_body_encoding=encoding)
-    if not encoding:
-        fields["request_size_decoded"] = size
+    method, url = request.method, request.url
+    target = None if method == head[4] and url == head[5] else (
+        method, url, request.host, request.port, request.path, request.scheme)
+    fields = request.headers.fields
+    # Forwarded: what went to the origin, when it is not what came (compared unredacted).
+    sent = list(fields) if flow.timestamp_request_sent is not None and \
+        fields != head[10] else None
+    server = flow.server_tls
     response = flow.response
+    answer: tuple[Any, ...] | None = None
     if response is not None:
         shown = list(response.headers.fields)
-        head = flow.received_response_headers
-        received = head if head is not None else shown
-        encoding = _coding(shown)
-        fields.update(status=response.status_code, reason=response.reason,
-                      response_headers=received,
-                      response_headers_sent=shown if shown != received else None,
-                      content_type=_field(shown, "content-type"),
-                      response_size=flow.response_body_size, response_body_encoding=encoding)
-        if not encoding:
-            fields["response_size_decoded"] = flow.response_body_size
-    return fields
+        received = flow.received_response_headers
+        size = flow.response_body_size
+        if size == 0 and response.raw_content:  # a body never relayed (a plugin's answer)
+            size = len(response.raw_content)
+        answer = (response.status_code, response.reason,
+                  list(received) if received is not None else shown, shown, size)
+    return (flow.timestamp_start,
+            (flow.timestamp_tcp_connected, flow.timestamp_tls_established,
+             flow.timestamp_request_sent, flow.timestamp_response_start, flow.timestamp_end),
+            _address(flow.server_address),
+            None if server is None else (server.sni, server.version, server.cipher,
+                                         server.alpn, server.subject, server.issuer,
+                                         server.not_after),
+            flow.error, list(flow.modified_by), bool(flow.metadata.get("upgraded")), target,
+            sent, coding(fields),
+            flow.request_body_size or (len(request.raw_content) if request.raw_content else 0),
+            answer, bodies)
 
 
 def record_from_flow(flow: Flow, *, mode: str = "regular") -> FlowRecord:
     """Everything known about ``flow`` now, as the store keeps it (bodies apart)."""
-    record = started_record(flow, mode=mode)
-    for name, value in finished_fields(flow, record).items():
+    head = flow_head(flow, mode=mode)
+    record = record_from_head(head)
+    for name, value in fields_from_end(flow_end(flow, head)).items():
         setattr(record, name, value)
     return record
 
@@ -210,14 +150,14 @@ class _FlowCapture:
     __slots__ = ("_flow", "decoded", "flow_id", "owner", "started", "stored", "truncated",
                  "writer")
 
-    def __init__(self, owner: Capture, flow: Flow, started: FlowRecord) -> None:
+    def __init__(self, owner: Capture, flow: Flow, started: Head) -> None:
         self.owner = owner
         # Weakly: the flow holds this tap, and a cycle would leave every flow (with its
         # bodies) to the cyclic collector instead of going when its connection does.
         self._flow = weakref.ref(flow)
         self.flow_id = flow.id
         self.writer = owner.writer
-        #: The record the flow started with (what was sent to the writer then).
+        #: The head the flow started with (what was sent to the writer then).
         self.started = started
         self.stored = {"request": 0, "response": 0}
         self.truncated = {"request": False, "response": False}
@@ -266,8 +206,8 @@ class _FlowCapture:
         message = flow.request if direction == "request" else flow.response
         if message is None:
             return None
-        coding = _coding(message.headers.fields)
-        return _DecodedSize(coding) if coding in ("gzip", "x-gzip", "deflate") else None
+        name = coding(message.headers.fields)
+        return _DecodedSize(name) if name in ("gzip", "x-gzip", "deflate") else None
 
     def finish(self, flow: Flow) -> None:
         # Bodies that were never relayed: a request answered by a plugin, an error answer.
@@ -278,18 +218,13 @@ class _FlowCapture:
         if self.stored["response"] == 0 and response is not None and response.raw_content \
                 and flow.response_body_size == 0:
             self("response", response.raw_content)
-        fields = finished_fields(flow, self.started)
-        for direction in ("request", "response"):
-            if self.truncated[direction]:
-                fields[f"{direction}_truncated"] = True
-            counter = self.decoded.get(direction)
-            if counter is not None and not self.truncated[direction]:
-                fields[f"{direction}_size_decoded"] = counter.size
-        if response is not None and flow.response_body_size == 0 and response.raw_content:
-            fields["response_size"] = len(response.raw_content)
-            if not fields["response_body_encoding"]:
-                fields["response_size_decoded"] = len(response.raw_content)
-        self.writer.flow_finished(flow.id, fields)
+        decoded = self.decoded
+        request, response_counter = decoded.get("request"), decoded.get("response")
+        truncated = self.truncated
+        self.writer.flow_end(flow.id, flow_end(flow, self.started, (
+            truncated["request"], truncated["response"],
+            -1 if request is None else request.size,
+            -1 if response_counter is None else response_counter.size)))
 
 
 class _MessageCapture:
@@ -375,11 +310,10 @@ class Capture:
             if tag is not None:
                 original, flow.id = tag
                 replay_of = original or None
-        record = started_record(flow, mode=flow.connection.mode)
-        record.replay_of = replay_of
-        state = _FlowCapture(self, flow, record)
+        head = flow_head(flow, mode=flow.connection.mode, replay_of=replay_of)
+        state = _FlowCapture(self, flow, head)
         flow.body_taps.append(state)
-        self.writer.flow_started(record)
+        self.writer.flow_head(head)
         return state
 
     @hookimpl(tryfirst=True)

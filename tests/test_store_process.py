@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
 import signal
 import time
+from http import HTTPStatus
 from pathlib import Path
 
 import pytest
 
-from nectoproxy.store import FlowRecord, ProcessWriter, SQLiteStore, new_flow_id
+from nectoproxy.store import (
+    CaptureWriter,
+    FlowRecord,
+    ProcessWriter,
+    SQLiteStore,
+    capturewire,
+    new_flow_id,
+    process,
+)
 
 
 @pytest.fixture
@@ -156,3 +166,79 @@ def test_the_writer_enforces_retention_between_its_batches(store: SQLiteStore) -
             time.sleep(0.1)
     flows, _ = store.list_flows(limit=100, order="oldest")
     assert [f.path for f in flows] == [f"/{n}" for n in range(40, 50)]  # the newest kept
+
+
+def _head(flow_id: str, n: int, headers: list[tuple[str, str]]) -> capturewire.Head:
+    return (flow_id, "regular", "127.0.0.1:5000", "https", "POST", f"https://x.test/{n}",
+            "x.test", 443, f"/{n}", "HTTP/1.1", headers, 1_700_000_000.0,
+            ("x.test", "TLSv1.3", "TLS_AES_128_GCM_SHA256", None), None)
+
+
+def _end(status: int, sent: list[tuple[str, str]] | None) -> capturewire.End:
+    start = 1_700_000_000.0
+    return (start, (None, None, start + 0.001, start + 0.0025, start + 0.004), "127.0.0.1:443",
+            None, None, ["rules"], False, None, sent, "", 3,
+            (status, "OK", [("Content-Type", "text/plain")], [("Content-Type", "text/plain")],
+             5), (False, False, -1, -1))
+
+
+def test_heads_and_ends_are_mapped_in_the_child_as_in_a_thread_writer(
+        store: SQLiteStore, tmp_path: Path) -> None:
+    """Capture's plain tuples (marshalled to the child) give the rows CaptureWriter gives;
+    a value marshal cannot carry (an IntEnum status) sends its batch pickled instead."""
+    received = [("Host", "x.test"), ("Proxy-Authorization", "Basic c2VjcmV0"),
+                ("Connection", "keep-alive")]
+    sent = [("Host", "x.test")]
+    plain, enum = new_flow_id(), new_flow_id()
+    with ProcessWriter(store.path) as writer:
+        writer.flow_head(_head(plain, 1, received))
+        writer.body_chunk(plain, "request", b"abc")
+        writer.body_chunk(plain, "response", b"hello")
+        writer.flow_end(plain, _end(200, sent))
+        assert writer.flush(30)
+        writer.flow_head(_head(enum, 2, received))
+        writer.flow_end(enum, _end(HTTPStatus.CREATED, None))
+        assert writer.flush(30)
+    other = SQLiteStore(tmp_path / "thread.db")
+    other.start_run()
+    with CaptureWriter(other.path) as thread_writer:
+        thread_writer.flow_head(_head(plain, 1, received))
+        thread_writer.body_chunk(plain, "request", b"abc")
+        thread_writer.body_chunk(plain, "response", b"hello")
+        thread_writer.flow_end(plain, _end(200, sent))
+        assert thread_writer.flush(30)
+    record, expected = store.get_flow(plain), other.get_flow(plain)
+    assert record is not None and expected is not None
+    assert dataclasses.replace(record, session_id=None, seq=None, version=None) == \
+        dataclasses.replace(expected, session_id=None, seq=None, version=None)
+    assert record.request_headers[1] == ("Proxy-Authorization", "[redacted]")
+    assert record.request_headers_sent == sent
+    assert record.timings == {"request_sent": 1.0, "first_byte": 2.5, "complete": 4.0}
+    assert record.tls_client == {"sni": "x.test", "version": "TLSv1.3",
+                                 "cipher": "TLS_AES_128_GCM_SHA256"}
+    assert (record.status, record.duration, record.modified_by) == (200, 4.0, ["rules"])
+    assert (record.request_stored, record.response_stored) == (3, 5)
+    assert store.get_body(plain, "response") == (b"hello", False)
+    created = store.get_flow(enum)
+    assert created is not None and created.status == 201
+    # (Which format each batch went in.)
+    plain_batch = [("h", _head(plain, 1, received)), ("e", plain, _end(200, sent), (0, 0))]
+    assert process._dumps(plain_batch)[:1] != b"\x80"  # marshal
+    assert process._loads(process._dumps(plain_batch)) == plain_batch
+    enum_batch = [("e", enum, _end(HTTPStatus.CREATED, None), (0, 0))]
+    assert process._dumps(enum_batch)[:1] == b"\x80"  # pickle
+    assert process._loads(process._dumps(enum_batch)) == enum_batch
+
+
+def test_an_end_marks_the_bodies_whose_chunks_this_side_dropped(store: SQLiteStore) -> None:
+    with ProcessWriter(store.path, max_queued_bytes=100_000, batch_seconds=0.2) as writer:
+        flow_id = new_flow_id()
+        writer.flow_head(_head(flow_id, 1, [("Host", "x.test")]))
+        for _ in range(50):
+            writer.body_chunk(flow_id, "response", b"x" * 10_000)
+        writer.flow_end(flow_id, _end(200, None))
+        assert writer.flush(30)
+    record = store.get_flow(flow_id)
+    assert record is not None
+    assert record.response_truncated and not record.request_truncated
+    assert 0 < record.response_stored < 500_000

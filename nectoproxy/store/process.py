@@ -4,9 +4,10 @@ child process.
 In the proxy's process a thread that writes SQLite competes with the event loop for the GIL:
 the insert statements release it, but encoding rows and indexing text do not, and every
 hand-over costs the loop latency. So the command line captures through this class: the calls
-(``flow_started``, ``body_chunk``, ``flow_finished``, ``tunnel``) append to a list under a
-lock and return; a sender thread pickles what piled up (one ``pickle.dumps`` per batch, C code
-that is quick even for thousands of messages) and writes it to a pipe; a child process runs an
+(``flow_head``, ``body_chunk``, ``flow_end``, ``tunnel``...) append to a list under a lock and
+return; a sender thread writes what piled up to a pipe, in one ``marshal.dumps`` per batch
+(capture's messages are plain values; a batch holding anything else is pickled), and the
+child maps heads and ends to records (``capturewire``); a child process runs an
 ordinary ``CaptureWriter`` on the other end, whose writing loop reads the pipe in the child's
 only thread (``CaptureWriter.serve``). Memory is bounded on this side too: past
 ``max_queued_bytes`` of bodies not yet handed to the child, chunks are dropped (all further
@@ -22,6 +23,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import marshal
 import os
 import pickle
 import queue
@@ -34,7 +36,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Self
 
-from nectoproxy.store import batch, wsframes
+from nectoproxy.store import batch, capturewire, wsframes
 from nectoproxy.store.base import DEFAULT_MAX_BODY_SIZE
 from nectoproxy.store.records import DIRECTIONS, UPDATABLE_FIELDS, Direction, FlowRecord
 from nectoproxy.store.writer import (
@@ -63,8 +65,26 @@ MESSAGE_BYTES = 1024
 #: until the child caught up, past all of it chunks are dropped (see Capture).
 DEFAULT_PENDING_BYTES = 8 * 1024**2
 _OPEN_DROPS = 10_000
+#: The messages that count MESSAGE_BYTES each (flow starts, ends, tunnels).
+_RECORDS = frozenset({"s", "h", "f", "e", "t"})
 _CHILD = ("import sys, json; from nectoproxy.store.process import _child_main; "
           "_child_main(*json.loads(sys.argv[1]))")
+
+
+def _dumps(batch: list[tuple[Any, ...]]) -> bytes:
+    """A batch for the child: in marshal's format when it holds plain values only (capture's
+    heads, ends and chunks: several times quicker both ways than pickle), else pickled."""
+    try:
+        return marshal.dumps(batch)
+    except ValueError:  # a record, a WebSocket event, an int or str subclass
+        return pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _loads(data: bytes) -> list[tuple[Any, ...]]:
+    # A pickle starts with its protocol's opcode (0x80); a marshalled list never does.
+    batch: list[tuple[Any, ...]] = pickle.loads(data) if data[:1] == b"\x80" else \
+        marshal.loads(data)
+    return batch
 
 
 class _Answer:
@@ -97,7 +117,7 @@ class _Pipe:
                 # The proxy is gone: write what came and stop.
                 self.messages.append(batch.Control(_Gone(), close=True))
                 break
-            self.messages.extend(map(self._message, pickle.loads(data)))
+            self.messages.extend(map(self._message, _loads(data)))
         return self.messages.popleft()
 
     def get_nowait(self) -> batch.Message:
@@ -109,6 +129,14 @@ class _Pipe:
             return batch.Started(message[1])
         if kind == "c":
             return batch.Chunk(message[1], 0 if message[2] == "request" else 1, message[3])
+        if kind == "h":
+            return batch.Started(capturewire.record_from_head(message[1]))
+        if kind == "e":
+            fields = capturewire.fields_from_end(message[2])
+            for direction, dropped in zip(DIRECTIONS, message[3], strict=True):
+                if dropped:
+                    fields[f"{direction}_truncated"] = True
+            return batch.Finished(message[1], fields)
         if kind == "f":
             return batch.Finished(message[1], message[2])
         if kind == "t":
@@ -138,7 +166,17 @@ def _child_main(read_fd: int, write_fd: int, path: str, options: dict[str, Any],
     writer = CaptureWriter(path, start=False, **options)
     # The writing loop runs in this, the child's only thread: messages come straight from
     # the pipe, with no queue and no second thread to take turns with for the GIL.
-    writer.serve(_Pipe(incoming, outgoing, writer))
+    profile = os.environ.get("NECTOPROXY_WRITER_PROFILE")  # benchmarks/capture_cost.py
+    if not profile:
+        writer.serve(_Pipe(incoming, outgoing, writer))
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(writer.serve, _Pipe(incoming, outgoing, writer))
+    finally:
+        profiler.dump_stats(profile)
 
 
 class ProcessWriter:
@@ -203,6 +241,16 @@ class ProcessWriter:
     def flow_started(self, record: FlowRecord) -> None:
         self._put(("s", record))
 
+    def flow_head(self, head: capturewire.Head) -> None:
+        """As ``CaptureWriter.flow_head``; the child maps the head to a record."""
+        self._put(("h", head))
+
+    def flow_end(self, flow_id: str, end: capturewire.End) -> None:
+        """As ``CaptureWriter.flow_end``; the child maps the end to fields."""
+        with self._lock:
+            dropped = self._undrop(flow_id)
+        self._put(("e", flow_id, end, dropped))
+
     def tunnel(self, record: FlowRecord) -> None:
         self._put(("t", record))
 
@@ -232,11 +280,19 @@ class ProcessWriter:
             raise ValueError(f"not updatable flow fields: {', '.join(sorted(unknown))}")
         update = dict(fields)
         with self._lock:
-            for direction in DIRECTIONS:
-                if (flow_id, direction) in self._dropped:
-                    del self._dropped[flow_id, direction]
+            for direction, dropped in zip(DIRECTIONS, self._undrop(flow_id), strict=True):
+                if dropped:
                     update[f"{direction}_truncated"] = True
         self._put(("f", flow_id, update))
+
+    def _undrop(self, flow_id: str) -> tuple[bool, bool]:
+        """(Under the lock.) Whether chunks of the flow's request, response were dropped on
+        this side; forgotten now (the flow is over)."""
+        dropped = self._dropped
+        if not dropped:
+            return (False, False)
+        request = dropped.pop((flow_id, "request"), 0) is None
+        return request, dropped.pop((flow_id, "response"), 0) is None
 
     def websocket(self, event: wsframes.WebSocketEvent) -> None:
         """As :meth:`CaptureWriter.websocket`: a message's content counts against the byte
@@ -305,10 +361,10 @@ class ProcessWriter:
                 time.sleep(self.batch_seconds)  # let a batch gather
             with self._lock:
                 batch, sent_bytes = self._take()
-                sent_bytes += MESSAGE_BYTES * sum(1 for m in batch if m[0] in ("s", "f", "t"))
+                sent_bytes += MESSAGE_BYTES * sum(1 for m in batch if m[0] in _RECORDS)
                 sent_bytes += sum(MESSAGE_BYTES + len(m[1].data) for m in batch if m[0] == "w")
             try:
-                self._conn.send_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+                self._conn.send_bytes(_dumps(batch))
             except (OSError, ValueError) as exc:
                 self._child_died(exc)
                 return

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, Self
 
-from nectoproxy.store import batch, ingest, maintenance, schema, textindex, wsframes
+from nectoproxy.store import batch, capturewire, ingest, maintenance, schema, textindex, wsframes
 from nectoproxy.store.base import DEFAULT_MAX_BODY_SIZE
 from nectoproxy.store.records import UPDATABLE_FIELDS, Direction, FlowRecord
 
@@ -90,6 +90,10 @@ class FlowWriter(Protocol):
     def queued_bytes(self) -> int: ...
 
     def flow_started(self, record: FlowRecord) -> None: ...
+
+    def flow_head(self, head: capturewire.Head) -> None: ...
+
+    def flow_end(self, flow_id: str, end: capturewire.End) -> None: ...
 
     def tunnel(self, record: FlowRecord) -> None: ...
 
@@ -174,6 +178,14 @@ class CaptureWriter:
         """A flow whose request head is in. The writer owns ``record`` from now on (it may
         complete it in place with what ``flow_finished`` brings): do not change or reuse it."""
         self._put(batch.Started(record))
+
+    def flow_head(self, head: capturewire.Head) -> None:
+        """As :meth:`flow_started`, from capture's plain values (``capturewire``)."""
+        self.flow_started(capturewire.record_from_head(head))
+
+    def flow_end(self, flow_id: str, end: capturewire.End) -> None:
+        """As :meth:`flow_finished`, from capture's plain values (``capturewire``)."""
+        self.flow_finished(flow_id, capturewire.fields_from_end(end))
 
     def tunnel(self, record: FlowRecord) -> None:
         """A pass-through tunnel, stored complete once it has ended."""
