@@ -7,7 +7,9 @@ Starts the fake origins of ``nectoproxy.testing.origin`` (plain and TLS) in this
 NectoProxy as a separate process (``python -m nectoproxy``), then runs worker threads that mix
 plain and HTTPS requests, uploads, downloads, expected errors (500, refused, origin closing),
 malformed requests, clients that vanish mid-request, storms of clients that vanish at once,
-keep-alive and new connections. Every answer is checked (status, sha256 of bodies).
+keep-alive and new connections, WebSockets (plain and wss, to echo origins), requests through
+its SOCKS5 listener and to its reverse-mode listener. Every answer is checked (status, sha256
+of bodies, echoed messages).
 
 It judges what it prints (exit status 1 if any fails): no failed request, no traceback in the
 proxy's log; the RSS slope after the first two minutes under 1 MiB per 10 minutes (judged on
@@ -19,6 +21,7 @@ test: CI does not run it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import contextlib
 import hashlib
@@ -310,9 +313,82 @@ class Worker:
             raise Failure("pipelined answers", reply[-200:].decode("latin-1"))
         return len(request) * 4, len(reply)
 
+    def websocket(self) -> tuple[int, int]:
+        """A WebSocket through a CONNECT tunnel (plain, or wss intercepted by the proxy) to an
+        echo origin: messages of several sizes, text and binary, each echoed byte-exact.
+        (``websockets``' asyncio client: its sync client once in a few hundred TLS
+        connections waited for a handshake answer that had come, proxy or not.)"""
+        tls = self.random.random() < 0.5
+        echo = self.soak.ws_tls if tls else self.soak.ws_plain
+        host = "localhost" if tls else "127.0.0.1"
+        sock = socket.create_connection(("127.0.0.1", self.soak.port), timeout=10)
+        try:
+            sock.sendall(f"CONNECT {host}:{echo.port} HTTP/1.1\r\nHost: {host}:{echo.port}"
+                         "\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise Failure("CONNECT for a WebSocket: connection closed", head)
+                head += chunk
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise Failure("CONNECT for a WebSocket refused", head[:200])
+            scheme = "wss" if tls else "ws"
+            sizes = [self.random.choice([0, 125, 126, 4096, 65536, 300_000])
+                     for _ in range(self.random.randint(1, 8))]
+            messages: list[str | bytes] = [
+                "é" * (size // 2) if self.random.random() < 0.5 else self.random.randbytes(size)
+                for size in sizes]
+            compress = self.random.random() < 0.3  # permessage-deflate, as browsers offer
+            sock.setblocking(False)
+            with _named(f"{scheme}: "):
+                return asyncio.run(asyncio.wait_for(self._echoes(
+                    f"{scheme}://{host}:{echo.port}/", sock, tls, messages, compress), 60))
+        finally:
+            sock.close()
+
+    async def _echoes(self, uri: str, sock: socket.socket, tls: bool,
+                      messages: list[str | bytes], compress: bool) -> tuple[int, int]:
+        from websockets.asyncio.client import connect
+
+        up = down = 0
+        async with connect(uri, sock=sock, ssl=self.soak.context if tls else None,
+                           max_size=None, open_timeout=10, close_timeout=5,
+                           compression="deflate" if compress else None) as ws:
+            for message in messages:
+                await ws.send(message)
+                if await ws.recv() != message:
+                    raise Failure("WebSocket echo differs", f"{len(message)} sent")
+                length = len(message.encode() if isinstance(message, str) else message)
+                up, down = up + length, down + length
+        return up, down
+
+    def socks(self) -> tuple[int, int]:
+        """A request through the SOCKS5 listener (plain, or HTTPS intercepted)."""
+        url = self._url("/json")
+        with httpx.Client(proxy=f"socks5://127.0.0.1:{self.soak.socks_port}",
+                          verify=self.soak.context or True, timeout=30) as client:
+            response = client.get(url)
+        if response.status_code != 200 or response.json() != {"hello": "world", "n": 1}:
+            raise Failure(f"socks: status {response.status_code}", response.text[:200])
+        return 0, len(response.content)
+
+    def reverse(self) -> tuple[int, int]:
+        """Requests to the reverse-mode listener, in front of the TLS origin."""
+        size = self.random.choice([0, 1000, 200_000])
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.soak.reverse_port}",
+                          timeout=30) as client:
+            response = client.get(f"/bytes/{size}")
+        if response.status_code != 200 or \
+                hashlib.sha256(response.content).hexdigest() != self.soak.sha(size):
+            raise Failure(f"reverse: status {response.status_code} / bad body",
+                          f"{len(response.content)} of {size} bytes")
+        return 0, len(response.content)
+
     SCENARIOS: ClassVar[list[tuple[str, int]]] = [
         ("get_small", 30), ("download", 12), ("upload", 12), ("expected_error", 10),
         ("bad_request", 10), ("vanish", 6), ("pipelined", 5), ("storm", 1),
+        ("websocket", 4), ("socks", 4), ("reverse", 4),
     ]
 
     def run(self, deadline: float, stats: Stats) -> None:
@@ -338,6 +414,62 @@ class Worker:
 # -- the run ---------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _named(prefix: str) -> Any:
+    """A timeout or a connection error inside, as a Failure that says where it happened."""
+    try:
+        yield
+    except (OSError, TimeoutError) as exc:
+        raise Failure(f"{prefix}{type(exc).__name__}", str(exc)) from exc
+
+
+class _EchoOrigin:
+    """A WebSocket echo server on 127.0.0.1 (``websockets``' asyncio server, on a loop in a
+    thread of its own), TLS with a certificate for localhost from ``ca`` when given. (Its
+    threaded sync server once in a few hundred TLS connections never answered a handshake,
+    without any proxy in between.)"""
+
+    def __init__(self, ca: trustme.CA | None = None) -> None:
+        self.ca = ca
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        from websockets.asyncio.server import ServerConnection, serve
+
+        async def echo(ws: ServerConnection) -> None:
+            with contextlib.suppress(Exception):  # (a client that goes away mid-message)
+                async for message in ws:
+                    await ws.send(message)
+
+        context = None
+        if self.ca is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.ca.issue_cert("localhost").configure_cert(context)
+        ready = threading.Event()
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            async with serve(echo, "127.0.0.1", 0, ssl=context, max_size=None) as server:
+                self.port = next(iter(server.sockets)).getsockname()[1]
+                ready.set()
+                await self._stop.wait()
+
+        self._thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the WebSocket echo origin did not start")
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+
+
 class Soak:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
@@ -352,6 +484,10 @@ class Soak:
         with socket.socket() as unused:
             unused.bind(("127.0.0.1", 0))
             self.closed_port = unused.getsockname()[1]
+        self.ws_plain = _EchoOrigin()
+        self.ws_tls = _EchoOrigin(self.ca)
+        self.socks_port = free_port()
+        self.reverse_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.origin_ports: set[int] = set()
         self.rss_samples: list[tuple[float, int]] = []
@@ -366,13 +502,16 @@ class Soak:
             return self._sha[(size, seed)]
 
     def client(self) -> httpx.Client:
-        return httpx.Client(proxy=f"http://127.0.0.1:{self.port}", verify=self.context,
+        return httpx.Client(proxy=f"http://127.0.0.1:{self.port}", verify=self.context or True,
                             timeout=30)
 
     def start(self) -> None:
         self.origin.start()
         self.tls_origin.start()
-        self.origin_ports = {self.origin.port, self.tls_origin.port}
+        self.ws_plain.start()
+        self.ws_tls.start()
+        self.origin_ports = {self.origin.port, self.tls_origin.port, self.ws_plain.port,
+                             self.ws_tls.port}
         ca_file = self.workdir / "origin-ca.pem"
         self.ca.cert_pem.write_to_path(str(ca_file))
         certs = self.workdir / "certs"
@@ -381,7 +520,10 @@ class Soak:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "nectoproxy", "--no-config", "--no-entry-points",
-                 "--listen-host", "127.0.0.1", "--listen-port", str(self.port),
+                 "--mode", f"regular@127.0.0.1:{self.port}",
+                 "--mode", f"socks5@127.0.0.1:{self.socks_port}",
+                 "--mode", (f"reverse:https://localhost:{self.tls_origin.port}"
+                            f"@127.0.0.1:{self.reverse_port}"),
                  "--certs-dir", str(certs), "--upstream-ca", str(ca_file), "-q", *capture],
                 stdout=log, stderr=log, env=env,
             )
@@ -411,6 +553,8 @@ class Soak:
             code = self.process.returncode
         self.tls_origin.stop()
         self.origin.stop()
+        self.ws_plain.stop()
+        self.ws_tls.stop()
         return code
 
     def warm_up(self) -> None:
@@ -518,6 +662,12 @@ class Soak:
         slope_text = "n/a" if slope is None else f"{slope:+.2f} MiB per 10 min"
         print(f"RSS slope           {slope_text} after the first {WARM_UP:.0f} s, from "
               f"{len(steady)} samples (goal < {SLOPE_GOAL:g}): {verdict}")
+        later = [(t, r) for t, r in self.rss_samples if t >= elapsed / 2]
+        if elapsed >= 2 * (WARM_UP + 180) and len(later) >= 3:
+            half = slope_mib_per_10min(later)
+            print(f"RSS slope, 2nd half {'n/a' if half is None else f'{half:+.2f}'} MiB per 10 "
+                  f"min (from {elapsed / 2:.0f} s: a warm-up that lasts longer than "
+                  f"{WARM_UP:.0f} s flattens here, a leak does not)")
         print(f"threads             start {start[2]}, end {end[2]}")
         store = self.workdir / "home" / "flows.db"
         if store.exists():
