@@ -262,7 +262,9 @@ def _flow(url: str, method: str = "GET") -> Flow:
 
 def _run_hook(plugin: Onboarding, flow: Flow) -> None:
     async def call() -> None:
-        await plugin.on_request_headers(flow)
+        answer = plugin.on_request_headers(flow)  # (a coroutine only for the setup host)
+        if answer is not None:
+            await answer
 
     anyio.run(call)
 
