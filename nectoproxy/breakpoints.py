@@ -38,7 +38,7 @@ import anyio.to_thread
 from nectoproxy.capture import record_from_flow
 from nectoproxy.config import Config
 from nectoproxy.flow import Flow, Headers, Response
-from nectoproxy.settings import LiveFile, SettingsError, SettingsProvider
+from nectoproxy.settings import LiveFile, SettingsError, SettingsProvider, checked_object
 from nectoproxy.store.filters import Filter, FilterError, parse_filter
 
 log = logging.getLogger("nectoproxy.breakpoints")
@@ -558,14 +558,6 @@ class BreakpointSettings:
         return value
 
     def put(self, value: Any) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise SettingsError("expected an object {\"breakpoints\": [...]}")
-        unknown = set(value) - {"breakpoints", "file", "error"}
-        if unknown:
-            key = min(unknown)
-            raise SettingsError(f"{key}: unknown key (known: breakpoints)", key)
-        if "breakpoints" not in value:
-            raise SettingsError("breakpoints: required", "breakpoints")
-        found = check_breakpoints(value["breakpoints"])
+        found = check_breakpoints(checked_object(value, SCHEMA)["breakpoints"])
         self.plugin.live.write(breakpoints_document(found), found, field="breakpoints")
         return self.get()

@@ -22,7 +22,7 @@ from typing import Any
 from nectoproxy.config import Config
 from nectoproxy.flow import Connection
 from nectoproxy.hosts import host_matches
-from nectoproxy.settings import LiveFile, SettingsError, SettingsProvider
+from nectoproxy.settings import LiveFile, SettingsError, SettingsProvider, checked_object
 
 log = logging.getLogger("nectoproxy.passthrough")
 
@@ -147,15 +147,7 @@ class PassthroughSettings:
         return value
 
     def put(self, value: Any) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise SettingsError("expected an object {\"hosts\": [...]}")
-        unknown = set(value) - {"hosts", "configured", "file", "error"}
-        if unknown:
-            key = min(unknown)
-            raise SettingsError(f"{key}: unknown key (known: hosts)", key)
-        if "hosts" not in value:
-            raise SettingsError("hosts: required", "hosts")
-        hosts = check_hosts(value["hosts"])
+        hosts = check_hosts(checked_object(value, SCHEMA)["hosts"])
         self.plugin.live.write({"hosts": hosts}, hosts, field="hosts")
         return self.get()
 

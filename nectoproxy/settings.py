@@ -90,6 +90,27 @@ class SettingsProvider(Protocol):
         """
 
 
+def checked_object(value: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What ``put`` was given, checked against the top of its ``schema``: an object, with no key
+    the schema lacks (the ``readOnly`` ones, which ``get`` gives, are let through for ``put`` to
+    ignore) and every ``required`` key; SettingsError naming the key else."""
+    properties: Mapping[str, Any] = schema["properties"]
+    required: Sequence[str] = schema.get("required", ())
+    if not isinstance(value, Mapping):
+        shown = ", ".join(f'"{key}": [...]' if properties[key].get("type") == "array"
+                          else f'"{key}": ...' for key in required)
+        raise SettingsError(f"expected an object {{{shown}}}")
+    unknown = set(value) - set(properties)
+    if unknown:
+        key = min(unknown)
+        known = ", ".join(k for k, v in properties.items() if not v.get("readOnly"))
+        raise SettingsError(f"{key}: unknown key (known: {known})", key)
+    for key in required:
+        if key not in value:
+            raise SettingsError(f"{key}: required", key)
+    return value
+
+
 # -- files ------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nectoproxy import ConfigError
-from nectoproxy.settings import LiveFile, SettingsError
+from nectoproxy.settings import LiveFile, SettingsError, checked_object
 
 log = logging.getLogger("nectoproxy.test-live-file")
 
@@ -183,3 +183,24 @@ def test_a_document_toml_cannot_hold_changes_nothing(tmp_path: Path) -> None:
         colours.live.write({"colours": [None]}, ["?"], field="colours[0]")
     assert err.value.field == "colours[0]"
     assert path.read_text() == before and colours.in_force == ["red"]
+
+
+SCHEMA = {"type": "object", "required": ["colours"], "properties": {
+    "colours": {"type": "array"}, "file": {"type": "string", "readOnly": True}}}
+
+
+@pytest.mark.parametrize(("value", "message", "field"), [
+    (["red"], 'expected an object {"colours": [...]}', ""),
+    ({"colour": []}, "colour: unknown key (known: colours)", "colour"),
+    ({"file": "x"}, "colours: required", "colours"),
+])
+def test_a_put_value_is_checked_against_its_schema(value: object, message: str,
+                                                   field: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        checked_object(value, SCHEMA)
+    assert (err.value.message, err.value.field) == (message, field)
+
+
+def test_read_only_keys_are_let_through() -> None:
+    value = {"colours": ["red"], "file": "/x"}  # as get gave it
+    assert checked_object(value, SCHEMA) is value

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from nectoproxy import ConfigError
-from nectoproxy.settings import SettingsError, exposes_private
+from nectoproxy.settings import SettingsError, checked_object, exposes_private
 from nectoproxy_plugin_rules.json_schema import RULE_SCHEMA
 from nectoproxy_plugin_rules.loading import combine, name_prefix, read_tables
 from nectoproxy_plugin_rules.model import Rule
@@ -96,13 +96,7 @@ class RulesSettings:
         return value
 
     def put(self, value: Any) -> dict[str, Any]:
-        if not isinstance(value, Mapping):
-            raise SettingsError('expected an object {"rules": [...]}')
-        unknown = set(value) - set(SCHEMA["properties"])
-        if unknown:
-            key = min(unknown)
-            raise SettingsError(f"{key}: unknown key (known: rules)", key)
-        items = value.get("rules")
+        items = checked_object(value, SCHEMA)["rules"]
         if not isinstance(items, list):
             raise SettingsError(f"rules: expected a list of rules, got {items!r}", "rules")
         if len(items) > MAX_RULES:
