@@ -27,24 +27,6 @@ from nectoproxy.testing.origin import free_port
 ARGS = ("--no-config", "--no-entry-points", "-q", "--listen-host", "127.0.0.1")
 
 
-class Running:
-    def __init__(self, command: NectoProxyCommand, home: Path) -> None:
-        self.command = command
-        self.process = command.process
-        self.port = command.port
-        self.home = home
-        self.stderr_lines = command.banner
-        self.web_port = command.web_port
-        self.token = command.token
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(proxy=f"http://127.0.0.1:{self.port}", trust_env=False, timeout=30)
-
-    def api(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.web_port}", trust_env=False,
-                            timeout=30, headers={"Authorization": f"Bearer {self.token}"})
-
-
 def _start(home: Path, *args: str) -> subprocess.Popen[str]:
     """The command, for one that is to fail at start (no banner)."""
     environ = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(home)}
@@ -55,11 +37,11 @@ def _start(home: Path, *args: str) -> subprocess.Popen[str]:
 
 @contextmanager
 def nectoproxy(home: Path, *args: str, env: dict[str, str] | None = None,
-               web: bool = True) -> Iterator[Running]:
+               web: bool = True) -> Iterator[NectoProxyCommand]:
     with run_nectoproxy(*ARGS, "--listen-port", "0", "--web-port", "0", *args, home=home,
                         env=env) as command:
         assert command.web_port or not web, command.output()
-        yield Running(command, home)
+        yield command
 
 
 def wait_for(predicate: Any, timeout: float = 10.0) -> Any:
@@ -147,7 +129,7 @@ def test_no_web_captures_nothing(tmp_path: Path, origin: Any) -> None:
     with nectoproxy(tmp_path, "--no-web", web=False) as proxy:
         with proxy.client() as client:
             assert client.get(origin.url + "/").status_code == 200
-        assert not any("Inspector" in line for line in proxy.stderr_lines)
+        assert not any("Inspector" in line for line in proxy.banner)
     assert not (tmp_path / "flows.db").exists()
 
 
@@ -179,7 +161,7 @@ def test_kill_9_mid_capture_keeps_every_completed_flow(tmp_path: Path, origin: A
 
 def test_workers_write_to_one_store(tmp_path: Path, origin: Any) -> None:
     with nectoproxy(tmp_path, env={"NECTOPROXY_PROXY_WORKERS": "2"}) as proxy:
-        assert any("(2 worker processes)" in line for line in proxy.stderr_lines)
+        assert any("(2 worker processes)" in line for line in proxy.banner)
         for n in range(40):  # a new connection each: the kernel spreads them over both
             with proxy.client() as client:
                 assert client.get(origin.url + f"/echo?n={n}").status_code == 200

@@ -34,13 +34,11 @@ class Running:
         self.token = command.token
 
     def api(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.web_port}", trust_env=False,
-                            timeout=30, headers={"Authorization": f"Bearer {self.token}"})
+        return self.command.api()
 
     def get(self, url: str) -> httpx.Response:
         """A request through the proxy on a new connection."""
-        with httpx.Client(proxy=f"http://127.0.0.1:{self.port}", trust_env=False,
-                          timeout=30) as client:
+        with self.command.client() as client:
             return client.get(url)
 
     def curl(self, *args: str) -> subprocess.CompletedProcess[str]:

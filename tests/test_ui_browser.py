@@ -25,7 +25,7 @@ from playwright import sync_api  # the [test] extra
 from test_live_settings import config_text
 
 from nectoproxy.store import CaptureWriter, FlowRecord, SQLiteStore, new_flow_id
-from nectoproxy.testing.command import run_nectoproxy
+from nectoproxy.testing.command import NectoProxyCommand, run_nectoproxy
 from nectoproxy.testing.origin import free_port, pattern_sha256
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -52,21 +52,20 @@ Page = Any  # playwright.sync_api.Page
 class Inspector:
     """A running ``nectoproxy``: its proxy port, the UI's URL, API and proxied clients."""
 
-    def __init__(self, home: Path, port: int) -> None:
+    def __init__(self, home: Path, command: NectoProxyCommand) -> None:
         self.home = home
-        self.port = port
-        self.url = ""
-        self.web_port = 0
-        self.token = ""
+        self.command = command
+        self.port = command.port
+        self.url = command.inspector_url
+        self.web_port = command.web_port
+        self.token = command.token
 
     def api(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.web_port}", trust_env=False,
-                            timeout=30, headers={"Authorization": f"Bearer {self.token}"})
+        return self.command.api()
 
     def client(self) -> httpx.Client:
         verify = ssl.create_default_context(cafile=str(self.home / "certs" / "ca.pem"))
-        return httpx.Client(proxy=f"http://127.0.0.1:{self.port}", trust_env=False,
-                            timeout=30, verify=verify)
+        return self.command.client(verify=verify)
 
     def curl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """curl through the proxy (a new client, a new connection, each time)."""
@@ -95,10 +94,7 @@ def running(home: Path, *args: str, config: str | None = None) -> Iterator[Inspe
                         "--listen-port", str(free_port()), "--web-port", "0", *args,
                         home=home) as command:
         assert command.web_port, command.output()
-        inspector = Inspector(home, command.port)
-        inspector.url, inspector.web_port = command.inspector_url, command.web_port
-        inspector.token = command.token
-        yield inspector
+        yield Inspector(home, command)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:

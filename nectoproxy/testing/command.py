@@ -4,9 +4,10 @@
 
     with run_nectoproxy("--no-config", "--listen-host", "127.0.0.1", "--listen-port", "0",
                         "--web-port", "0", home=tmp_path) as proxy:
-        httpx.get(url, proxy=f"http://127.0.0.1:{proxy.port}")
-        httpx.get(f"http://127.0.0.1:{proxy.web_port}/api/health",
-                  headers={"Authorization": f"Bearer {proxy.token}"})
+        with proxy.client() as client:       # through the proxy
+            client.get(url)
+        with proxy.api() as api:             # the inspector's API, with the token
+            api.get("/api/health")
     assert proxy.returncode == 0, proxy.output()
 
 :func:`run_nectoproxy` starts ``python -m nectoproxy`` with the arguments (and only ``PATH``,
@@ -30,6 +31,9 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 #: ``NectoProxy listening on 127.0.0.1:8080 (regular mode) (2 worker processes)``
 LISTENING = re.compile(r"^NectoProxy listening on (?P<host>\S+):(?P<port>\d+)"
@@ -80,6 +84,20 @@ class NectoProxyCommand:
         """The first listener's port (the proxy's, without ``--mode``)."""
         assert self.listening, self.output()
         return self.listening[0].port
+
+    def client(self, **options: Any) -> httpx.Client:
+        """An httpx client through the proxy (its first listener); ``options`` go to httpx
+        (``verify=``, say)."""
+        listener = self.listening[0] if self.listening else Listener("127.0.0.1", self.port)
+        return httpx.Client(proxy=f"http://{listener.host}:{listener.port}", trust_env=False,
+                            timeout=30, **options)
+
+    def api(self) -> httpx.Client:
+        """An httpx client of the inspector's API, with its token."""
+        assert self.inspector_url, f"the banner shows no inspector:\n{self.output()}"
+        base = self.inspector_url.split("/?", 1)[0]
+        return httpx.Client(base_url=base, trust_env=False, timeout=30,
+                            headers={"Authorization": f"Bearer {self.token}"})
 
     @property
     def returncode(self) -> int | None:
