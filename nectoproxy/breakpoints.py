@@ -34,12 +34,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio.to_thread
-import tomli_w
 
 from nectoproxy.capture import record_from_flow
 from nectoproxy.config import Config
 from nectoproxy.flow import Flow, Headers, Response
-from nectoproxy.settings import FileWatch, SettingsError, SettingsProvider, write_atomically
+from nectoproxy.settings import LiveFile, SettingsError, SettingsProvider, checked_object
 from nectoproxy.store.filters import Filter, FilterError, parse_filter
 
 log = logging.getLogger("nectoproxy.breakpoints")
@@ -130,9 +129,9 @@ def read_breakpoints(path: Path) -> list[Breakpoint]:
         raise ValueError(f"{path}: {exc.message}") from None
 
 
-def write_breakpoints(path: Path, breakpoints: list[Breakpoint]) -> None:
-    write_atomically(path, _HEADER + tomli_w.dumps(
-        {"breakpoint": [b.to_json() for b in breakpoints]}))
+def breakpoints_document(breakpoints: list[Breakpoint]) -> dict[str, Any]:
+    """The TOML document of the breakpoints file."""
+    return {"breakpoint": [b.to_json() for b in breakpoints]}
 
 
 def live_record(flow: Flow) -> dict[str, Any]:
@@ -474,15 +473,11 @@ class Breakpoints:
         self.path = config.home_dir / FILE_NAME
         self.breakpoints: tuple[Breakpoint, ...] = ()
         self.paused = PausedFlows()
-        self.watch = FileWatch(self.path)
-        self._reload()
+        self.live = LiveFile(self.path, read_breakpoints, self._apply, what="breakpoints",
+                             logger=log, header=_HEADER)
+        self.live.load()
 
-    def _reload(self) -> None:
-        try:
-            found = read_breakpoints(self.path)
-        except ValueError as exc:
-            log.error("breakpoints not reloaded: %s (the previous ones stay in force)", exc)
-            return
+    def _apply(self, found: list[Breakpoint]) -> None:
         self.breakpoints = tuple(b for b in found if b.enabled)
 
     def _matching(self, flow: Flow, phase: str) -> Breakpoint | None:
@@ -497,16 +492,6 @@ class Breakpoints:
                 return breakpoint
         return None
 
-    def _check(self, flow: Flow, phase: str) -> Awaitable[None] | None:
-        if self.watch.due():
-            return self._reload_and_check(flow, phase)
-        self._pause_if_matching(flow, phase)
-        return None
-
-    async def _reload_and_check(self, flow: Flow, phase: str) -> None:
-        await anyio.to_thread.run_sync(self._reload)
-        self._pause_if_matching(flow, phase)
-
     def _pause_if_matching(self, flow: Flow, phase: str) -> None:
         if not self.breakpoints or flow.killed:
             return
@@ -516,10 +501,10 @@ class Breakpoints:
             self.paused.add(Paused(flow, phase, breakpoint.id))
 
     def on_request_headers(self, flow: Flow) -> Awaitable[None] | None:
-        return self._check(flow, "request")
+        return self.live.then(self._pause_if_matching, flow, "request")
 
     def on_response_headers(self, flow: Flow) -> Awaitable[None] | None:
-        return self._check(flow, "response")
+        return self.live.then(self._pause_if_matching, flow, "response")
 
     def on_error(self, flow: Flow) -> None:
         self.paused.ended(flow)
@@ -573,16 +558,6 @@ class BreakpointSettings:
         return value
 
     def put(self, value: Any) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise SettingsError("expected an object {\"breakpoints\": [...]}")
-        unknown = set(value) - {"breakpoints", "file", "error"}
-        if unknown:
-            key = min(unknown)
-            raise SettingsError(f"{key}: unknown key (known: breakpoints)", key)
-        if "breakpoints" not in value:
-            raise SettingsError("breakpoints: required", "breakpoints")
-        found = check_breakpoints(value["breakpoints"])
-        write_breakpoints(self.plugin.path, found)
-        self.plugin.watch.seen()
-        self.plugin.breakpoints = tuple(b for b in found if b.enabled)
+        found = check_breakpoints(checked_object(value, SCHEMA)["breakpoints"])
+        self.plugin.live.write(breakpoints_document(found), found, field="breakpoints")
         return self.get()

@@ -248,5 +248,6 @@ def on_settings(config: Config) -> list[SettingsProvider] | None:
     ``put`` is called in a worker thread: it validates (raising
     :class:`nectoproxy.settings.SettingsError` naming the field), writes a file atomically and
     applies the value; with ``workers = N`` the other processes' instances see the change by
-    watching that file (:class:`nectoproxy.settings.FileWatch`).
+    watching that file (:class:`nectoproxy.settings.FileWatch`; for a TOML file,
+    :class:`nectoproxy.settings.LiveFile` reads, watches, reloads and writes it).
     """

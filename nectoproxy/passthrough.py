@@ -19,13 +19,10 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
-import tomli_w
-
 from nectoproxy.config import Config
 from nectoproxy.flow import Connection
 from nectoproxy.hosts import host_matches
-from nectoproxy.settings import FileWatch, SettingsError, SettingsProvider, write_atomically
+from nectoproxy.settings import LiveFile, SettingsError, SettingsProvider, checked_object
 
 log = logging.getLogger("nectoproxy.passthrough")
 
@@ -83,16 +80,11 @@ class LivePassthrough:
         self.path = config.home_dir / FILE_NAME
         self.configured: tuple[str, ...] = config.proxy.passthrough
         self.hosts: tuple[str, ...] = ()
-        self.watch = FileWatch(self.path)
-        self._reload()
+        self.live = LiveFile(self.path, read_hosts, self._apply, what="pass-through hosts",
+                             logger=log, header=_HEADER)
+        self.live.load()
 
-    def _reload(self) -> None:
-        try:
-            hosts = read_hosts(self.path)
-        except ValueError as exc:
-            log.error("pass-through hosts not reloaded: %s (the previous ones stay in force)",
-                      exc)
-            return
+    def _apply(self, hosts: list[str]) -> None:
         if tuple(hosts) != self.hosts:
             log.info("pass-through hosts: %s", ", ".join(hosts) or "none")
         self.hosts = tuple(hosts)
@@ -100,16 +92,9 @@ class LivePassthrough:
     def on_connect(self, connection: Connection) -> Awaitable[None] | None:
         if connection.target is None:
             return None
-        if self.watch.due():
-            # Only then is there a file to read, in a thread (the proxy awaits what a hook
-            # returns); every other connection costs a clock read and a match.
-            return self._reload_and_decide(connection)
-        self._decide(connection)
-        return None
-
-    async def _reload_and_decide(self, connection: Connection) -> None:
-        await anyio.to_thread.run_sync(self._reload)
-        self._decide(connection)
+        # Only a changed file is read (in a thread, awaited as the hook's result); every other
+        # connection costs a clock read and a match.
+        return self.live.then(self._decide, connection)
 
     def _decide(self, connection: Connection) -> None:
         target = connection.target
@@ -162,18 +147,7 @@ class PassthroughSettings:
         return value
 
     def put(self, value: Any) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise SettingsError("expected an object {\"hosts\": [...]}")
-        unknown = set(value) - {"hosts", "configured", "file", "error"}
-        if unknown:
-            key = min(unknown)
-            raise SettingsError(f"{key}: unknown key (known: hosts)", key)
-        if "hosts" not in value:
-            raise SettingsError("hosts: required", "hosts")
-        hosts = check_hosts(value["hosts"])
-        write_atomically(self.plugin.path, _HEADER + tomli_w.dumps({"hosts": hosts}))
-        self.plugin.watch.seen()
-        self.plugin.hosts = tuple(hosts)
-        log.info("pass-through hosts: %s", ", ".join(hosts) or "none")
+        hosts = check_hosts(checked_object(value, SCHEMA)["hosts"])
+        self.plugin.live.write({"hosts": hosts}, hosts, field="hosts")
         return self.get()
 

@@ -9,7 +9,10 @@ inspector, so ``put`` cannot reach the other processes' objects. The rule is: ``
 validates (raising :class:`SettingsError` naming the field), **writes a file** atomically with
 :func:`write_atomically`, and applies the value to its own instance; every instance (in every
 process) watches that file with a :class:`FileWatch` and reloads it when it changes. The
-file also makes the change survive a restart.
+file also makes the change survive a restart. :class:`LiveFile` is all of that for a TOML file
+(read and check, watch, reload off the event loop, keep the last good settings when a version is
+bad, write atomically): a plugin gives it a function that reads the file and one that puts the
+settings in force.
 
 :class:`SettingsRegistry` is the inspector's side: it collects the providers through the hook
 (:meth:`SettingsRegistry.collect`) and remembers what changed, for the event socket.
@@ -18,15 +21,20 @@ file also makes the change survive a restart.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import anyio
+import anyio.to_thread
+import tomli_w
+
+from nectoproxy.errors import NectoProxyError
 
 if TYPE_CHECKING:
     from nectoproxy.config import Config
@@ -80,6 +88,27 @@ class SettingsProvider(Protocol):
         Raise :class:`SettingsError` naming the field for a value that is refused; nothing
         changes then.
         """
+
+
+def checked_object(value: Any, schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What ``put`` was given, checked against the top of its ``schema``: an object, with no key
+    the schema lacks (the ``readOnly`` ones, which ``get`` gives, are let through for ``put`` to
+    ignore) and every ``required`` key; SettingsError naming the key else."""
+    properties: Mapping[str, Any] = schema["properties"]
+    required: Sequence[str] = schema.get("required", ())
+    if not isinstance(value, Mapping):
+        shown = ", ".join(f'"{key}": [...]' if properties[key].get("type") == "array"
+                          else f'"{key}": ...' for key in required)
+        raise SettingsError(f"expected an object {{{shown}}}")
+    unknown = set(value) - set(properties)
+    if unknown:
+        key = min(unknown)
+        known = ", ".join(k for k, v in properties.items() if not v.get("readOnly"))
+        raise SettingsError(f"{key}: unknown key (known: {known})", key)
+    for key in required:
+        if key not in value:
+            raise SettingsError(f"{key}: required", key)
+    return value
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -144,6 +173,97 @@ class FileWatch:
     def seen(self) -> None:
         """The file as it is now is already applied (this process just wrote it)."""
         self.stamp = file_stamp(self.path)
+
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class LiveFile(Generic[T]):
+    """A TOML settings file that every process keeps in force: read and checked, watched,
+    reloaded when it changes, written atomically.
+
+    ``read(path)`` returns the file's settings, checked (a missing file has settings too, or is
+    an error: ``read`` decides), or raises ``ValueError`` or a :class:`~nectoproxy.ConfigError`
+    that names the file and what is wrong with it. ``apply(settings)`` puts them in force; it
+    is called with every good version: the one :meth:`load` read, each one a reload read, and
+    each one :meth:`write` saved. A bad version is logged at ERROR (``{what}: not reloaded:
+    <the error> (the previous {what} stay in force)``) and applies nothing, so the last good
+    settings stay; :attr:`error` says why until a good version comes.
+
+    On the event loop, a hook asks :meth:`refresh` (``async``) or :meth:`then` (a plain hook
+    that returns an awaitable only when it must): each costs a clock read, and a ``stat`` at
+    most every ``interval`` seconds; the file is read in a worker thread, only when it changed.
+    """
+
+    def __init__(self, path: Path, read: Callable[[Path], T], apply: Callable[[T], None], *,
+                 what: str, logger: logging.Logger, header: str = "",
+                 interval: float = WATCH_INTERVAL) -> None:
+        self.path = path
+        self.read = read
+        self.apply = apply
+        self.what = what
+        self.log = logger
+        #: Comments written at the top of the file (a TOML document loses them when saved).
+        self.header = header
+        #: Why the file as it is now is not in force (None: it is).
+        self.error: str | None = None
+        self.watch = FileWatch(path, interval)  # (before reading: a change meanwhile is seen)
+
+    def load(self) -> bool:
+        """Read the file and apply it; a bad file is logged and applies nothing (False). It
+        reads a file: on a running proxy, call it in a worker thread."""
+        try:
+            settings = self.read(self.path)
+        except (ValueError, NectoProxyError) as exc:
+            self.error = str(exc)
+            self.log.error("%s: not reloaded: %s (the previous %s stay in force)",
+                           self.what, exc, self.what)
+            return False
+        self.error = None
+        self.apply(settings)
+        return True
+
+    def reload(self) -> None:
+        """:meth:`load` the file once more, because it changed (in a worker thread)."""
+        if self.load():
+            self.log.info("%s: reloaded %s", self.what, self.path)
+
+    async def refresh(self) -> None:
+        """Reload the file if it changed since it was last read or written."""
+        if self.watch.due():
+            await anyio.to_thread.run_sync(self.reload)
+
+    def then(self, action: Callable[P, None], *args: P.args, **kwargs: P.kwargs
+             ) -> Awaitable[None] | None:
+        """``action(*args, **kwargs)`` with the file's latest settings in force: at once
+        (None), or, when the file changed, a coroutine that reloads it first, for a hook to
+        return (the proxy awaits what a hook returns). Most calls cost a clock read and no
+        coroutine."""
+        if self.watch.due():
+            return self._reload_then(action, *args, **kwargs)
+        action(*args, **kwargs)
+        return None
+
+    async def _reload_then(self, action: Callable[P, None], *args: P.args, **kwargs: P.kwargs
+                           ) -> None:
+        await anyio.to_thread.run_sync(self.reload)
+        action(*args, **kwargs)
+
+    def write(self, document: Mapping[str, Any], settings: T, *, field: str = "") -> None:
+        """Save ``document`` (the TOML of ``settings``, already checked) atomically and
+        owner-only (:func:`write_atomically`) and apply ``settings`` here at once; the other
+        processes reload the file. SettingsError (at ``field``) if TOML cannot hold it. It
+        writes a file: call it in a worker thread (a provider's ``put`` is)."""
+        try:
+            text = self.header + tomli_w.dumps(document)
+        except (TypeError, ValueError) as exc:
+            where = f"{field}: " if field else ""
+            raise SettingsError(f"{where}cannot be written as TOML: {exc}", field) from None
+        write_atomically(self.path, text)
+        self.watch.seen()
+        self.error = None
+        self.apply(settings)
 
 
 def private_paths(config: Config) -> tuple[Path, ...]:

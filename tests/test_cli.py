@@ -2,41 +2,28 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import httpx
 
+from nectoproxy.testing.command import run_nectoproxy
 from nectoproxy.testing.origin import free_port
+
+#: The command as these tests start it: no config file, the inspector on a port of its own.
+ARGS = ("--no-config", "--listen-host", "127.0.0.1")
+ENV = {"NECTOPROXY_WEB_PORT": "0"}
 
 
 def test_cli_serves_logs_and_shuts_down(tmp_path, origin):
     port = free_port()
-    env = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(tmp_path),
-           "NECTOPROXY_WEB_PORT": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nectoproxy", "--no-config", "--listen-host", "127.0.0.1",
-         "--listen-port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with httpx.Client(proxy=f"http://127.0.0.1:{port}", trust_env=False) as client:
-                    response = client.get(origin.url + "/json")
-                break
-            except httpx.ConnectError:
-                time.sleep(0.1)
+    with run_nectoproxy(*ARGS, "--listen-port", str(port), home=tmp_path, env=ENV) as proc:
+        assert proc.port == port
+        with httpx.Client(proxy=f"http://127.0.0.1:{port}", trust_env=False) as client:
+            response = client.get(origin.url + "/json")
         assert response.json() == {"hello": "world", "n": 1}
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    stderr = proc.output()
     assert proc.returncode == 0, stderr
     assert stderr.count("listening on") == 1, stderr
     assert f"NectoProxy listening on 127.0.0.1:{port}" in stderr
@@ -47,31 +34,21 @@ def test_cli_serves_logs_and_shuts_down(tmp_path, origin):
 
 def test_workers_share_the_port(tmp_path, origin):
     """`workers = 2`: two processes accept on one port; both serve, both stop on SIGTERM."""
-    port = free_port()
-    env = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(tmp_path),
-           "NECTOPROXY_WEB_PORT": "0",
-           "NECTOPROXY_PROXY_WORKERS": "2"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nectoproxy", "--no-config", "--listen-host", "127.0.0.1",
-         "--listen-port", str(port), "-q"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with run_nectoproxy(*ARGS, "--listen-port", "0", "-q", home=tmp_path,
+                        env={**ENV, "NECTOPROXY_PROXY_WORKERS": "2"}) as proc:
+        assert proc.workers == 2
         deadline = time.monotonic() + 30
         ok = 0
         while time.monotonic() < deadline and ok < 20:
             try:
-                with httpx.Client(proxy=f"http://127.0.0.1:{port}", trust_env=False) as client:
+                with httpx.Client(proxy=f"http://127.0.0.1:{proc.port}",
+                                  trust_env=False) as client:
                     ok += client.get(origin.url + "/").status_code == 200
             except httpx.ConnectError:
                 time.sleep(0.1)
-        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+        children = subprocess.run(["pgrep", "-P", str(proc.process.pid)], capture_output=True,
                                   text=True, check=False).stdout.split()
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    stderr = proc.output()
     assert ok == 20
     assert "(2 worker processes)" in stderr
     assert len(children) >= 1  # the second worker (multiprocessing may add a tracker)
@@ -92,32 +69,19 @@ def _alive(pid: str) -> bool:
 
 def test_second_signal_exits_at_once(tmp_path, origin):
     """Ctrl-C waits for in-flight requests (up to the grace period); a second one does not."""
-    port = free_port()
-    env = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(tmp_path),
-           "NECTOPROXY_WEB_PORT": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nectoproxy", "--no-config", "--listen-host", "127.0.0.1",
-         "--listen-port", str(port), "-q"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     import threading
 
-    def slow_request() -> None:
-        try:
-            with httpx.Client(proxy=f"http://127.0.0.1:{port}", trust_env=False,
-                              timeout=30) as client:
-                client.get(origin.url + "/slow?delay=20")
-        except httpx.HTTPError:
-            pass  # cut off by the forced exit, as intended
+    with run_nectoproxy(*ARGS, "--listen-port", "0", "-q", home=tmp_path, env=ENV) as proxy:
+        proc, port = proxy.process, proxy.port
 
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        def slow_request() -> None:
             try:
-                with httpx.Client(proxy=f"http://127.0.0.1:{port}", trust_env=False) as client:
-                    client.get(origin.url + "/")
-                break
-            except httpx.ConnectError:
-                time.sleep(0.1)
+                with httpx.Client(proxy=f"http://127.0.0.1:{port}", trust_env=False,
+                                  timeout=30) as client:
+                    client.get(origin.url + "/slow?delay=20")
+            except httpx.HTTPError:
+                pass  # cut off by the forced exit, as intended
+
         worker = threading.Thread(target=slow_request)
         worker.start()
         time.sleep(0.5)  # the slow request is in flight
@@ -126,11 +90,7 @@ def test_second_signal_exits_at_once(tmp_path, origin):
         assert proc.poll() is None  # still waiting for the in-flight request
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=10)
+        proc.wait(timeout=10)
         assert time.monotonic() - started < 5
         worker.join(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 130

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import socket
 import sqlite3
@@ -21,66 +20,28 @@ from typing import Any
 import httpx
 
 from nectoproxy.store import FlowRecord, SQLiteStore, new_flow_id
+from nectoproxy.testing.command import NectoProxyCommand, run_nectoproxy
 from nectoproxy.testing.origin import free_port
 
-URL = re.compile(r"Inspector: (http://127\.0\.0\.1:(\d+)/\?token=(\S+))")
+#: How every test here starts the command (the addresses follow).
+ARGS = ("--no-config", "--no-entry-points", "-q", "--listen-host", "127.0.0.1")
 
 
-class Running:
-    def __init__(self, process: subprocess.Popen[str], port: int, home: Path) -> None:
-        self.process = process
-        self.port = port
-        self.home = home
-        self.stderr_lines: list[str] = []
-        self.web_port = 0
-        self.token = ""
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(proxy=f"http://127.0.0.1:{self.port}", trust_env=False, timeout=30)
-
-    def api(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.web_port}", trust_env=False,
-                            timeout=30, headers={"Authorization": f"Bearer {self.token}"})
-
-
-def _start(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    environ = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(home), **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "nectoproxy", "--no-config", "--no-entry-points", "-q",
-         "--listen-host", "127.0.0.1", *args],
-        env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _start(home: Path, *args: str) -> subprocess.Popen[str]:
+    """The command, for one that is to fail at start (no banner)."""
+    environ = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(home)}
+    return subprocess.Popen([sys.executable, "-m", "nectoproxy", *ARGS, *args],
+                            env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
 
 
 @contextmanager
 def nectoproxy(home: Path, *args: str, env: dict[str, str] | None = None,
-               web: bool = True) -> Iterator[Running]:
-    port = free_port()
-    process = _start(home, "--listen-port", str(port), "--web-port", "0", *args, env=env)
-    running = Running(process, port, home)
-    try:
-        assert process.stderr is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = process.stderr.readline()
-            if not line:
-                break
-            running.stderr_lines.append(line)
-            match = URL.search(line)
-            if match:
-                running.web_port, running.token = int(match.group(2)), match.group(3)
-            if line.startswith("CA certificate:"):  # the banner's last line
-                break
-        assert process.poll() is None, "".join(running.stderr_lines)
-        assert running.web_port or not web, "".join(running.stderr_lines)
-        yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+               web: bool = True) -> Iterator[NectoProxyCommand]:
+    with run_nectoproxy(*ARGS, "--listen-port", "0", "--web-port", "0", *args, home=home,
+                        env=env) as command:
+        assert command.web_port or not web, command.output()
+        yield command
 
 
 def wait_for(predicate: Any, timeout: float = 10.0) -> Any:
@@ -168,7 +129,7 @@ def test_no_web_captures_nothing(tmp_path: Path, origin: Any) -> None:
     with nectoproxy(tmp_path, "--no-web", web=False) as proxy:
         with proxy.client() as client:
             assert client.get(origin.url + "/").status_code == 200
-        assert not any("Inspector" in line for line in proxy.stderr_lines)
+        assert not any("Inspector" in line for line in proxy.banner)
     assert not (tmp_path / "flows.db").exists()
 
 
@@ -200,7 +161,7 @@ def test_kill_9_mid_capture_keeps_every_completed_flow(tmp_path: Path, origin: A
 
 def test_workers_write_to_one_store(tmp_path: Path, origin: Any) -> None:
     with nectoproxy(tmp_path, env={"NECTOPROXY_PROXY_WORKERS": "2"}) as proxy:
-        assert any("(2 worker processes)" in line for line in proxy.stderr_lines)
+        assert any("(2 worker processes)" in line for line in proxy.banner)
         for n in range(40):  # a new connection each: the kernel spreads them over both
             with proxy.client() as client:
                 assert client.get(origin.url + f"/echo?n={n}").status_code == 200

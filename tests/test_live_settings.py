@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import re
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,29 +18,27 @@ import httpx
 import pytest
 from test_web_support import WsClient
 
+from nectoproxy.testing.command import NectoProxyCommand, run_nectoproxy
 from nectoproxy.testing.origin import free_port
 
-URL = re.compile(r"Inspector: http://127\.0\.0\.1:(\d+)/\?token=(\S+)")
 #: What "applied within a second" is measured against (the API answered before the clock).
 APPLIED_WITHIN = 1.0
 
 
 class Running:
-    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
-        self.process = process
-        self.port = port
-        self.stderr_lines: list[str] = []
-        self.web_port = 0
-        self.token = ""
+    def __init__(self, command: NectoProxyCommand) -> None:
+        self.command = command
+        self.process = command.process
+        self.port = command.port
+        self.web_port = command.web_port
+        self.token = command.token
 
     def api(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.web_port}", trust_env=False,
-                            timeout=30, headers={"Authorization": f"Bearer {self.token}"})
+        return self.command.api()
 
     def get(self, url: str) -> httpx.Response:
         """A request through the proxy on a new connection."""
-        with httpx.Client(proxy=f"http://127.0.0.1:{self.port}", trust_env=False,
-                          timeout=30) as client:
+        with self.command.client() as client:
             return client.get(url)
 
     def curl(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -71,38 +66,12 @@ def nectoproxy(home: Path, config: str | None = None, *, workers: int = 1) -> It
     path = home / "nectoproxy.toml"
     path.write_text(config if config is not None else config_text(workers=workers))
     port = free_port()
-    environ = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(home)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nectoproxy", "--config", str(path), "-q",
-         "--listen-host", "127.0.0.1", "--listen-port", str(port), "--web-port", "0"],
-        env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    running = Running(process, port)
-    try:
-        assert process.stderr is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = process.stderr.readline()
-            if not line:
-                break
-            running.stderr_lines.append(line)
-            match = URL.search(line)
-            if match:
-                running.web_port, running.token = int(match.group(1)), match.group(2)
-            if line.startswith("CA certificate:"):  # the banner's last line
-                break
-        assert process.poll() is None, "".join(running.stderr_lines)
-        assert running.web_port, "".join(running.stderr_lines)
+    with run_nectoproxy("--config", str(path), "-q", "--listen-host", "127.0.0.1",
+                        "--listen-port", str(port), "--web-port", "0", home=home) as command:
+        assert command.web_port, command.output()
         if workers > 1:
             assert wait_for(lambda: listeners(port) == workers, 30), "the workers never listened"
-        yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+        yield Running(command)
 
 
 def listeners(port: int) -> int:

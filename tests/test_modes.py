@@ -4,9 +4,7 @@ sockets with curl pointed straight at the listener."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 import tomllib
 from typing import Any
@@ -21,6 +19,7 @@ from nectoproxy.cli import build_parser, config_from_args
 from nectoproxy.config import ListenConfig, config_from_dict, config_to_dict, load_config
 from nectoproxy.errors import ConfigError
 from nectoproxy.store import CaptureWriter, SQLiteStore
+from nectoproxy.testing.command import Listener, run_nectoproxy
 from nectoproxy.testing.origin import free_port
 
 JSON = b'{"hello": "world", "n": 1}'
@@ -143,32 +142,17 @@ def test_a_port_in_use_names_the_mode_and_frees_the_others(make_proxy):
 
 def test_command_line_modes_and_banner(tmp_path, origin):
     regular, reverse = free_port(), free_port()
-    env = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(tmp_path),
-           "NECTOPROXY_WEB_PORT": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nectoproxy", "--no-config", "--no-web",
-         "--mode", f"regular@127.0.0.1:{regular}",
-         "--mode", f"reverse:{origin.url}@127.0.0.1:{reverse}"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{reverse}/json", trust_env=False)
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline, "the reverse listener never came up"
-                time.sleep(0.1)
+    with run_nectoproxy("--no-config", "--no-web", "--mode", f"regular@127.0.0.1:{regular}",
+                        "--mode", f"reverse:{origin.url}@127.0.0.1:{reverse}", home=tmp_path,
+                        env={"NECTOPROXY_WEB_PORT": "0"}) as proxy:
+        assert proxy.listening == [Listener("127.0.0.1", regular, "regular"),
+                                   Listener("127.0.0.1", reverse, f"reverse:{origin.url}")]
+        response = httpx.get(f"http://127.0.0.1:{reverse}/json", trust_env=False)
         assert response.content == JSON
         with httpx.Client(proxy=f"http://127.0.0.1:{regular}", trust_env=False) as client:
             assert client.get(origin.url + "/json").content == JSON
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, stderr
+    stderr = proxy.output()
+    assert proxy.returncode == 0, stderr
     assert f"NectoProxy listening on 127.0.0.1:{regular} (regular mode)" in stderr
     assert f"NectoProxy listening on 127.0.0.1:{reverse} (reverse:{origin.url} mode)" in stderr
     assert "Traceback" not in stderr
@@ -280,42 +264,27 @@ def _listening_ports(pid: int) -> set[int]:
 def test_workers_share_every_listener_even_on_port_0(tmp_path, origin):
     """``workers = 2`` with two modes on port 0: the second worker listens on the ports the
     first got, for each mode."""
-    env = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(tmp_path),
-           "NECTOPROXY_WEB_PORT": "0", "NECTOPROXY_PROXY_WORKERS": "2"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nectoproxy", "--no-config", "--no-web", "-q",
-         "--mode", "regular@127.0.0.1:0", "--mode", "socks5@127.0.0.1:0"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        ports = []
-        while len(ports) < 2:
-            line = proc.stderr.readline()
-            assert line, "the proxy exited before listening"
-            if line.startswith("NectoProxy listening on 127.0.0.1:"):
-                assert "(2 worker processes)" in line
-                ports.append(int(line.split(":")[1].split()[0]))
-        regular, socks = ports
+    with run_nectoproxy("--no-config", "--no-web", "-q", "--mode", "regular@127.0.0.1:0",
+                        "--mode", "socks5@127.0.0.1:0", home=tmp_path,
+                        env={"NECTOPROXY_WEB_PORT": "0", "NECTOPROXY_PROXY_WORKERS": "2"}
+                        ) as proxy:
+        assert proxy.workers == 2 and [listener.mode for listener in proxy.listening] == \
+            ["regular", "socks5"]
+        regular, socks = (listener.port for listener in proxy.listening)
         deadline = time.monotonic() + 30
         children: list[int] = []
         while time.monotonic() < deadline:
             children = [int(pid) for pid in subprocess.run(
-                ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True,
+                ["pgrep", "-P", str(proxy.process.pid)], capture_output=True, text=True,
                 check=False).stdout.split()]
             if any(_listening_ports(pid) >= {regular, socks} for pid in children):
                 break
             time.sleep(0.1)
         assert any(_listening_ports(pid) >= {regular, socks} for pid in children)
-        assert _listening_ports(proc.pid) >= {regular, socks}
+        assert _listening_ports(proxy.process.pid) >= {regular, socks}
         with httpx.Client(proxy=f"http://127.0.0.1:{regular}", trust_env=False) as client:
             assert client.get(origin.url + "/json").content == JSON
         with httpx.Client(proxy=f"socks5://127.0.0.1:{socks}", trust_env=False) as client:
             assert client.get(origin.url + "/json").content == JSON
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, stderr
-    assert "Traceback" not in stderr
+    assert proxy.returncode == 0, proxy.output()
+    assert "Traceback" not in proxy.output()

@@ -8,12 +8,9 @@ The screenshots in docs/images/ (used by docs/inspector.md) are taken here.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +25,7 @@ from playwright import sync_api  # the [test] extra
 from test_live_settings import config_text
 
 from nectoproxy.store import CaptureWriter, FlowRecord, SQLiteStore, new_flow_id
+from nectoproxy.testing.command import NectoProxyCommand, run_nectoproxy
 from nectoproxy.testing.origin import free_port, pattern_sha256
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,8 +34,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
 HAR_SCHEMA = ROOT / "plugins" / "nectoproxy-plugin-har" / "tests" / "har-1.2.schema.json"
-BANNER = re.compile(r"Inspector: (http://127\.0\.0\.1:(\d+)/\?token=(\S+))")
-
 
 
 @pytest.fixture(autouse=True)
@@ -56,21 +52,20 @@ Page = Any  # playwright.sync_api.Page
 class Inspector:
     """A running ``nectoproxy``: its proxy port, the UI's URL, API and proxied clients."""
 
-    def __init__(self, home: Path, port: int) -> None:
+    def __init__(self, home: Path, command: NectoProxyCommand) -> None:
         self.home = home
-        self.port = port
-        self.url = ""
-        self.web_port = 0
-        self.token = ""
+        self.command = command
+        self.port = command.port
+        self.url = command.inspector_url
+        self.web_port = command.web_port
+        self.token = command.token
 
     def api(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.web_port}", trust_env=False,
-                            timeout=30, headers={"Authorization": f"Bearer {self.token}"})
+        return self.command.api()
 
     def client(self) -> httpx.Client:
         verify = ssl.create_default_context(cafile=str(self.home / "certs" / "ca.pem"))
-        return httpx.Client(proxy=f"http://127.0.0.1:{self.port}", trust_env=False,
-                            timeout=30, verify=verify)
+        return self.command.client(verify=verify)
 
     def curl(self, *args: str) -> subprocess.CompletedProcess[str]:
         """curl through the proxy (a new client, a new connection, each time)."""
@@ -90,51 +85,16 @@ class Inspector:
 def running(home: Path, *args: str, config: str | None = None) -> Iterator[Inspector]:
     """``config``: the text of a nectoproxy.toml to run with (written into ``home``); without
     one, no configuration file and no plugins of entry points."""
-    port = free_port()
-    environ = {"PATH": os.environ["PATH"], "NECTOPROXY_HOME": str(home)}
     if config is None:
         configuration = ["--no-config", "--no-entry-points"]
     else:
         (home / "nectoproxy.toml").write_text(config, encoding="utf-8")
         configuration = ["--config", str(home / "nectoproxy.toml")]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nectoproxy", *configuration, "-q",
-         "--listen-host", "127.0.0.1", "--listen-port", str(port), "--web-port", "0", *args],
-        env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    inspector = Inspector(home, port)
-    lines: list[str] = []
-    reader: threading.Thread | None = None
-    try:
-        assert process.stderr is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = process.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-            match = BANNER.search(line)
-            if match:
-                inspector.url = match.group(1)
-                inspector.web_port, inspector.token = int(match.group(2)), match.group(3)
-            if line.startswith("CA certificate:"):
-                break
-        assert process.poll() is None and inspector.web_port, "".join(lines)
-        # keep reading stderr, so the process never blocks on a full pipe
-        reader = threading.Thread(target=lambda: lines.extend(process.stderr or ()), daemon=True)
-        reader.start()
-        yield inspector
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if reader is not None:
-            reader.join(5)
-        if process.stderr is not None:
-            process.stderr.close()
+    with run_nectoproxy(*configuration, "-q", "--listen-host", "127.0.0.1",
+                        "--listen-port", str(free_port()), "--web-port", "0", *args,
+                        home=home) as command:
+        assert command.web_port, command.output()
+        yield Inspector(home, command)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:

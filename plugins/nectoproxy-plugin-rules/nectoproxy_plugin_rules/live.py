@@ -14,10 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import tomli_w
-
 from nectoproxy import ConfigError
-from nectoproxy.settings import SettingsError, exposes_private, write_atomically
+from nectoproxy.settings import SettingsError, checked_object, exposes_private
 from nectoproxy_plugin_rules.json_schema import RULE_SCHEMA
 from nectoproxy_plugin_rules.loading import combine, name_prefix, read_tables
 from nectoproxy_plugin_rules.model import Rule
@@ -27,8 +25,6 @@ if TYPE_CHECKING:
     from nectoproxy_plugin_rules.plugin import RulesPlugin
 
 MAX_RULES = 10_000
-_HEADER = ("# NectoProxy rules, saved by the inspector. Edit by hand if you like: the proxy reloads\n"
-           "# this file when it changes (comments are not kept when the inspector saves it).\n")
 _RULE_INDEX = re.compile(r"\brules: rule (\d+)")
 
 
@@ -79,8 +75,9 @@ class RulesSettings:
                    "responses. Saved in the rules file, which every worker reloads within a "
                    "second; rules in nectoproxy.toml (configured) are read-only here.")
     def __init__(self, plugin: RulesPlugin) -> None:
-        assert plugin.file is not None
+        assert plugin.file is not None and plugin.live is not None
         self.plugin = plugin
+        self.live = plugin.live
         self.schema = SCHEMA
         self.file = plugin.file
 
@@ -99,13 +96,7 @@ class RulesSettings:
         return value
 
     def put(self, value: Any) -> dict[str, Any]:
-        if not isinstance(value, Mapping):
-            raise SettingsError('expected an object {"rules": [...]}')
-        unknown = set(value) - set(SCHEMA["properties"])
-        if unknown:
-            key = min(unknown)
-            raise SettingsError(f"{key}: unknown key (known: rules)", key)
-        items = value.get("rules")
+        items = checked_object(value, SCHEMA)["rules"]
         if not isinstance(items, list):
             raise SettingsError(f"rules: expected a list of rules, got {items!r}", "rules")
         if len(items) > MAX_RULES:
@@ -119,12 +110,7 @@ class RulesSettings:
             message, field = _field(str(exc))
             raise SettingsError(message, field) from None
         self._refuse_private(rules)
-        try:
-            text = _HEADER + tomli_w.dumps({"rule": tables})
-        except (TypeError, ValueError) as exc:
-            raise SettingsError(f"rules: cannot be written as TOML: {exc}", "rules") from None
-        write_atomically(self.file, text)
-        self.plugin.apply(rule_set)
+        self.live.write({"rule": tables}, rule_set, field="rules")
         return self.get()
 
     def _refuse_private(self, rules: list[Rule]) -> None:

@@ -17,6 +17,9 @@ TABLE = "[plugins.rules]"
 OPTION_KEYS = ("rule", "file", "reload")
 #: The rules file when ``[plugins.rules]`` names none: in ``$NECTOPROXY_HOME``.
 DEFAULT_FILE = "rules.toml"
+#: What the inspector writes at the top of the rules file when it saves it.
+HEADER = ("# NectoProxy rules, saved by the inspector. Edit by hand if you like: the proxy reloads\n"
+          "# this file when it changes (comments are not kept when the inspector saves it).\n")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ So a request answered by a rule that needs no body is answered before its body i
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,12 +20,17 @@ from typing import Any, Literal
 from weakref import WeakKeyDictionary
 
 import anyio
-import anyio.to_thread
 
-from nectoproxy import Config, ConfigError, Flow, Request, hookimpl
-from nectoproxy.settings import FileWatch, SettingsProvider
+from nectoproxy import Config, Flow, Request, hookimpl
+from nectoproxy.settings import LiveFile, SettingsProvider
 from nectoproxy_plugin_rules import actions
-from nectoproxy_plugin_rules.loading import DEFAULT_FILE, combine, load_file, parse_options
+from nectoproxy_plugin_rules.loading import (
+    DEFAULT_FILE,
+    HEADER,
+    combine,
+    load_file,
+    parse_options,
+)
 from nectoproxy_plugin_rules.model import RequestView, Rule, RuleSet
 
 log = logging.getLogger("nectoproxy.rules")
@@ -62,7 +66,8 @@ class RulesPlugin:
         #: The ``[[plugins.rules.rule]]`` tables as written (the inspector shows them).
         self.inline_tables: list[Any] = []
         self.reload = True
-        self._watch: FileWatch | None = None
+        #: The rules file, watched (None without one, or with ``reload = false``).
+        self.live: LiveFile[RuleSet] | None = None
         self.config: Config | None = None
         self._flows: WeakKeyDictionary[Flow, _FlowState] = WeakKeyDictionary()
 
@@ -85,11 +90,11 @@ class RulesPlugin:
         self.inline, self.reload = settings.inline, settings.reload
         self.config = config
         self.inline_tables = list(options.get("rule", []))
-        from_file: list[Rule] = []
-        if self.file is not None:
-            self._watch = FileWatch(self.file)  # (before reading: a change meanwhile is seen)
-            from_file = load_file(self.file, missing_ok=self.default_file)
-        self.rules = combine(self.inline, from_file)
+        self.live = None
+        if self.file is not None and self.reload:  # (before reading: a change meanwhile is seen)
+            self.live = LiveFile(self.file, self._read, self._apply, what="rules", logger=log,
+                                 header=HEADER)
+        self.rules = self._read(self.file) if self.file is not None else combine(self.inline, [])
         log.info("rules: %d in force%s", len(self.rules.rules),
                  f" ({self.file}{', reloaded when it changes' if self.reload else ''})"
                  if self.file else "")
@@ -115,35 +120,21 @@ class RulesPlugin:
 
         return [RulesSettings(self)]
 
-    def apply(self, rules: RuleSet) -> None:
-        """Put ``rules`` in force now: the rules file as just written by this process."""
-        self.rules = rules
-        if self._watch is not None:
-            self._watch.seen()
+    def _read(self, path: Path) -> RuleSet:
+        """The rules in force with this version of the rules file; ConfigError names it."""
+        return combine(self.inline, load_file(path, missing_ok=self.default_file))
 
-    async def check_file(self) -> None:
-        """Reload the rules file if it changed (looked at no more than four times a second).
-
-        A file with an error is reported and the rules in force stay in force.
-        """
-        if self._watch is None or not self.reload or not self._watch.due():
-            return
-        assert self.file is not None
-        read = functools.partial(load_file, self.file, missing_ok=self.default_file)
-        try:
-            from_file = await anyio.to_thread.run_sync(read)
-            rules = combine(self.inline, from_file)
-        except ConfigError as exc:
-            log.error("rules: not reloaded: %s (the previous rules stay in force)", exc)
-            return
+    def _apply(self, rules: RuleSet) -> None:
+        """Put ``rules`` in force: the rules file as reloaded, or as just saved here."""
         self.rules = rules
-        log.info("rules: reloaded %s, %d in force", self.file, len(rules.rules))
+        log.info("rules: %d in force", len(rules.rules))
 
     # -- flows -------------------------------------------------------------------------------
 
     @hookimpl
     async def on_request_headers(self, flow: Flow) -> None:
-        await self.check_file()
+        if self.live is not None:  # (reloads the file if it changed; a broken one is reported)
+            await self.live.refresh()
         if not self.rules.rules:
             return
         state = _FlowState(self.rules, _view(flow.request))

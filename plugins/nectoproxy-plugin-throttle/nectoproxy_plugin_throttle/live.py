@@ -18,10 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import tomli_w
-
 from nectoproxy import ConfigError
-from nectoproxy.settings import SettingsError, write_atomically
+from nectoproxy.settings import SettingsError
 from nectoproxy_plugin_throttle.options import TOP_KEYS, Settings, parse_options
 from nectoproxy_plugin_throttle.profiles import PRESET_LIST
 
@@ -30,7 +28,7 @@ if TYPE_CHECKING:
 
 LIVE_FILE = "throttle.toml"
 READ_ONLY = ("source", "presets", "file", "error")
-_HEADER = ("# The network profile set in NectoProxy's inspector. While this file exists it "
+HEADER = ("# The network profile set in NectoProxy's inspector. While this file exists it "
            "replaces\n# [plugins.throttle] of nectoproxy.toml; delete it to go back to that.\n")
 _KEY = re.compile(r"^\[plugins\.throttle\] ([^:]+): ")
 
@@ -103,8 +101,9 @@ class ThrottleSettings:
                    "per-host profiles. Kept in $NECTOPROXY_HOME/throttle.toml, which replaces "
                    "[plugins.throttle] of nectoproxy.toml while it exists.")
     def __init__(self, plugin: Throttle) -> None:
-        assert plugin.live_path is not None
+        assert plugin.live_path is not None and plugin.live is not None
         self.plugin = plugin
+        self.live = plugin.live
         self.schema = SCHEMA
         self.path = plugin.live_path
 
@@ -131,13 +130,9 @@ class ThrottleSettings:
         _finite(table, "")
         try:
             settings = parse_options(table)
-            text = _HEADER + tomli_w.dumps(table)
         except ConfigError as exc:
             message = str(exc)
             match = _KEY.match(message)
             raise SettingsError(message, match.group(1) if match else "") from None
-        except (TypeError, ValueError) as exc:  # a null, say: TOML has none
-            raise SettingsError(f"cannot be kept as TOML: {exc}") from None
-        write_atomically(self.path, text)
-        self.plugin.apply(settings)
+        self.live.write(table, settings)  # (SettingsError for a null, say: TOML has none)
         return self.get()

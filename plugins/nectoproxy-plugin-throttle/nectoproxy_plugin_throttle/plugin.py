@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 
 import nectoproxy
-from nectoproxy import ConfigError, Flow, Response
-from nectoproxy.settings import FileWatch, SettingsProvider
-from nectoproxy_plugin_throttle.live import LIVE_FILE, ThrottleSettings, read_live
+from nectoproxy import Flow, Response
+from nectoproxy.settings import LiveFile, SettingsProvider
+from nectoproxy_plugin_throttle.live import HEADER, LIVE_FILE, ThrottleSettings, read_live
 from nectoproxy_plugin_throttle.options import Settings, parse_options
 from nectoproxy_plugin_throttle.pacing import Pacer
 from nectoproxy_plugin_throttle.profiles import Profile
@@ -56,7 +55,8 @@ class Throttle:
         self.table: dict[str, Any] = {}
         #: Where the inspector keeps the settings it set (None: the plugin is not live).
         self.live_path: Path | None = None
-        self._watch: FileWatch | None = None
+        self.live: LiveFile[Settings] | None = None
+        self._started = False
 
     @nectoproxy.hookimpl
     def on_configure(self, config: nectoproxy.Config,
@@ -69,40 +69,26 @@ class Throttle:
         # The proxy's own setup pages are not "the network": Offline must not hide the CA.
         self._exempt = {config.proxy.onboarding_host.lower()} - {""}
         self._profiles = weakref.WeakKeyDictionary()
-        self.live_path, self._watch = None, None
+        self.live_path, self.live, self._started = None, None, False
         if self.name in config.plugin_options:
             self.live_path = config.home_dir / LIVE_FILE
-            self._watch = FileWatch(self.live_path)
-            self._load_live()
+            self.live = LiveFile(self.live_path, self._read_live, self._apply,
+                                 what="throttle settings", logger=log, header=HEADER)
+            self.live.load()  # (a broken file is logged: the table's settings apply)
         self.rng = random.Random(self.settings.seed)
         return None if self.settings.active or self.live_path is not None else False
 
-    def _load_live(self) -> bool:
-        """Apply the live file if it is there; a broken one is logged and changes nothing."""
-        assert self.live_path is not None
-        try:
-            live = read_live(self.live_path)
-        except ConfigError as exc:
-            log.error("throttle: not reloaded: %s (the settings in force stay)", exc)
-            return False
-        self.settings = live if live is not None else parse_options(self.table)
-        return True
+    def _read_live(self, path: Path) -> Settings:
+        """The live file's settings, or the table's while there is none; ConfigError."""
+        live = read_live(path)
+        return live if live is not None else parse_options(self.table)
 
-    def apply(self, settings: Settings) -> None:
-        """Put ``settings`` in force now: the live file as just written by this process."""
+    def _apply(self, settings: Settings) -> None:
+        """Put ``settings`` in force: the live file as read, reloaded, or just written here."""
         self.settings = settings
         if settings.seed is not None:
             self.rng = random.Random(settings.seed)
-        if self._watch is not None:
-            self._watch.seen()
-        self._log_summary()
-
-    async def _check_live(self) -> None:
-        if self._watch is None or not self._watch.due():
-            return
-        if await anyio.to_thread.run_sync(self._load_live):
-            if self.settings.seed is not None:
-                self.rng = random.Random(self.settings.seed)
+        if self._started:  # (on_start shows the settings of the start)
             self._log_summary()
 
     def _log_summary(self) -> None:
@@ -112,6 +98,7 @@ class Throttle:
     @nectoproxy.hookimpl
     def on_start(self) -> None:
         """Show the active profiles."""
+        self._started = True
         self._log_summary()
 
     @nectoproxy.hookimpl
@@ -121,7 +108,8 @@ class Throttle:
 
     @nectoproxy.hookimpl(trylast=True)
     async def on_request_headers(self, flow: Flow) -> None:
-        await self._check_live()
+        if self.live is not None:  # (reloads the live file if it changed)
+            await self.live.refresh()
         if flow.request.host in self._exempt:
             return
         profile = self.settings.profile_for(flow.request.host)
