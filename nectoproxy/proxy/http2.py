@@ -425,7 +425,9 @@ class H2Session:
             request, authority = self._make_request(fields)
             flow = Flow(self.connection, request)
             flow.received_request_headers = list(request.headers.fields)
-            if "host" not in request.headers:  # (h2 carries it as :authority)
+            if self.inner.host_header is not None:  # reverse mode: the origin's Host
+                request.headers["Host"] = self.inner.host_header
+            elif "host" not in request.headers:  # (h2 carries it as :authority)
                 request.headers.fields.insert(0, ("Host", authority or request.authority))
             if len(fields) > self.config.max_header_count:
                 await stream.answer(431, f"{len(fields)} header fields exceed "
