@@ -324,6 +324,8 @@ def test_hundred_streams_one_killed(make_proxy: Callable[..., RunningProxy], ori
         assert answered.status == 201 and bytes(answered.body) == b"from the plugin"
         assert raw.get("/bytes/5").status == 200
     assert plugin.versions == {"HTTP/2.0"}
+    if isinstance(server, H2Origin):  # all of them on one origin connection, too
+        assert server.connections == 1
 
 
 def _closed_port() -> int:

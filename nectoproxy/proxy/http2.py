@@ -221,6 +221,7 @@ class H2Session:
         self.inner = inner
         self.connection = connection
         self.early: EarlyUpstream | None = inner.early
+        self._early_done = inner.early.done if inner.early is not None else None
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         self.h2 = _Connection(config)
         self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
@@ -420,6 +421,10 @@ class H2Session:
     async def _serve(self, stream: H2Stream, fields: list[tuple[bytes, bytes]],
                      with_body: bool) -> None:
         early, self.early = self.early, None
+        if early is None and self._early_done is not None:
+            # The first streams all start at once: let the eager connection say whether the
+            # origin speaks HTTP/2 (then they share it) before each opens its own.
+            await self._early_done.wait()
         slot = OriginSlot(self.services.origins, early)
         try:
             request, authority = self._make_request(fields)
@@ -429,6 +434,9 @@ class H2Session:
                 request.headers["Host"] = self.inner.host_header
             elif "host" not in request.headers:  # (h2 carries it as :authority)
                 request.headers.fields.insert(0, ("Host", authority or request.authority))
+            if request.method == "CONNECT":  # (RFC 9113 8.5; RFC 8441 is not offered)
+                await stream.answer(501, "CONNECT inside an HTTP/2 tunnel is not supported")
+                return
             if len(fields) > self.config.max_header_count:
                 await stream.answer(431, f"{len(fields)} header fields exceed "
                                     f"proxy.max_header_count ({self.config.max_header_count})")
