@@ -37,7 +37,7 @@ class Origins:
         or a new one."""
         if self.pool.h2 and (stream := self.pool.h2_stream(target)) is not None:
             return stream
-        if target in self._h2_targets:
+        if self._h2_targets and target in self._h2_targets:
             return await self._h2_stream(target)
         return await self.pool.take(target) or await self.open(target)
 
