@@ -450,13 +450,13 @@ class H2Session:
                 server_name=self.inner.server_name)
             if stream.gone is not None:
                 exchange.client_gone(stream.gone)
-            try:
-                async with anyio.create_task_group() as uploads:
-                    exchange.uploads = uploads
+            async with anyio.create_task_group() as uploads:
+                exchange.uploads = uploads
+                try:
                     await exchange.run()
-                    uploads.cancel_scope.cancel()  # (a body the origin did not want)
-            except ClientDisconnected:
-                pass
+                except ClientDisconnected:
+                    pass
+                uploads.cancel_scope.cancel()  # (a body the origin did not want)
             if not stream.response_ended and not self.closed:
                 killed = flow.killed or stream.gone is not None
                 self._reset(stream, h2.errors.ErrorCodes.CANCEL if killed
@@ -464,6 +464,10 @@ class H2Session:
             elif not stream.ended and stream.gone is None and not self.closed:
                 # Answered before the whole request came: the client need not send the rest.
                 self._reset(stream, h2.errors.ErrorCodes.NO_ERROR)
+        except Exception:  # a bug: this stream fails, the connection's others go on
+            log.exception("HTTP/2 stream %d of client %s failed", stream.stream_id,
+                          self.connection.client_address[0])
+            self._reset(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
         finally:
             with anyio.CancelScope(shield=True):
                 await slot.release()
