@@ -477,3 +477,18 @@ def test_an_origin_that_stops_reading_holds_the_client_back(proxy: RunningProxy,
         release.set()
     # The proxy took no more than its window plus what the sockets buffer in between.
     assert sent < 16 * MIB, sent  # (4.3 MiB here: the sockets; 64 MiB if acked at once)
+
+
+def test_reverse_mode_speaks_http2_both_ways(make_proxy: Callable[..., RunningProxy],
+                                             h2_origin: H2Origin) -> None:
+    config = {"proxy": {"listen": [{"mode": "reverse", "origin": base(h2_origin)}]}}
+    with make_proxy(config=config) as proxy:
+        result = subprocess.run(
+            ["curl", "-sS", "--noproxy", "*", "--http2", "--cacert", str(proxy.ca_path),
+             "-w", "\n%{http_version}", f"https://localhost:{proxy.port}/headers"],
+            capture_output=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    body, _, version = result.stdout.rpartition(b"\n")
+    assert version == b"2"
+    fields = dict(tuple(pair) for pair in json.loads(body))
+    assert fields[":authority"] == f"localhost:{h2_origin.port}"  # the origin's, not ours
