@@ -117,10 +117,8 @@ class H2Stream:
         self._chunks.append((data, flow_length))
         self._wake()
 
-    def end(self, trailers: Headers | None = None) -> None:
+    def end(self) -> None:
         self.ended = True
-        if trailers is not None:
-            self.trailers = trailers
         self._wake()
 
     def lost(self, reason: str) -> None:
