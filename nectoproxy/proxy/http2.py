@@ -15,7 +15,7 @@ the exchange reads it, so a client cannot send faster than its origin takes the 
 response waits for the client's window the same way. Defences (RFC 9113 section 10.5, with
 limits in ``[proxy]``): concurrent streams (over the limit: REFUSED_STREAM), header list size
 (the library's HPACK decoder; a bigger block ends the connection), rapid reset (CVE-2023-44487)
-and SETTINGS/PING floods (counted per window: GOAWAY ENHANCE_YOUR_CALM), the preface within
+and SETTINGS/PING/empty DATA floods (counted per window: GOAWAY ENHANCE_YOUR_CALM), the preface within
 ``header_timeout``, and ``idle_timeout`` with no stream open.
 """
 
@@ -204,6 +204,8 @@ class H2Session:
         for event in events:
             if isinstance(event, h2.events.DataReceived):
                 stream = self.streams.get(event.stream_id or 0)
+                if not event.data and event.stream_ended is None and self._control.exceeded():
+                    return self._calm(self._flood("empty DATA"))  # (CVE-2019-9518)
                 if stream is None or stream.gone is not None or not event.data:
                     self._acknowledge(event.stream_id, event.flow_controlled_length)
                 else:
@@ -238,8 +240,9 @@ class H2Session:
         return True
 
     def _flood(self, kind: str) -> str:
-        return (f"more than {self.config.http2_max_control_frames} SETTINGS and PING frames in "
-                f"{RATE_WINDOW:g}s ({kind} flood; proxy.http2_max_control_frames)")
+        return (f"more than {self.config.http2_max_control_frames} SETTINGS, PING and empty "
+                f"DATA frames in {RATE_WINDOW:g}s ({kind} flood; "
+                "proxy.http2_max_control_frames)")
 
     def _calm(self, why: str) -> bool:
         """End the connection with GOAWAY ENHANCE_YOUR_CALM (a defence fired)."""
