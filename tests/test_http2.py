@@ -541,3 +541,16 @@ def test_expect_100_continue(proxy: RunningProxy, h2_origin: H2Origin) -> None:
         assert raw.until(lambda: raw.results[stream_id].done)
     assert raw.results[stream_id].status == 200 and bytes(raw.results[stream_id].body) == b"body"
     assert h2_origin.requests[0].header("expect") is None
+
+
+def test_inside_a_socks5_tunnel(make_proxy: Callable[..., RunningProxy],
+                                h2_origin: H2Origin) -> None:
+    with make_proxy(config={"proxy": {"listen": ["socks5@0"]}}) as proxy:
+        result = subprocess.run(
+            ["curl", "-sS", "--noproxy", "", "--http2", "--socks5-hostname",
+             f"127.0.0.1:{proxy.port}", "--cacert", str(proxy.ca_path),
+             "-w", "\n%{http_version}", base(h2_origin) + "/bytes/70000"],
+            capture_output=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    body, _, version = result.stdout.rpartition(b"\n")
+    assert version == b"2" and body == pattern_bytes(70000)
