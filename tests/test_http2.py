@@ -554,3 +554,12 @@ def test_inside_a_socks5_tunnel(make_proxy: Callable[..., RunningProxy],
     assert result.returncode == 0, result.stderr
     body, _, version = result.stdout.rpartition(b"\n")
     assert version == b"2" and body == pattern_bytes(70000)
+
+
+def test_an_origin_that_ends_its_connection_gets_a_new_one(proxy: RunningProxy,
+                                                           h2_origin: H2Origin) -> None:
+    with h2_client(proxy) as client:
+        first = client.get(base(h2_origin) + "/goaway")
+        second = client.get(base(h2_origin) + "/bytes/10")
+    assert first.content == b"bye" and second.content == pattern_bytes(10)
+    assert h2_origin.connections == 2
