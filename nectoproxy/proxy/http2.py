@@ -39,9 +39,10 @@ from nectoproxy.flow import Connection, Flow, Headers, Request
 from nectoproxy.proxy.context import Services
 from nectoproxy.proxy.exchange import Chunk, Exchange
 from nectoproxy.proxy.h2stream import HTTP_VERSION, H2Stream
-from nectoproxy.proxy.pool import EarlyUpstream, OriginSlot
+from nectoproxy.proxy.pool import EarlyUpstream, Origins, OriginSlot
 from nectoproxy.proxy.streams import STREAM_ERRORS, close_quietly
 from nectoproxy.proxy.tunnel import Inner
+from nectoproxy.proxy.upstream import Target, Upstream
 
 log = logging.getLogger("nectoproxy.http2")
 
@@ -60,6 +61,24 @@ class _Connection(h2.connection.H2Connection):
     @property
     def open_inbound_streams(self) -> int:
         return 0
+
+
+class _AfterEarly(OriginSlot):
+    """The origin slot of a stream that did not get the eager connection: the first streams
+    all start at once, so when one needs the origin it lets the eager connection say first
+    whether the origin speaks HTTP/2 (then they share it) rather than open its own."""
+
+    __slots__ = ("early_done",)
+
+    def __init__(self, origins: Origins, early_done: anyio.Event | None) -> None:
+        super().__init__(origins)
+        self.early_done = early_done
+
+    async def get(self, target: Target) -> Upstream:
+        if self.early_done is not None:
+            await self.early_done.wait()
+            self.early_done = None
+        return await super().get(target)
 
 
 class _Rate:
@@ -295,11 +314,8 @@ class H2Session:
     async def _serve(self, stream: H2Stream, fields: list[tuple[bytes, bytes]],
                      with_body: bool) -> None:
         early, self.early = self.early, None
-        if early is None and self._early_done is not None:
-            # The first streams all start at once: let the eager connection say whether the
-            # origin speaks HTTP/2 (then they share it) before each opens its own.
-            await self._early_done.wait()
-        slot = OriginSlot(self.services.origins, early)
+        slot = OriginSlot(self.services.origins, early) if early is not None \
+            else _AfterEarly(self.services.origins, self._early_done)
         try:
             request, authority = self._make_request(fields)
             flow = Flow(self.connection, request)
