@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import anyio
+import anyio.abc
 import h11
 
 from nectoproxy.errors import (
@@ -45,6 +46,7 @@ from nectoproxy.proxy.http1 import (
 from nectoproxy.proxy.pool import OriginSlot
 from nectoproxy.proxy.streams import EngineStream, relay
 from nectoproxy.proxy.upstream import Target, Upstream, upstream_errors
+from nectoproxy.proxy.upstream2 import H2Upstream
 from nectoproxy.proxy.websocket import relay_websocket
 
 log = logging.getLogger("nectoproxy.http")
@@ -87,7 +89,7 @@ class Exchange:
 
     __slots__ = ("_pending_response", "_request_body_read", "_response_body_read", "client",
                  "config", "flow", "gone", "hooks", "origin", "scope", "server_name",
-                 "tunnel_target")
+                 "tunnel_target", "uploads")
 
     def __init__(self, services: Services, client: ClientSide, origin: OriginSlot, flow: Flow,
                  *, tunnel_target: tuple[str, int] | None = None,
@@ -103,6 +105,9 @@ class Exchange:
         self.scope = anyio.CancelScope()
         #: Why the client went away while this flow ran, if it did.
         self.gone: str | None = None
+        #: Where a streamed request body may be sent to an HTTP/2 origin while its response
+        #: is relayed (bidirectional streaming); None sends it before the response is read.
+        self.uploads: anyio.abc.TaskGroup | None = None
         self._pending_response: Chunk = b""
         self._request_body_read = 0
         self._response_body_read = 0
@@ -269,6 +274,9 @@ class Exchange:
                 self._pending_response = buffered
 
     async def _send_request(self, upstream: Upstream, pending: Chunk) -> None:
+        if upstream.http2:
+            await self._send_request_h2(upstream, pending)
+            return
         flow = self.flow
         request = flow.request
         headers = request.headers
@@ -313,6 +321,54 @@ class Exchange:
             trailers = self.client.trailers
         with upstream_errors(upstream.target):
             await upstream.send(h11.EndOfMessage(headers=trailers.to_raw() if trailers else []))
+
+    async def _send_request_h2(self, upstream: Upstream, pending: Chunk) -> None:
+        """The request on a stream of an HTTP/2 origin (:class:`~.upstream2.H2Upstream`)."""
+        assert isinstance(upstream, H2Upstream)
+        flow = self.flow
+        request = flow.request
+        body = request.raw_content
+        if request.chunk_filters and not request.filters_keep_length:
+            if "content-length" in request.headers:
+                del request.headers["content-length"]  # (HTTP/2 frames the body itself)
+        elif body is not None and (body or has_body(request.headers)):
+            set_length(request.headers, len(body))
+        # (gRPC servers want "te: trailers", a hop-by-hop field the request lost on the way.)
+        te_trailers = any(name.lower() == "te" and "trailers" in value.lower()
+                          for name, value in flow.received_request_headers)
+        flow.request_body_size = 0
+        empty = body is not None and not body and not request.trailers
+        with upstream_errors(upstream.target):
+            await upstream.send_head(request, empty, te_trailers)
+        if empty:
+            return
+        if body is not None:
+            await self._to_origin(upstream, body)
+            with upstream_errors(upstream.target):
+                await upstream.end_body(request.trailers)
+        elif self.uploads is not None:
+            self.uploads.start_soon(self._upload, upstream, pending)
+        else:
+            await self._stream_to_origin(upstream, pending)
+
+    async def _stream_to_origin(self, upstream: H2Upstream, pending: Chunk) -> None:
+        if pending:
+            await self._to_origin(upstream, pending)
+        while (chunk := await self._client_chunk()) is not None:
+            await self._to_origin(upstream, chunk)
+        with upstream_errors(upstream.target):
+            await upstream.end_body(self.client.trailers)
+
+    async def _upload(self, upstream: H2Upstream, pending: Chunk) -> None:
+        """The request body, streamed while the response comes (see ``uploads``)."""
+        try:
+            await self._stream_to_origin(upstream, pending)
+        except ClientDisconnected as exc:
+            self.client_gone(str(exc))
+        except NectoProxyError as exc:
+            # The origin stopped reading (it may have answered already): what it answered,
+            # or that it failed, is what the response side reports.
+            log.debug("request body to %s not sent whole: %s", upstream.target, exc)
 
     async def _to_origin(self, upstream: Upstream, data: Chunk) -> None:
         async def send(chunk: Chunk) -> None:

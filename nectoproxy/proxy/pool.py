@@ -13,6 +13,7 @@ from nectoproxy.config import ProxyConfig
 from nectoproxy.errors import UpstreamError
 from nectoproxy.proxy.streams import EngineStream
 from nectoproxy.proxy.upstream import Target, Upstream, open_stream, open_upstream
+from nectoproxy.proxy.upstream2 import H2OriginConnection
 
 
 class Origins:
@@ -26,14 +27,45 @@ class Origins:
         self.loop_transports = loop_transports
         self.pool = UpstreamPool(idle_timeout=min(config.idle_timeout, 30.0),
                                  max_idle=config.max_connections)
+        #: Origins that chose HTTP/2 the last time, and those an HTTP/2 connection is being
+        #: opened to now.
+        self._h2_targets: set[Target] = set()
+        self._opening: dict[Target, anyio.Event] = {}
 
     async def get(self, target: Target) -> Upstream:
-        """An idle pooled connection to ``target``, or a new one."""
+        """A new stream on the HTTP/2 connection to ``target``, an idle pooled connection,
+        or a new one."""
+        if self.pool.h2 and (stream := self.pool.h2_stream(target)) is not None:
+            return stream
+        if self._h2_targets and target in self._h2_targets:
+            return await self._h2_stream(target)
         return await self.pool.take(target) or await self.open(target)
 
+    async def _h2_stream(self, target: Target) -> Upstream:
+        """For an origin known to speak HTTP/2: wait for the connection being opened to it
+        rather than open one more (the many streams of a page all start at once)."""
+        opening = self._opening.get(target)
+        if opening is not None:
+            await opening.wait()
+            # (If that failed, or its connection is full, this stream tries on its own.)
+            return self.pool.h2_stream(target) or await self.open(target)
+        self._opening[target] = anyio.Event()
+        try:
+            return await self.open(target)
+        finally:
+            self._opening.pop(target).set()
+
     async def open(self, target: Target) -> Upstream:
-        return await open_upstream(target, self.config, self.tls_context,
-                                   self.pool.tls_session(target), self.loop_transports)
+        upstream = await open_upstream(target, self.config, self.tls_context,
+                                       self.pool.tls_session(target), self.loop_transports)
+        if upstream.negotiated_h2:  # shared from now on, a stream per flow
+            self._h2_targets.add(target)
+            connection = H2OriginConnection(upstream, self.config.http2_max_header_list_size)
+            stream = connection.new_stream()  # (before any await: it is in use from now)
+            await self.pool.add_h2(connection)
+            return stream
+        self._h2_targets.discard(target)
+        return upstream
 
     async def open_stream(self, host: str, port: int) -> EngineStream:
         """A byte stream to ``host:port`` (pass-through tunnels), via the upstream proxy too."""
@@ -222,6 +254,8 @@ class UpstreamPool:
         self.max_idle = max_idle
         self._idle: dict[Target, list[tuple[float, Upstream]]] = {}
         self._count = 0
+        #: The HTTP/2 connection to each origin that chose it (each is shared, never idle).
+        self.h2: dict[Target, H2OriginConnection] = {}
         #: Sessions offered when a new connection is made to an origin seen before (an
         #: abbreviated handshake: no certificate chain to send and verify again).
         self.tls_sessions = TLSSessions()
@@ -262,9 +296,29 @@ class UpstreamPool:
             await upstream.aclose()
         return None
 
+    def h2_stream(self, target: Target) -> Upstream | None:
+        """A new stream on the HTTP/2 connection to ``target``, if it can take one."""
+        connection = self.h2.get(target)
+        if connection is None or not connection.usable():
+            return None
+        return connection.new_stream()
+
+    async def add_h2(self, connection: H2OriginConnection) -> None:
+        old = self.h2.get(connection.target)
+        self.h2[connection.target] = connection
+        if old is not None:  # (closed by its last stream if it has some)
+            old.retired = True
+            if old.users == 0:
+                await old.aclose()
+
     async def sweep(self) -> None:
         """Close connections idle for longer than ``idle_timeout``."""
         deadline = time.monotonic() - self.idle_timeout
+        for target, connection in list(self.h2.items()):
+            if connection.users == 0 and (connection.idle_since < deadline
+                                          or not connection.usable()):
+                del self.h2[target]
+                await connection.aclose()
         expired: list[Upstream] = []
         # Taken out of the pool before the first await: a put() meanwhile must not be lost.
         for target, idle in list(self._idle.items()):
@@ -279,6 +333,9 @@ class UpstreamPool:
             await upstream.aclose()
 
     async def close(self) -> None:
+        shared, self.h2 = self.h2, {}
+        for connection in shared.values():
+            await connection.aclose()
         idle, self._idle, self._count = self._idle, {}, 0
         for connections in idle.values():
             for _, upstream in connections:
