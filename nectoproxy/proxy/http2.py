@@ -40,7 +40,7 @@ from nectoproxy.proxy.context import Services
 from nectoproxy.proxy.exchange import Chunk, Exchange
 from nectoproxy.proxy.h2stream import HTTP_VERSION, H2Stream
 from nectoproxy.proxy.pool import EarlyUpstream, Origins, OriginSlot
-from nectoproxy.proxy.streams import STREAM_ERRORS, close_quietly
+from nectoproxy.proxy.streams import STREAM_ERRORS, close_quietly, linger
 from nectoproxy.proxy.tunnel import Inner
 from nectoproxy.proxy.upstream import Target, Upstream
 
@@ -131,6 +131,8 @@ class H2Session:
         self._group: anyio.abc.TaskGroup | None = None
         self._wait = anyio.CancelScope()
         self._goaway = False
+        #: Whether this side ended the connection for an error (a defence, a protocol error).
+        self._refusing = False
         self._refused = 0
         self.idle = False
         self.closed = False
@@ -158,6 +160,9 @@ class H2Session:
             self.services.sessions.discard(self)
             if self.early is not None:
                 await self.early.discard()
+            if self._refusing:  # (a GOAWAY with an error code went out: let the client read it)
+                with anyio.CancelScope(shield=True):
+                    await linger(self.stream)
             await close_quietly(self.stream)
 
     async def _read_loop(self) -> None:
@@ -270,6 +275,7 @@ class H2Session:
         return False
 
     def _defence(self, why: str) -> None:
+        self._refusing = True
         log.warning("HTTP/2 client %s: %s; connection closed",
                     self.connection.client_address[0], why)
 

@@ -34,9 +34,11 @@ from nectoproxy.proxy.reverse import reverse
 from nectoproxy.proxy.session import ClientSession
 from nectoproxy.proxy.socks import socks5
 from nectoproxy.proxy.streams import (
+    STREAM_ERRORS,
     AnyioStream,
     EngineStream,
     close_quietly,
+    linger,
     loop_transports_available,
 )
 from nectoproxy.proxy.transport import TransportStream
@@ -44,9 +46,6 @@ from nectoproxy.proxy.upstream import client_tls_context
 
 log = logging.getLogger("nectoproxy.server")
 
-#: A refused connection is read (and dropped) for up to this long, or this much, before closing.
-LINGER_SECONDS = 2.0
-LINGER_BYTES = 1 << 20
 #: Refused clients are logged at most once per this many seconds (with a count).
 REFUSAL_LOG_INTERVAL = 10.0
 
@@ -412,16 +411,9 @@ async def _listen(mode: ListenConfig, *, reuse_port: bool) -> anyio.abc.Listener
 async def _answer_and_close(stream: EngineStream, status: int, message: str) -> None:
     try:
         await stream.send(response_bytes(error_response(status, message)))
-        await stream.send_eof()
-        # Lingering close: a request still arriving at a closed socket makes the kernel
-        # reset the connection, and the client may never read the answer.
-        with anyio.move_on_after(LINGER_SECONDS):
-            received = 0
-            while received < LINGER_BYTES:
-                received += len(await stream.receive())
-    except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream,
-            NotImplementedError):
-        pass
+    except STREAM_ERRORS:
+        return
+    await linger(stream)
 
 
 def _raise_open_file_limit(needed: int) -> None:

@@ -273,6 +273,30 @@ async def close_quietly(stream: anyio.abc.AsyncResource) -> None:
             pass
 
 
+#: A lingering close's bounds (see :func:`linger`).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
+
+
+async def linger(stream: EngineStream) -> None:
+    """The end of a lingering close, after the last answer was sent: end this side, then read
+    and drop what the client still sends, for up to :data:`LINGER_SECONDS` or
+    :data:`LINGER_BYTES`. A socket closed with unread bytes in it makes the kernel reset the
+    connection, and the client may lose the answer (an error page, a GOAWAY) it had not read
+    yet."""
+    try:
+        await stream.send_eof()
+    except (*STREAM_ERRORS, NotImplementedError):
+        pass
+    with anyio.move_on_after(LINGER_SECONDS):
+        received = 0
+        try:
+            while received < LINGER_BYTES:
+                received += len(await stream.receive())
+        except STREAM_ERRORS:
+            pass
+
+
 async def relay(a: EngineStream, b: EngineStream) -> tuple[int, int]:
     """Copy bytes both ways until both directions have ended; half-closes are passed on.
     Returns the bytes copied from ``a`` to ``b`` and from ``b`` to ``a``."""
