@@ -8,7 +8,8 @@ NectoProxy as a separate process (``python -m nectoproxy``), then runs worker th
 plain and HTTPS requests, uploads, downloads, expected errors (500, refused, origin closing),
 malformed requests, clients that vanish mid-request, storms of clients that vanish at once,
 keep-alive and new connections, WebSockets (plain and wss, to echo origins), requests through
-its SOCKS5 listener and to its reverse-mode listener. Every answer is checked (status, sha256
+its SOCKS5 listener and to its reverse-mode listener, HTTP/2 (httpx, streams at once) to
+HTTP/1.1 and HTTP/2 origins. Every answer is checked (status, sha256
 of bodies, echoed messages).
 
 It judges what it prints (exit status 1 if any fails): no failed request, no traceback in the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import hashlib
 import os
@@ -43,6 +45,7 @@ from typing import Any, ClassVar
 import httpx
 import trustme
 
+from nectoproxy.testing.h2origin import H2Origin
 from nectoproxy.testing.origin import Origin, free_port, pattern_bytes, pattern_sha256
 
 MIB = 1024 * 1024
@@ -385,10 +388,41 @@ class Worker:
                           f"{len(response.content)} of {size} bytes")
         return 0, len(response.content)
 
+    def http2(self) -> tuple[int, int]:
+        """HTTP/2 from the client (httpx, several streams at once on one connection) to the
+        HTTP/1.1 TLS origin or to an HTTP/2 origin: downloads and uploads, each checked."""
+        h2_origin = self.random.random() < 0.5
+        base = self.soak.h2_origin.url if h2_origin else \
+            f"https://localhost:{self.soak.tls_origin.port}"
+        sizes = [self.random.choice([0, 1000, 100_000, 1 * MIB]) for _ in range(4)]
+        up = down = 0
+
+        def one(client: httpx.Client, size: int) -> tuple[int, int]:
+            if h2_origin:  # (it echoes a body back)
+                body = pattern_bytes(size, seed=7)
+                response = client.post(f"{base}/echo", content=body)
+                if response.status_code != 200 or response.content != body:
+                    raise Failure(f"http2 echo: status {response.status_code}", f"{size} B")
+                return size, size
+            response = client.get(f"{base}/bytes/{size}")
+            if response.status_code != 200 or \
+                    hashlib.sha256(response.content).hexdigest() != self.soak.sha(size):
+                raise Failure(f"http2: status {response.status_code} / bad body", f"{size} B")
+            return 0, size
+
+        with httpx.Client(proxy=f"http://127.0.0.1:{self.soak.port}", http2=True,
+                          verify=self.soak.h2_context or True, timeout=30) as client:
+            with concurrent.futures.ThreadPoolExecutor(len(sizes)) as pool:
+                for sent, got in pool.map(lambda size: one(client, size), sizes):
+                    up, down = up + sent, down + got
+            if client.get(f"{base}/bytes/0").http_version != "HTTP/2":
+                raise Failure("http2: the proxy did not speak HTTP/2 to the client", base)
+        return up, down
+
     SCENARIOS: ClassVar[list[tuple[str, int]]] = [
         ("get_small", 30), ("download", 12), ("upload", 12), ("expected_error", 10),
         ("bad_request", 10), ("vanish", 6), ("pipelined", 5), ("storm", 1),
-        ("websocket", 4), ("socks", 4), ("reverse", 4),
+        ("websocket", 4), ("socks", 4), ("reverse", 4), ("http2", 6),
     ]
 
     def run(self, deadline: float, stats: Stats) -> None:
@@ -403,7 +437,8 @@ class Worker:
                 up, down = scenario()
             except Failure as exc:
                 stats.fail(name, str(exc.args[0]), str(exc.args[1:]))
-            except (httpx.HTTPError, OSError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - any error is a failure to count, and
+                # the worker goes on (one that died would end the run early, unseen)
                 stats.fail(name, type(exc).__name__, str(exc))
                 self.keep_alive.close()
                 self.keep_alive = self.soak.client()
@@ -484,6 +519,7 @@ class Soak:
         with socket.socket() as unused:
             unused.bind(("127.0.0.1", 0))
             self.closed_port = unused.getsockname()[1]
+        self.h2_origin = H2Origin(ca=self.ca)
         self.ws_plain = _EchoOrigin()
         self.ws_tls = _EchoOrigin(self.ca)
         self.socks_port = free_port()
@@ -494,6 +530,7 @@ class Soak:
         self.start_pooled = self.end_pooled = 0
         self.log_path = workdir / "proxy.log"
         self.context: ssl.SSLContext | None = None
+        self.h2_context: ssl.SSLContext | None = None
 
     def sha(self, size: int, seed: int = 0) -> str:
         with self._sha_lock:
@@ -510,8 +547,9 @@ class Soak:
         self.tls_origin.start()
         self.ws_plain.start()
         self.ws_tls.start()
+        self.h2_origin.__enter__()
         self.origin_ports = {self.origin.port, self.tls_origin.port, self.ws_plain.port,
-                             self.ws_tls.port}
+                             self.ws_tls.port, self.h2_origin.port}
         ca_file = self.workdir / "origin-ca.pem"
         self.ca.cert_pem.write_to_path(str(ca_file))
         certs = self.workdir / "certs"
@@ -539,6 +577,9 @@ class Soak:
             except OSError:
                 time.sleep(0.1)
         self.context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        # (Its own: httpx offers h2 in the ALPN of the context it is given, which would make
+        # every other client that shares the context choose HTTP/2 too.)
+        self.h2_context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
 
     def stop(self) -> int | None:
         code = None
@@ -555,6 +596,7 @@ class Soak:
         self.origin.stop()
         self.ws_plain.stop()
         self.ws_tls.stop()
+        self.h2_origin.__exit__(None, None, None)
         return code
 
     def warm_up(self) -> None:
@@ -595,6 +637,8 @@ class Soak:
                     # run would otherwise fill this process's memory (it once took 24 GiB).
                     self.origin.requests.clear()
                     self.tls_origin.requests.clear()
+                    self.h2_origin.requests.clear()
+                    self.h2_origin.reset_codes.clear()
                 if self.process.poll() is None and time.monotonic() < next_report:
                     continue
                 next_report += args.report_every
