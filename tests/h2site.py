@@ -72,6 +72,7 @@ def resources() -> dict[str, tuple[str, bytes]]:
     }
     for name, rgb in COLOURS.items():
         served[f"/img/{name}.png"] = ("image/png", png(rgb))
+    served["/favicon.ico"] = ("image/png", png((32, 48, 96), 16))  # (Chromium asks for it)
     return served
 
 
@@ -134,7 +135,7 @@ class H2Site:
 
         try:
             asyncio.run(main())
-        except BaseException as exc:  # reported by __exit__
+        except Exception as exc:  # noqa: BLE001 - reported by __enter__ or __exit__
             self._error = exc
             self._started.set()
 
