@@ -247,8 +247,11 @@ class _CARace(CertError):
 class CertStore:
     """The CA files in ``directory`` plus the memory and disk caches of leaf certificates."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str],
+                 alpn: tuple[str, ...] = ("http/1.1",)) -> None:
         self._directory = Path(directory).expanduser()
+        #: The protocols offered to clients in ALPN, the proxy's preference first.
+        self.alpn = alpn
         self._ca_cert: x509.Certificate | None = None
         self._ca_key: rsa.RSAPrivateKey | None = None
         self._leaf_key: ec.EllipticCurvePrivateKey | None = None
@@ -438,7 +441,8 @@ class CertStore:
         is_new = cert is None
         if cert is None:
             cert = self._mint(name, path, ca_cert, ca_key)
-        return _CachedContext(_server_context_from_file(path), cert, ca_cert), is_new
+        context = _server_context_from_file(path, self.alpn)
+        return _CachedContext(context, cert, ca_cert), is_new
 
     def _read_usable_leaf(
         self, path: Path, name: str, ip: IPAddress | None, ca_cert: x509.Certificate
@@ -523,9 +527,9 @@ def _fresh(cert: x509.Certificate) -> bool:
     return cert.not_valid_before_utc <= now and cert.not_valid_after_utc - now >= MIN_REMAINING
 
 
-def _server_context_from_file(path: Path) -> ssl.SSLContext:
+def _server_context_from_file(path: Path, alpn: tuple[str, ...]) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(list(alpn))
     context.load_cert_chain(path)
     return context

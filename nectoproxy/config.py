@@ -153,6 +153,22 @@ class ProxyConfig:
         "Bodies up to this size are buffered so plugins can read and change them; larger ones "
         "stream through untouched.",
     )
+    http2: bool = _opt(
+        True, "Offer HTTP/2 (ALPN \"h2\") to clients inside intercepted TLS and to origins; "
+        "each side speaks what it negotiates (see docs/http2.md). false = HTTP/1.1 only.")
+    http2_max_concurrent_streams: int = _opt(
+        100, "Most HTTP/2 streams a client may have open at once on one connection (more are "
+        "refused with RST_STREAM REFUSED_STREAM).")
+    http2_max_header_list_size: int = _opt(
+        65536, "Largest HTTP/2 header list accepted (decompressed, RFC 9113 field sizes), "
+        "and largest header block on the wire: a bigger one ends the connection (HPACK bombs, "
+        "CONTINUATION floods).")
+    http2_max_resets: int = _opt(
+        200, "Most streams an HTTP/2 client may reset in 10 seconds before its connection "
+        "ends with GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).")
+    http2_max_control_frames: int = _opt(
+        1000, "Most SETTINGS and PING frames an HTTP/2 client may send in 10 seconds before "
+        "its connection ends with GOAWAY ENHANCE_YOUR_CALM (control frame floods).")
     max_connections: int = _opt(
         1024, "Most client connections served at once (per worker); more are refused with a "
         "503 (a storm of them closed at once). Each may hold its socket, an origin connection "
@@ -451,7 +467,9 @@ def _validate_values(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: proxy.workers must be \"auto\" or 0 (one per core), or more")
     if p.max_body_size < 0:
         raise ConfigError(f"{where}: proxy.max_body_size must not be negative")
-    for key in ("max_header_size", "max_header_count", "max_connections"):
+    for key in ("max_header_size", "max_header_count", "max_connections",
+                "http2_max_concurrent_streams", "http2_max_header_list_size",
+                "http2_max_resets", "http2_max_control_frames"):
         if getattr(p, key) < 1:
             raise ConfigError(f"{where}: proxy.{key} must be at least 1")
     if p.body_buffer_limit < 0:

@@ -45,6 +45,7 @@ from nectoproxy.proxy.http1 import (
 from nectoproxy.proxy.pool import OriginSlot
 from nectoproxy.proxy.streams import EngineStream, relay
 from nectoproxy.proxy.upstream import Target, Upstream, upstream_errors
+from nectoproxy.proxy.upstream2 import H2Upstream
 from nectoproxy.proxy.websocket import relay_websocket
 
 log = logging.getLogger("nectoproxy.http")
@@ -269,6 +270,9 @@ class Exchange:
                 self._pending_response = buffered
 
     async def _send_request(self, upstream: Upstream, pending: Chunk) -> None:
+        if upstream.http2:
+            await self._send_request_h2(upstream, pending)
+            return
         flow = self.flow
         request = flow.request
         headers = request.headers
@@ -313,6 +317,38 @@ class Exchange:
             trailers = self.client.trailers
         with upstream_errors(upstream.target):
             await upstream.send(h11.EndOfMessage(headers=trailers.to_raw() if trailers else []))
+
+    async def _send_request_h2(self, upstream: Upstream, pending: Chunk) -> None:
+        """The request on a stream of an HTTP/2 origin (:class:`~.upstream2.H2Upstream`)."""
+        assert isinstance(upstream, H2Upstream)
+        flow = self.flow
+        request = flow.request
+        body = request.raw_content
+        if request.chunk_filters and not request.filters_keep_length:
+            if "content-length" in request.headers:
+                del request.headers["content-length"]  # (HTTP/2 frames the body itself)
+        elif body is not None and (body or has_body(request.headers)):
+            set_length(request.headers, len(body))
+        # (gRPC servers want "te: trailers", a hop-by-hop field the request lost on the way.)
+        te_trailers = any(name.lower() == "te" and "trailers" in value.lower()
+                          for name, value in flow.received_request_headers)
+        flow.request_body_size = 0
+        empty = body is not None and not body and not request.trailers
+        with upstream_errors(upstream.target):
+            await upstream.send_head(request, empty, te_trailers)
+        if empty:
+            return
+        if body is not None:
+            await self._to_origin(upstream, body)
+            trailers = request.trailers
+        else:
+            if pending:
+                await self._to_origin(upstream, pending)
+            while (chunk := await self._client_chunk()) is not None:
+                await self._to_origin(upstream, chunk)
+            trailers = self.client.trailers
+        with upstream_errors(upstream.target):
+            await upstream.end_body(trailers)
 
     async def _to_origin(self, upstream: Upstream, data: Chunk) -> None:
         async def send(chunk: Chunk) -> None:

@@ -13,6 +13,7 @@ from nectoproxy.config import ProxyConfig
 from nectoproxy.errors import UpstreamError
 from nectoproxy.proxy.streams import EngineStream
 from nectoproxy.proxy.upstream import Target, Upstream, open_stream, open_upstream
+from nectoproxy.proxy.upstream2 import H2OriginConnection
 
 
 class Origins:
@@ -28,12 +29,20 @@ class Origins:
                                  max_idle=config.max_connections)
 
     async def get(self, target: Target) -> Upstream:
-        """An idle pooled connection to ``target``, or a new one."""
+        """A new stream on the HTTP/2 connection to ``target``, an idle pooled connection,
+        or a new one."""
+        if self.pool.h2 and (stream := self.pool.h2_stream(target)) is not None:
+            return stream
         return await self.pool.take(target) or await self.open(target)
 
     async def open(self, target: Target) -> Upstream:
-        return await open_upstream(target, self.config, self.tls_context,
-                                   self.pool.tls_session(target), self.loop_transports)
+        upstream = await open_upstream(target, self.config, self.tls_context,
+                                       self.pool.tls_session(target), self.loop_transports)
+        if upstream.negotiated_h2:  # shared from now on, a stream per flow
+            connection = H2OriginConnection(upstream, self.config.http2_max_header_list_size)
+            await self.pool.add_h2(connection)
+            return connection.new_stream()
+        return upstream
 
     async def open_stream(self, host: str, port: int) -> EngineStream:
         """A byte stream to ``host:port`` (pass-through tunnels), via the upstream proxy too."""
@@ -222,6 +231,8 @@ class UpstreamPool:
         self.max_idle = max_idle
         self._idle: dict[Target, list[tuple[float, Upstream]]] = {}
         self._count = 0
+        #: The HTTP/2 connection to each origin that chose it (each is shared, never idle).
+        self.h2: dict[Target, H2OriginConnection] = {}
         #: Sessions offered when a new connection is made to an origin seen before (an
         #: abbreviated handshake: no certificate chain to send and verify again).
         self.tls_sessions = TLSSessions()
@@ -262,9 +273,27 @@ class UpstreamPool:
             await upstream.aclose()
         return None
 
+    def h2_stream(self, target: Target) -> Upstream | None:
+        """A new stream on the HTTP/2 connection to ``target``, if it can take one."""
+        connection = self.h2.get(target)
+        if connection is None or not connection.usable():
+            return None
+        return connection.new_stream()
+
+    async def add_h2(self, connection: H2OriginConnection) -> None:
+        old = self.h2.get(connection.target)
+        self.h2[connection.target] = connection
+        if old is not None and old.users == 0:
+            await old.aclose()
+
     async def sweep(self) -> None:
         """Close connections idle for longer than ``idle_timeout``."""
         deadline = time.monotonic() - self.idle_timeout
+        for target, connection in list(self.h2.items()):
+            if connection.users == 0 and (connection.idle_since < deadline
+                                          or not connection.usable()):
+                del self.h2[target]
+                await connection.aclose()
         expired: list[Upstream] = []
         # Taken out of the pool before the first await: a put() meanwhile must not be lost.
         for target, idle in list(self._idle.items()):
@@ -279,6 +308,9 @@ class UpstreamPool:
             await upstream.aclose()
 
     async def close(self) -> None:
+        shared, self.h2 = self.h2, {}
+        for connection in shared.values():
+            await connection.aclose()
         idle, self._idle, self._count = self._idle, {}, 0
         for connections in idle.values():
             for _, upstream in connections:

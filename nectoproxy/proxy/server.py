@@ -117,7 +117,8 @@ class Proxy:
         config = self.config
         await self.check()
         _raise_open_file_limit(self.fds_needed)
-        certs = CertStore(config.certs_dir)
+        certs = CertStore(config.certs_dir,
+                          ("h2", "http/1.1") if config.proxy.http2 else ("http/1.1",))
         await anyio.to_thread.run_sync(certs.load_or_create)
         if self.hooks.has("on_cert_generated"):
             certs.on_cert_generated = self._cert_generated

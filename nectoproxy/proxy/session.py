@@ -29,6 +29,7 @@ from nectoproxy.proxy.http1 import (
     request_from_event,
     send_error,
 )
+from nectoproxy.proxy.http2 import H2Session
 from nectoproxy.proxy.pool import EarlyUpstream, OriginSlot
 from nectoproxy.proxy.streams import STREAM_ERRORS, EngineStream
 from nectoproxy.proxy.tunnel import Inner, tunnel
@@ -194,8 +195,13 @@ class ClientSession:
                 await ClientSession.inside(self.services, inner, self.connection).run()
 
     @classmethod
-    def inside(cls, services: Services, inner: Inner, connection: Connection) -> ClientSession:
-        """The session serving what a tunnel (CONNECT, SOCKS, reverse mode) carries."""
+    def inside(cls, services: Services, inner: Inner, connection: Connection
+               ) -> ClientSession | H2Session:
+        """The session serving what a tunnel (CONNECT, SOCKS, reverse mode) carries: HTTP/2
+        when the client chose it in the TLS handshake."""
+        ssl_object = inner.stream.ssl_object
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+            return H2Session(services, inner, connection)
         return cls(services, inner.stream, connection, scheme=inner.scheme,
                    tunnel_target=inner.target, server_name=inner.server_name,
                    early=inner.early, host_header=inner.host_header)

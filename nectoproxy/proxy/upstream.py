@@ -35,7 +35,7 @@ log = logging.getLogger("nectoproxy.upstream")
 
 def client_tls_context(config: ProxyConfig) -> ssl.SSLContext:
     """The context for TLS to origins, built once: verified against the system store (plus
-    ``upstream_ca``) unless ``ssl_insecure`` is set."""
+    ``upstream_ca``) unless ``ssl_insecure`` is set; offering ``h2`` when ``http2`` is on."""
     context = ssl.create_default_context()
     if config.upstream_ca:
         try:
@@ -45,7 +45,7 @@ def client_tls_context(config: ProxyConfig) -> ssl.SSLContext:
     if config.ssl_insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(["h2", "http/1.1"] if config.http2 else ["http/1.1"])
     return context
 
 
@@ -68,6 +68,8 @@ class Upstream(HTTPConnection):
                  "session_saved", "target", "tcp_connected_at", "tls_established_at", "via")
 
     stream: EngineStream
+    #: Whether this is one stream of an HTTP/2 connection (:mod:`.upstream2`).
+    http2 = False
 
     def __init__(self, stream: EngineStream, target: Target, max_header_size: int) -> None:
         super().__init__(stream, h11.CLIENT, max_header_size)
@@ -93,6 +95,12 @@ class Upstream(HTTPConnection):
         if isinstance(peer, tuple):
             self.address = (str(peer[0]), int(peer[1]))
 
+
+    @property
+    def negotiated_h2(self) -> bool:
+        """Whether the origin chose HTTP/2 in its TLS handshake."""
+        ssl_object = self.stream.ssl_object
+        return ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"
 
     def tls_info(self) -> ServerTLSInfo | None:
         """The TLS details of this connection (read once), None for plain HTTP."""
