@@ -160,9 +160,8 @@ class ProxyConfig:
         100, "Most HTTP/2 streams a client may have open at once on one connection (more are "
         "refused with RST_STREAM REFUSED_STREAM).")
     http2_max_header_list_size: int = _opt(
-        65536, "Largest HTTP/2 header list accepted (decompressed, RFC 9113 field sizes), "
-        "and largest header block on the wire: a bigger one ends the connection (HPACK bombs, "
-        "CONTINUATION floods).")
+        65536, "Largest HTTP/2 header list accepted from clients and origins (decompressed, "
+        "RFC 9113 field sizes): a bigger one ends the connection (HPACK bombs).")
     http2_max_resets: int = _opt(
         200, "Most streams an HTTP/2 client may reset in 10 seconds before its connection "
         "ends with GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).")

@@ -40,7 +40,7 @@ def test_leaf_chains_to_ca_and_verifies_x509_strict(proxy, tls_origin, tmp_path)
     context = ssl.create_default_context(cafile=str(proxy.ca_path))
     context.set_alpn_protocols(["h2", "http/1.1"])
     with context.wrap_socket(sock, server_hostname="localhost") as tls:
-        assert tls.selected_alpn_protocol() == "http/1.1"  # only http/1.1 is offered
+        assert tls.selected_alpn_protocol() == "h2"  # [proxy] http2 is on by default
         der = tls.getpeercert(binary_form=True)
     leaf = tmp_path / "leaf.pem"
     leaf.write_text(ssl.DER_cert_to_PEM_cert(der))

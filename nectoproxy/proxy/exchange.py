@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import anyio
+import anyio.abc
 import h11
 
 from nectoproxy.errors import (
@@ -88,7 +89,7 @@ class Exchange:
 
     __slots__ = ("_pending_response", "_request_body_read", "_response_body_read", "client",
                  "config", "flow", "gone", "hooks", "origin", "scope", "server_name",
-                 "tunnel_target")
+                 "tunnel_target", "uploads")
 
     def __init__(self, services: Services, client: ClientSide, origin: OriginSlot, flow: Flow,
                  *, tunnel_target: tuple[str, int] | None = None,
@@ -104,6 +105,9 @@ class Exchange:
         self.scope = anyio.CancelScope()
         #: Why the client went away while this flow ran, if it did.
         self.gone: str | None = None
+        #: Where a streamed request body may be sent to an HTTP/2 origin while its response
+        #: is relayed (bidirectional streaming); None sends it before the response is read.
+        self.uploads: anyio.abc.TaskGroup | None = None
         self._pending_response: Chunk = b""
         self._request_body_read = 0
         self._response_body_read = 0
@@ -340,15 +344,31 @@ class Exchange:
             return
         if body is not None:
             await self._to_origin(upstream, body)
-            trailers = request.trailers
+            with upstream_errors(upstream.target):
+                await upstream.end_body(request.trailers)
+        elif self.uploads is not None:
+            self.uploads.start_soon(self._upload, upstream, pending)
         else:
-            if pending:
-                await self._to_origin(upstream, pending)
-            while (chunk := await self._client_chunk()) is not None:
-                await self._to_origin(upstream, chunk)
-            trailers = self.client.trailers
+            await self._stream_to_origin(upstream, pending)
+
+    async def _stream_to_origin(self, upstream: H2Upstream, pending: Chunk) -> None:
+        if pending:
+            await self._to_origin(upstream, pending)
+        while (chunk := await self._client_chunk()) is not None:
+            await self._to_origin(upstream, chunk)
         with upstream_errors(upstream.target):
-            await upstream.end_body(trailers)
+            await upstream.end_body(self.client.trailers)
+
+    async def _upload(self, upstream: H2Upstream, pending: Chunk) -> None:
+        """The request body, streamed while the response comes (see ``uploads``)."""
+        try:
+            await self._stream_to_origin(upstream, pending)
+        except ClientDisconnected as exc:
+            self.client_gone(str(exc))
+        except NectoProxyError as exc:
+            # The origin stopped reading (it may have answered already): what it answered,
+            # or that it failed, is what the response side reports.
+            log.debug("request body to %s not sent whole: %s", upstream.target, exc)
 
     async def _to_origin(self, upstream: Upstream, data: Chunk) -> None:
         async def send(chunk: Chunk) -> None:

@@ -323,7 +323,7 @@ class H2Session:
         for event in events:
             if isinstance(event, h2.events.DataReceived):
                 stream = self.streams.get(event.stream_id or 0)
-                if stream is None or stream.gone is not None:
+                if stream is None or stream.gone is not None or not event.data:
                     self._acknowledge(event.stream_id, event.flow_controlled_length)
                 else:
                     stream.received(bytes(event.data or b""), event.flow_controlled_length or 0)
@@ -390,13 +390,14 @@ class H2Session:
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         stream = H2Stream(self, stream_id)
-        if event.stream_ended is not None:
-            stream.ended = True
+        with_body = event.stream_ended is None
+        stream.ended = not with_body
         self.streams[stream_id] = stream
         assert self._group is not None
-        self._group.start_soon(self._serve, stream, event.headers or [])
+        self._group.start_soon(self._serve, stream, event.headers or [], with_body)
 
-    async def _serve(self, stream: H2Stream, fields: list[tuple[bytes, bytes]]) -> None:
+    async def _serve(self, stream: H2Stream, fields: list[tuple[bytes, bytes]],
+                     with_body: bool) -> None:
         early, self.early = self.early, None
         slot = OriginSlot(self.services.origins, early)
         try:
@@ -409,7 +410,7 @@ class H2Session:
                 await stream.answer(431, f"{len(fields)} header fields exceed "
                                     f"proxy.max_header_count ({self.config.max_header_count})")
                 return
-            if not stream.ended and "content-length" not in request.headers:
+            if with_body and "content-length" not in request.headers:
                 request.headers["Transfer-Encoding"] = "chunked"  # (so the origin sees a body)
             if request.headers.get("expect", "").lower() == "100-continue":
                 stream.waiting_continue = True
@@ -419,7 +420,10 @@ class H2Session:
             if stream.gone is not None:
                 exchange.client_gone(stream.gone)
             try:
-                await exchange.run()
+                async with anyio.create_task_group() as uploads:
+                    exchange.uploads = uploads
+                    await exchange.run()
+                    uploads.cancel_scope.cancel()  # (a body the origin did not want)
             except ClientDisconnected:
                 pass
             if not stream.response_ended and not self.closed:

@@ -210,7 +210,8 @@ def _code(code: Any) -> str:
 class H2Upstream(Upstream):
     """One stream on an :class:`H2OriginConnection`: what one flow sees of the origin."""
 
-    __slots__ = ("connection", "ended", "events", "released", "stream_id", "trailer_fields")
+    __slots__ = ("connection", "ended", "events", "released", "request_ended", "stream_id",
+                 "trailer_fields")
 
     http2 = True
 
@@ -222,6 +223,7 @@ class H2Upstream(Upstream):
         self.events: deque[_Event] = deque()
         self.trailer_fields: list[tuple[bytes, bytes]] = []
         self.ended = False
+        self.request_ended = False
         self.released = False
         self.requests_sent = connection.opened
         self.session_saved = True  # (the TLS session of a shared connection is not kept)
@@ -254,6 +256,7 @@ class H2Upstream(Upstream):
         except h2.exceptions.ProtocolError as exc:
             raise UpstreamError(f"cannot send the request to {self.target}: {exc}") from None
         self.stream_id = stream_id
+        self.request_ended = end
         connection.streams[stream_id] = self
         connection.opened += 1
         await connection.flush()
@@ -262,6 +265,7 @@ class H2Upstream(Upstream):
         await self._send(data, False)
 
     async def end_body(self, trailers: Headers | None) -> None:
+        self.request_ended = True
         if trailers:
             await self._send_headers([(k.lower().encode("latin-1"), v.encode("latin-1"))
                                       for k, v in trailers.fields], end=True)
@@ -373,7 +377,7 @@ class H2Upstream(Upstream):
                 if kind == "data":
                     connection._acknowledge(self.stream_id, value[1])
             self.events.clear()
-            if not self.ended:
+            if not (self.ended and self.request_ended):
                 try:
                     connection.h2.reset_stream(self.stream_id, h2.errors.ErrorCodes.CANCEL)
                 except h2.exceptions.ProtocolError:

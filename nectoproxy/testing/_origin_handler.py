@@ -101,6 +101,10 @@ class BadRequest(Exception):
 class HandlerServer(ThreadingHTTPServer):
     """What OriginHandler needs from its server (implemented by origin._Server)."""
 
+    #: (socketserver's default, 5, drops the connections of a burst: an HTTP/2 client's 100
+    #: streams each open one to an HTTP/1.1 origin.)
+    request_queue_size = 128
+
     stopping: threading.Event  # set when the origin stops: sleeping handlers give up
     tls: bool
 

@@ -131,6 +131,12 @@ class H2Origin:
             self.connections += 1
         assert isinstance(sock, ssl.SSLSocket)
         if sock.selected_alpn_protocol() != "h2":
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
             sock.sendall(b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Length: 0\r\n"
                          b"Connection: close\r\n\r\n")
             return
@@ -170,7 +176,7 @@ class H2Origin:
             if stream is not None:
                 stream.digest.update(event.data)
                 stream.length += len(event.data)
-                stream.chunks += 1
+                stream.chunks += bool(event.data)
                 if stream.path == "/stream":
                     stream.out += event.data
                 elif stream.path == "/echo":
