@@ -180,6 +180,8 @@ def test_concurrent_streams_are_flows_with_every_hook_and_in_the_store(
                 assert response.headers[":status"] == "200"
                 assert bytes(response.body) == pattern_bytes(size, n)
             assert wait_until(lambda: len(log.completed) == len(sizes))
+            # One HTTP/2 connection to the origin carries them all, as the client's did.
+            assert h2_origin.connections == 1
         for n, size in enumerate(sizes):
             path = f"/bytes/{size}?seed={n}"
             assert log.hooks_for(path) == ["on_request_headers", "on_response_headers",
