@@ -61,6 +61,8 @@ class H2Client:
         self.terminated: h2.events.ConnectionTerminated | None = None
         self.closed = False
         self.events: list[Any] = []
+        #: Without a preface the client sends nothing at all (not even SETTINGS ACKs).
+        self.silent = not preface
         if preface:
             self.conn.initiate_connection()
             self.conn.increment_flow_control_window(2**24)
@@ -72,7 +74,7 @@ class H2Client:
 
     def flush(self) -> None:
         data = self.conn.data_to_send()
-        if data:
+        if data and not self.silent:
             self.sock.sendall(data)
 
     def request(self, path: str, method: str = "GET", body: bytes | None = None,

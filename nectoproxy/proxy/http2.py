@@ -240,6 +240,7 @@ class H2Session:
         self._group: anyio.abc.TaskGroup | None = None
         self._wait = anyio.CancelScope()
         self._goaway = False
+        self._refused = 0
         self.idle = False
         self.closed = False
 
@@ -307,8 +308,16 @@ class H2Session:
                 self.idle = False
             try:
                 events = self.h2.receive_data(data)
+            except h2.exceptions.DenialOfServiceError as exc:
+                self._defence(f"header list over proxy.http2_max_header_list_size "
+                              f"({self.config.http2_max_header_list_size} bytes; an HPACK "
+                              f"bomb?): {exc}")
+                await self._flush_quietly()
+                return
             except h2.exceptions.ProtocolError as exc:
-                if not self._goaway:
+                if "continuation" in str(exc).lower():  # (the library stops at 64 frames)
+                    self._defence(f"CONTINUATION flood: {exc}")
+                elif not self._goaway:
                     self._defence(f"protocol error: {exc}")
                 await self._flush_quietly()
                 return
@@ -328,7 +337,8 @@ class H2Session:
                 else:
                     stream.received(bytes(event.data or b""), event.flow_controlled_length or 0)
             elif isinstance(event, h2.events.RequestReceived):
-                self._start_stream(event)
+                if not self._start_stream(event):
+                    return False
             elif isinstance(event, h2.events.StreamEnded):
                 if (stream := self.streams.get(event.stream_id or 0)) is not None:
                     stream.end()
@@ -339,10 +349,8 @@ class H2Session:
                 if (stream := self.streams.get(event.stream_id or 0)) is not None:
                     self._acknowledge(stream.stream_id, stream.unread_length())
                     stream.lost("client reset the stream")
-                if self._resets.exceeded():
-                    return self._calm(f"more than {self.config.http2_max_resets} stream resets "
-                                      f"in {RATE_WINDOW:g}s (proxy.http2_max_resets; rapid "
-                                      "reset, CVE-2023-44487)")
+                if not self._reset_counted():
+                    return False
             elif isinstance(event, h2.events.WindowUpdated):
                 self.wake_senders()
             elif isinstance(event, (h2.events.RemoteSettingsChanged, h2.events.PingReceived)):
@@ -380,21 +388,34 @@ class H2Session:
 
     # -- streams -------------------------------------------------------------------------------
 
-    def _start_stream(self, event: h2.events.RequestReceived) -> None:
+    def _start_stream(self, event: h2.events.RequestReceived) -> bool:
+        """Serve a new stream (or refuse it); False when the connection must end."""
         stream_id = event.stream_id
         assert stream_id is not None
         if len(self.streams) >= self.config.http2_max_concurrent_streams:
-            log.info("HTTP/2 client %s: stream %d refused, %d open already "
-                     "(proxy.http2_max_concurrent_streams)", self.connection.client_address[0],
-                     stream_id, len(self.streams))
-            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
-            return
+            if not self._refused:  # (once per connection)
+                log.info("HTTP/2 client %s: stream %d refused (REFUSED_STREAM), %d open "
+                         "already (proxy.http2_max_concurrent_streams)",
+                         self.connection.client_address[0], stream_id, len(self.streams))
+            self._refused += 1
+            self._reset_id(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return self._reset_counted()
         stream = H2Stream(self, stream_id)
         with_body = event.stream_ended is None
         stream.ended = not with_body
         self.streams[stream_id] = stream
         assert self._group is not None
         self._group.start_soon(self._serve, stream, event.headers or [], with_body)
+        return True
+
+    def _reset_counted(self) -> bool:
+        """A stream ended before its answer (reset by the client, or refused): too many of
+        those is the rapid reset attack."""
+        if self._resets.exceeded():
+            return self._calm(f"more than {self.config.http2_max_resets} streams reset or "
+                              f"refused in {RATE_WINDOW:g}s (proxy.http2_max_resets; rapid "
+                              "reset, CVE-2023-44487)")
+        return True
 
     async def _serve(self, stream: H2Stream, fields: list[tuple[bytes, bytes]],
                      with_body: bool) -> None:
@@ -404,7 +425,9 @@ class H2Session:
             request, authority = self._make_request(fields)
             flow = Flow(self.connection, request)
             flow.received_request_headers = list(request.headers.fields)
-            if "host" not in request.headers:  # (h2 carries it as :authority)
+            if self.inner.host_header is not None:  # reverse mode: the origin's Host
+                request.headers["Host"] = self.inner.host_header
+            elif "host" not in request.headers:  # (h2 carries it as :authority)
                 request.headers.fields.insert(0, ("Host", authority or request.authority))
             if len(fields) > self.config.max_header_count:
                 await stream.answer(431, f"{len(fields)} header fields exceed "
@@ -444,10 +467,13 @@ class H2Session:
                 await self._flush_quietly()
 
     def _reset(self, stream: H2Stream, code: h2.errors.ErrorCodes) -> None:
+        self._reset_id(stream.stream_id, code)
+
+    def _reset_id(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
         try:
-            self.h2.reset_stream(stream.stream_id, code)
+            self.h2.reset_stream(stream_id, code)
         except h2.exceptions.ProtocolError:
-            pass  # (already closed)
+            pass  # (already closed: the client reset it first)
 
     def _make_request(self, fields: list[tuple[bytes, bytes]]) -> tuple[Request, str]:
         """The stream's request (pseudo-header fields mapped), and its ``:authority``."""
