@@ -409,3 +409,26 @@ def test_unary_calls_work_with_a_plugin_that_reads_whole_bodies(
         assert ("x-seen", "1") in tuple(call.initial_metadata())
         assert ("x-served-by", "grpc-origin") in tuple(call.trailing_metadata())
     assert plugin.requests == [framed(b"whole")]
+
+
+def test_a_channel_finds_the_proxy_in_the_https_proxy_environment_variable(
+        make_proxy: Callable[..., RunningProxy], grpc_origin: int,
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What docs/http2.md tells gRPC users: no channel option, only ``https_proxy`` (gRPC's
+    C core reads ``grpc_proxy``, ``https_proxy``, ``http_proxy``) and the proxy's CA."""
+    for name in ("no_proxy", "NO_PROXY", "no_grpc_proxy", "NO_GRPC_PROXY", "grpc_proxy",
+                 "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    captured = Captured(tmp_path / "flows.db")
+    try:
+        with make_proxy(plugins=[captured.plugin]) as proxy:
+            monkeypatch.setenv("https_proxy", proxy.url)
+            credentials = grpc.ssl_channel_credentials(proxy.ca_path.read_bytes())
+            with grpc.secure_channel(f"127.0.0.1:{grpc_origin}", credentials) as channel:
+                echo = channel.unary_unary(f"/{SERVICE}/Echo")
+                assert echo(b"from the environment", timeout=DEADLINE) == \
+                    b"echo:from the environment"
+        (flow,) = [f for f in captured.flows() if f.path == f"/{SERVICE}/Echo"]
+        assert flow.http_version == "HTTP/2.0"
+    finally:
+        captured.close()
