@@ -673,7 +673,8 @@ class Flow:
                 await result
 
     def kill(self, reason: str = "killed by a plugin") -> None:
-        """Drop the flow: the client connection is closed without an answer.
+        """Drop the flow: the client connection is closed without an answer (on HTTP/2, the
+        flow's stream is reset with ``CANCEL``; the connection's other streams go on).
 
         ``reason`` becomes ``flow.error`` (what ``on_error`` and the flow log report).
         """

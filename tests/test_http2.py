@@ -12,6 +12,7 @@ import json
 import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import httpx
 import pytest
 from h2wire import H2Client
 from test_capture import Captured
-from wire import read_head
+from wire import read_head, wait_until
 
 from nectoproxy.flow import Response
 from nectoproxy.testing import RunningProxy
@@ -324,6 +325,8 @@ def test_hundred_streams_one_killed(make_proxy: Callable[..., RunningProxy], ori
         assert answered.status == 201 and bytes(answered.body) == b"from the plugin"
         assert raw.get("/bytes/5").status == 200
     assert plugin.versions == {"HTTP/2.0"}
+    if isinstance(server, H2Origin):  # all of them on one origin connection, too
+        assert server.connections == 1
 
 
 def _closed_port() -> int:
@@ -383,3 +386,109 @@ def test_curl_h2_to_h2_and_back_with_a_body(proxy: RunningProxy, h2_origin: H2Or
         capture_output=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout == pattern_bytes(300_000, seed=9)
+
+
+class PauseOne:
+    """Pauses the flow of ``/bytes/...?pause`` (a breakpoint), remembering it."""
+
+    def __init__(self) -> None:
+        self.paused: list[Any] = []
+
+    def on_request(self, flow: Any) -> None:
+        if "pause" in flow.request.query:
+            flow.intercept()
+            self.paused.append(flow)
+
+
+def test_a_breakpoint_holds_only_its_stream(make_proxy: Callable[..., RunningProxy],
+                                            h2_origin: H2Origin) -> None:
+    plugin = PauseOne()
+    with make_proxy(plugins=[plugin]) as proxy, raw_client(proxy, h2_origin) as raw:
+        held = raw.request("/bytes/300?pause=1")
+        others = [raw.request(f"/bytes/{n}") for n in (100, 200, 400)]
+        assert raw.until(lambda: all(raw.results[i].done for i in others))
+        assert [len(raw.results[i].body) for i in others] == [100, 200, 400]
+        assert not raw.results[held].done and len(plugin.paused) == 1
+        proxy.portal.call(plugin.paused[0].resume)
+        assert raw.until(lambda: raw.results[held].done)
+        assert bytes(raw.results[held].body) == pattern_bytes(300)
+
+
+def test_a_client_reset_reaches_the_origin_stream(proxy: RunningProxy, h2_origin: H2Origin
+                                                  ) -> None:
+    with raw_client(proxy, h2_origin) as raw:
+        stream_id = raw.request("/stream", method="POST", end=False)
+        raw.send_body(stream_id, b"first", end=False)
+        result = raw.results[stream_id]
+        assert raw.until(lambda: bytes(result.body) == b"first")
+        raw.conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+        raw.flush()
+        assert wait_until(lambda: h2_origin.resets == 1, timeout=30)
+        assert raw.get("/bytes/10").status == 200  # the connection goes on
+    assert h2_origin.reset_codes == [h2.errors.ErrorCodes.CANCEL]
+
+
+def test_an_origin_failing_mid_body_resets_that_stream(proxy: RunningProxy,
+                                                       origin_ca: Any) -> None:
+    def handler(sock: socket.socket) -> None:
+        head, _ = read_head(sock)
+        if b"GET /broken" in head:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+            return  # (closed mid-body)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    origin_ca.issue_cert("localhost").configure_cert(context)
+    with RawServer(handler, ssl_context=context) as server, raw_client(proxy, server) as raw:
+        broken = raw.get("/broken")
+        fine = raw.get("/fine")
+    assert broken.status == 200 and broken.reset == h2.errors.ErrorCodes.INTERNAL_ERROR
+    assert fine.status == 200 and bytes(fine.body) == b"ok" and raw.terminated is None
+
+
+def test_an_origin_that_stops_reading_holds_the_client_back(proxy: RunningProxy,
+                                                            origin_ca: Any) -> None:
+    """Back-pressure: the client's window closes once the proxy holds what the origin does
+    not read (flow-control credit is given back only as bodies move on)."""
+    release = threading.Event()
+
+    def handler(sock: socket.socket) -> None:
+        read_head(sock)
+        release.wait(30)  # reads nothing meanwhile
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    origin_ca.issue_cert("localhost").configure_cert(context)
+    with RawServer(handler, ssl_context=context) as server, raw_client(proxy, server) as raw:
+        stream_id = raw.request("/upload", method="POST",
+                                headers=[(b"content-length", str(64 * MIB).encode())],
+                                end=False)
+        sent, chunk = 0, b"x" * 16384
+        for _ in range(64 * MIB // len(chunk)):  # bounded: the whole body at most
+            if raw.conn.local_flow_control_window(stream_id) < len(chunk):
+                raw.sock.settimeout(1.0)  # (what comes now are window updates, if any)
+                try:
+                    raw.read_once()
+                except TimeoutError:
+                    break
+                continue
+            raw.conn.send_data(stream_id, chunk)
+            raw.flush()
+            sent += len(chunk)
+        release.set()
+    # The proxy took no more than its window plus what the sockets buffer in between.
+    assert sent < 16 * MIB, sent  # (4.3 MiB here: the sockets; 64 MiB if acked at once)
+
+
+def test_reverse_mode_speaks_http2_both_ways(make_proxy: Callable[..., RunningProxy],
+                                             h2_origin: H2Origin) -> None:
+    config = {"proxy": {"listen": [{"mode": "reverse", "origin": base(h2_origin)}]}}
+    with make_proxy(config=config) as proxy:
+        result = subprocess.run(
+            ["curl", "-sS", "--noproxy", "*", "--http2", "--cacert", str(proxy.ca_path),
+             "-w", "\n%{http_version}", f"https://localhost:{proxy.port}/headers"],
+            capture_output=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    body, _, version = result.stdout.rpartition(b"\n")
+    assert version == b"2"
+    fields = dict(tuple(pair) for pair in json.loads(body))
+    assert fields[":authority"] == f"localhost:{h2_origin.port}"  # the origin's, not ours

@@ -13,6 +13,8 @@ import pytest
 from h2wire import H2Client
 from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, SettingsFrame
 
+from nectoproxy.config import config_from_dict
+from nectoproxy.errors import ConfigError
 from nectoproxy.testing import RunningProxy
 from nectoproxy.testing.origin import Origin, pattern_bytes
 
@@ -151,3 +153,9 @@ def test_a_client_that_sends_no_preface_is_closed(make_proxy: Callable[..., Runn
             assert client.until(lambda: client.closed)
         assert len(defence_logs(caplog, "no connection preface")) == 1
         still_serves(proxy, tls_origin)
+
+
+@pytest.mark.parametrize("key", sorted(LIMITS))
+def test_limits_must_be_positive(key: str) -> None:
+    with pytest.raises(ConfigError, match=f"proxy.{key} must be at least 1"):
+        config_from_dict({"proxy": {key: 0}})

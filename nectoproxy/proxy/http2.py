@@ -117,10 +117,8 @@ class H2Stream:
         self._chunks.append((data, flow_length))
         self._wake()
 
-    def end(self, trailers: Headers | None = None) -> None:
+    def end(self) -> None:
         self.ended = True
-        if trailers is not None:
-            self.trailers = trailers
         self._wake()
 
     def lost(self, reason: str) -> None:
@@ -221,6 +219,7 @@ class H2Session:
         self.inner = inner
         self.connection = connection
         self.early: EarlyUpstream | None = inner.early
+        self._early_done = inner.early.done if inner.early is not None else None
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         self.h2 = _Connection(config)
         self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
@@ -420,6 +419,10 @@ class H2Session:
     async def _serve(self, stream: H2Stream, fields: list[tuple[bytes, bytes]],
                      with_body: bool) -> None:
         early, self.early = self.early, None
+        if early is None and self._early_done is not None:
+            # The first streams all start at once: let the eager connection say whether the
+            # origin speaks HTTP/2 (then they share it) before each opens its own.
+            await self._early_done.wait()
         slot = OriginSlot(self.services.origins, early)
         try:
             request, authority = self._make_request(fields)
@@ -429,6 +432,9 @@ class H2Session:
                 request.headers["Host"] = self.inner.host_header
             elif "host" not in request.headers:  # (h2 carries it as :authority)
                 request.headers.fields.insert(0, ("Host", authority or request.authority))
+            if request.method == "CONNECT":  # (RFC 9113 8.5; RFC 8441 is not offered)
+                await stream.answer(501, "CONNECT inside an HTTP/2 tunnel is not supported")
+                return
             if len(fields) > self.config.max_header_count:
                 await stream.answer(431, f"{len(fields)} header fields exceed "
                                     f"proxy.max_header_count ({self.config.max_header_count})")
@@ -442,13 +448,13 @@ class H2Session:
                 server_name=self.inner.server_name)
             if stream.gone is not None:
                 exchange.client_gone(stream.gone)
-            try:
-                async with anyio.create_task_group() as uploads:
-                    exchange.uploads = uploads
+            async with anyio.create_task_group() as uploads:
+                exchange.uploads = uploads
+                try:
                     await exchange.run()
-                    uploads.cancel_scope.cancel()  # (a body the origin did not want)
-            except ClientDisconnected:
-                pass
+                except ClientDisconnected:
+                    pass
+                uploads.cancel_scope.cancel()  # (a body the origin did not want)
             if not stream.response_ended and not self.closed:
                 killed = flow.killed or stream.gone is not None
                 self._reset(stream, h2.errors.ErrorCodes.CANCEL if killed
@@ -456,6 +462,10 @@ class H2Session:
             elif not stream.ended and stream.gone is None and not self.closed:
                 # Answered before the whole request came: the client need not send the rest.
                 self._reset(stream, h2.errors.ErrorCodes.NO_ERROR)
+        except Exception:  # a bug: this stream fails, the connection's others go on
+            log.exception("HTTP/2 stream %d of client %s failed", stream.stream_id,
+                          self.connection.client_address[0])
+            self._reset(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
         finally:
             with anyio.CancelScope(shield=True):
                 await slot.release()

@@ -27,21 +27,44 @@ class Origins:
         self.loop_transports = loop_transports
         self.pool = UpstreamPool(idle_timeout=min(config.idle_timeout, 30.0),
                                  max_idle=config.max_connections)
+        #: Origins that chose HTTP/2 the last time, and those an HTTP/2 connection is being
+        #: opened to now.
+        self._h2_targets: set[Target] = set()
+        self._opening: dict[Target, anyio.Event] = {}
 
     async def get(self, target: Target) -> Upstream:
         """A new stream on the HTTP/2 connection to ``target``, an idle pooled connection,
         or a new one."""
         if self.pool.h2 and (stream := self.pool.h2_stream(target)) is not None:
             return stream
+        if self._h2_targets and target in self._h2_targets:
+            return await self._h2_stream(target)
         return await self.pool.take(target) or await self.open(target)
+
+    async def _h2_stream(self, target: Target) -> Upstream:
+        """For an origin known to speak HTTP/2: wait for the connection being opened to it
+        rather than open one more (the many streams of a page all start at once)."""
+        opening = self._opening.get(target)
+        if opening is not None:
+            await opening.wait()
+            # (If that failed, or its connection is full, this stream tries on its own.)
+            return self.pool.h2_stream(target) or await self.open(target)
+        self._opening[target] = anyio.Event()
+        try:
+            return await self.open(target)
+        finally:
+            self._opening.pop(target).set()
 
     async def open(self, target: Target) -> Upstream:
         upstream = await open_upstream(target, self.config, self.tls_context,
                                        self.pool.tls_session(target), self.loop_transports)
         if upstream.negotiated_h2:  # shared from now on, a stream per flow
+            self._h2_targets.add(target)
             connection = H2OriginConnection(upstream, self.config.http2_max_header_list_size)
+            stream = connection.new_stream()  # (before any await: it is in use from now)
             await self.pool.add_h2(connection)
-            return connection.new_stream()
+            return stream
+        self._h2_targets.discard(target)
         return upstream
 
     async def open_stream(self, host: str, port: int) -> EngineStream:
@@ -283,8 +306,10 @@ class UpstreamPool:
     async def add_h2(self, connection: H2OriginConnection) -> None:
         old = self.h2.get(connection.target)
         self.h2[connection.target] = connection
-        if old is not None and old.users == 0:
-            await old.aclose()
+        if old is not None:  # (closed by its last stream if it has some)
+            old.retired = True
+            if old.users == 0:
+                await old.aclose()
 
     async def sweep(self) -> None:
         """Close connections idle for longer than ``idle_timeout``."""

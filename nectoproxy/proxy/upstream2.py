@@ -76,6 +76,9 @@ class H2OriginConnection:
         self.opened = 0
         self.error: str | None = None
         self.goaway = False
+        #: Replaced in the pool by a newer connection to the same origin: it takes no new
+        #: streams, and closes when its last one ends.
+        self.retired = False
         self.idle_since = time.monotonic()
         self._read_lock = anyio.Lock()
         self._send_lock = anyio.Lock()
@@ -83,7 +86,7 @@ class H2OriginConnection:
 
     def usable(self) -> bool:
         """Whether a new stream may start here now."""
-        if self.error is not None or self.goaway:
+        if self.error is not None or self.goaway or self.retired:
             return False
         limit = self.h2.remote_settings.max_concurrent_streams
         return self.users < limit and self.h2.highest_outbound_stream_id < 2**31 - 1000
@@ -192,7 +195,7 @@ class H2OriginConnection:
 
     @property
     def closable(self) -> bool:
-        return self.users == 0 and (self.error is not None or self.goaway)
+        return self.users == 0 and (self.error is not None or self.goaway or self.retired)
 
     async def aclose(self) -> None:
         if self.error is None:

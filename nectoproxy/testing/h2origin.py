@@ -13,6 +13,9 @@ included, as bytes), body length and sha256, trailers. Endpoints:
   the request ends, with a trailer ``x-chunks`` (how many frames came).
 - ``/status/<code>``: that status, empty body. Anything else is 404.
 
+``o.reset_codes`` lists the error codes of the streams the client reset, ``o.connections``
+counts connections.
+
 Every connection runs on its own thread with blocking sockets; responses wait for the peer's
 flow-control window like a real server's.
 """
@@ -91,6 +94,8 @@ class H2Origin:
         self.ca.issue_cert(*cert_hosts).configure_cert(context)
         context.set_alpn_protocols(list(self.alpn))
         self.requests: list[H2Request] = []
+        #: How many streams the proxy reset, and with which codes.
+        self.reset_codes: list[int] = []
         self.connections = 0
         self._lock = threading.Lock()
         self._server = RawServer(self._serve, host=host, ssl_context=context)
@@ -103,6 +108,10 @@ class H2Origin:
     @property
     def url(self) -> str:
         return f"https://localhost:{self.port}"
+
+    @property
+    def resets(self) -> int:
+        return len(self.reset_codes)
 
     @property
     def errors(self) -> list[BaseException]:
@@ -189,6 +198,8 @@ class H2Origin:
                 self._respond(conn, event.stream_id, stream)
         elif isinstance(event, h2.events.StreamReset):
             streams.pop(event.stream_id, None)
+            with self._lock:
+                self.reset_codes.append(event.error_code or 0)
         elif isinstance(event, h2.events.ConnectionTerminated):
             return False
         return True

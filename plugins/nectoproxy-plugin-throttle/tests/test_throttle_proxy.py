@@ -60,12 +60,16 @@ def test_total_loss_in_reset_mode_drops_the_connection(make_proxy, origin, tls_o
     with throttled(make_proxy, options, observer) as proxy:
         with proxy.client() as client, pytest.raises(httpx.TransportError):
             client.get(server.url + "/")
-        result = proxy.curl(server.url + "/")
+        result = proxy.curl("--http1.1", server.url + "/")
+        if scheme == "https":  # on HTTP/2 only the request's stream is reset
+            h2_result = proxy.curl("--http2", server.url + "/")
+            assert h2_result.returncode == 92, h2_result.stderr
+            assert b"CANCEL" in h2_result.stderr
     assert result.returncode == 52, result.stderr  # curl: "Empty reply from server"
     assert server.requests == []
     assert observer.records[-1]["lost"] is True
     assert observer.records[-1]["loss_mode"] == "reset"
-    assert len(observer.errors) == 2
+    assert len(observer.errors) == (3 if scheme == "https" else 2)
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])
