@@ -4,12 +4,17 @@ trustme certificate on 127.0.0.1, ALPN ``h2`` and ``http/1.1``, in a thread of i
 The page (``/``) pulls a stylesheet, a script, four images and, from the script, a JSON
 document; every answer records the HTTP version hypercorn served it with, so a test can tell
 which protocol the proxy spoke to the origin.
+
+:class:`H2Source` is an origin for back-pressure tests: the ``h2`` library on a blocking
+socket, sending a large body only as the peer's flow-control windows allow, and counting what
+it has sent (hypercorn accepts an application's body whatever the peer's window says).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 import threading
 import zlib
@@ -47,6 +52,11 @@ SCRIPT = """fetch("/data.json").then((r) => r.json()).then((d) => {
 """
 
 DATA = b'{"message": "data.json arrived"}'
+
+
+def big_body(size: int) -> bytes:
+    """Counted 8-digit blocks, so that a lost or repeated piece shows."""
+    return b"".join(f"{n:08d}".encode() for n in range(size // 8 + 1))[:size]
 
 
 def png(rgb: tuple[int, int, int], size: int = 48) -> bytes:
@@ -154,3 +164,61 @@ class H2Site:
         assert not self._thread.is_alive(), "hypercorn did not stop"
         if self._error is not None and exc is None:
             raise self._error
+
+
+class H2Source:
+    """``with H2Source(ca, size) as source:`` answers every request on ``source.port`` with
+    ``big_body(size)``; ``source.sent`` is how many of those bytes it has sent so far."""
+
+    def __init__(self, ca: Any, size: int) -> None:
+        import h2.config
+        import h2.connection
+
+        from nectoproxy.testing.origin import RawServer
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ca.issue_cert("127.0.0.1").configure_cert(context)
+        context.set_alpn_protocols(["h2"])
+        self.size = size
+        self.body = big_body(size)
+        self.sent = 0
+        self._connection = h2.connection.H2Connection
+        self._config = h2.config.H2Configuration(client_side=False)
+        self._server = RawServer(self._serve, ssl_context=context)
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    def _serve(self, sock: socket.socket) -> None:
+        import h2.events
+
+        conn = self._connection(self._config)
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        sock.settimeout(30)
+        stream_id: int | None = None
+        while data := sock.recv(65536):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived) and stream_id is None:
+                    stream_id = event.stream_id
+                    conn.send_headers(stream_id, [(":status", "200"),
+                                                  ("content-length", str(self.size))])
+            while stream_id is not None and self.sent < self.size:
+                window = min(conn.local_flow_control_window(stream_id),
+                             conn.max_outbound_frame_size)
+                if window <= 0:
+                    break
+                piece = self.body[self.sent:self.sent + window]
+                conn.send_data(stream_id, piece, end_stream=self.sent + len(piece) == self.size)
+                self.sent += len(piece)
+            sock.sendall(conn.data_to_send())
+
+    def __enter__(self) -> Self:
+        self._server.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._server.stop()
+        assert self._server.errors == [], self._server.errors

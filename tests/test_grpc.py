@@ -17,14 +17,13 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+import grpc  # the [test] extra
 import pytest
 from test_capture import Captured
 from wire import wait_until
 
 from nectoproxy import hookimpl
 from nectoproxy.testing import RunningProxy
-
-grpc = pytest.importorskip("grpc", reason="grpcio is in the [test] extra")
 
 SERVICE = "nectoproxy.test.Echo"
 #: Seconds every call may take (a gRPC deadline: the call fails, the test does not hang).

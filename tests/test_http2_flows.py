@@ -17,6 +17,7 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
+from h2site import H2Source, big_body
 from test_capture import Captured
 from wire import read_head, wait_until
 
@@ -56,6 +57,8 @@ class RawH2:
         self.h2.initiate_connection()
         self.flush()
         self.responses: dict[int, Response] = {}
+        #: Whether DATA is acknowledged as it arrives (False: the flow-control windows shut).
+        self.reading = True
 
     def flush(self) -> None:
         self.tls.sendall(self.h2.data_to_send())
@@ -92,8 +95,9 @@ class RawH2:
             response.headers = {k.decode(): v.decode() for k, v in event.headers or []}
         elif isinstance(event, h2.events.DataReceived) and response is not None:
             response.body += event.data or b""
-            self.h2.acknowledge_received_data(event.flow_controlled_length or 0,
-                                              event.stream_id or 0)
+            if self.reading:
+                self.h2.acknowledge_received_data(event.flow_controlled_length or 0,
+                                                  event.stream_id or 0)
         elif isinstance(event, h2.events.TrailersReceived) and response is not None:
             response.trailers = {k.decode(): v.decode() for k, v in event.headers or []}
         elif isinstance(event, h2.events.StreamEnded) and response is not None:
@@ -246,3 +250,44 @@ def test_a_response_streams_back_while_the_request_is_still_open(
         client.send(stream_id, b"", end=True)
         client.complete(stream_id)
     assert response.trailers == {"x-chunks": "2"}
+
+
+def plateau(value: Callable[[], int], polls: int = 10, most: int = 200) -> int:
+    """``value()`` once it has stayed the same for ``polls`` polls 50 ms apart (at most
+    ``most`` polls in all)."""
+    import time
+
+    last, same = value(), 0
+    for _ in range(most):
+        time.sleep(0.05)
+        now = value()
+        same = same + 1 if now == last else 0
+        last = now
+        if same >= polls:
+            break
+    return last
+
+
+def test_a_client_that_stops_reading_holds_the_origin_back(
+        make_proxy: Callable[..., RunningProxy], origin_ca: Any,
+        connect: Callable[[RunningProxy, int], RawH2]) -> None:
+    """Back-pressure through the proxy: the client stops giving flow-control credit after the
+    first window (64 KiB); the origin must soon be unable to send more (the proxy neither
+    buffers the 32 MiB nor reads on), and everything arrives once the client reads again."""
+    size = 32 * 1024 * 1024
+    with H2Source(origin_ca, size) as source, make_proxy() as proxy:
+        client = connect(proxy, source.port)
+        client.reading = False
+        stream_id = client.request("GET", "/big", source.port)
+        response = client.responses[stream_id]
+        client.read_until(lambda: len(response.body) >= 65_535)
+        held = plateau(lambda: source.sent)
+        assert 0 < held < 2 * 1024 * 1024, held
+        assert len(response.body) == 65_535  # (the client's window, not a byte more)
+        client.reading = True
+        client.h2.acknowledge_received_data(len(response.body), stream_id)
+        client.flush()
+        client.complete(stream_id)
+    assert response.headers[":status"] == "200"
+    assert len(response.body) == size
+    assert bytes(response.body) == big_body(size)
