@@ -70,6 +70,7 @@ class H2OriginConnection:
         self.h2.decoder.max_header_list_size = max_header_list_size
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        log.debug("%s chose HTTP/2: one connection for the flows that go there", self.target)
         self.streams: dict[int, H2Upstream] = {}
         #: Streams handed out (their requests may not be sent yet).
         self.users = 0
@@ -161,6 +162,7 @@ class H2OriginConnection:
 
     def _fail(self, why: str) -> None:
         if self.error is None:
+            log.debug("HTTP/2 connection to %s ends: %s", self.target, why)
             self.error = why
             self.goaway = True
 
@@ -199,7 +201,10 @@ class H2OriginConnection:
 
     async def aclose(self) -> None:
         if self.error is None:
-            self.h2.close_connection()
+            try:
+                self.h2.close_connection()  # GOAWAY NO_ERROR
+            except h2.exceptions.ProtocolError:
+                pass  # (the origin ended it already)
             with anyio.move_on_after(1):
                 await self.flush_quietly()
         self._fail("connection closed")
