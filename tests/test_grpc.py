@@ -320,13 +320,13 @@ class Conversation:
 
 
 def test_bidirectional_messages_interleave_through_the_proxy(
-        make_proxy: Callable[..., RunningProxy], grpc_origin: int,
+        start_proxy: Callable[..., RunningProxy], grpc_origin: int,
         grpc_client: Callable[[RunningProxy, int], Client]) -> None:
     """Each answer must arrive while the request body is still open: a proxy that waits for
     the whole request before forwarding it (or for the whole response) runs into the
-    deadline."""
+    deadline. In every I/O set-up of the proxy (asyncio, uvloop, anyio's streams)."""
     watcher = GrpcWatcher()
-    with make_proxy(plugins=[watcher]) as proxy:
+    with start_proxy(plugins=[watcher]) as proxy:
         talk = Conversation(grpc_client(proxy, grpc_origin).method("stream_stream", "Chat"))
         for index in range(5):
             assert talk.say(f"ping-{index}".encode()) == f"re:ping-{index}".encode()
@@ -340,13 +340,13 @@ def test_bidirectional_messages_interleave_through_the_proxy(
 
 
 def test_bidirectional_bodies_flow_both_ways_at_once(
-        make_proxy: Callable[..., RunningProxy], grpc_origin: int,
+        start_proxy: Callable[..., RunningProxy], grpc_origin: int,
         grpc_client: Callable[[RunningProxy, int], Client]) -> None:
     """The client sends megabytes without reading while the server echoes them: the proxy
     must read the request stream while the response stream is blocked on flow control (and
     the other way round), or the call stalls into its deadline."""
     messages = [_pattern(i, BIG_MESSAGE) for i in range(BIG_COUNT)]
-    with make_proxy() as proxy:
+    with start_proxy() as proxy:
         chat = grpc_client(proxy, grpc_origin).method("stream_stream", "Chat")
         answers = list(chat(iter(messages), timeout=DEADLINE))
     assert answers == [b"re:" + message for message in messages]
