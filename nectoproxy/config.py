@@ -166,8 +166,8 @@ class ProxyConfig:
         200, "Most streams an HTTP/2 client may reset in 10 seconds before its connection "
         "ends with GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).")
     http2_max_control_frames: int = _opt(
-        1000, "Most SETTINGS and PING frames an HTTP/2 client may send in 10 seconds before "
-        "its connection ends with GOAWAY ENHANCE_YOUR_CALM (control frame floods).")
+        1000, "Most SETTINGS, PING and empty DATA frames an HTTP/2 client may send in 10 "
+        "seconds before its connection ends with GOAWAY ENHANCE_YOUR_CALM (floods).")
     max_connections: int = _opt(
         1024, "Most client connections served at once (per worker); more are refused with a "
         "503 (a storm of them closed at once). Each may hold its socket, an origin connection "

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import h2.errors
+import h2.events
 import httpx
 import pytest
-from h2wire import H2Client
+from h2wire import H2Client, StreamResult
 from test_capture import Captured
 from wire import read_head, wait_until
 
@@ -492,3 +493,73 @@ def test_reverse_mode_speaks_http2_both_ways(make_proxy: Callable[..., RunningPr
     assert version == b"2"
     fields = dict(tuple(pair) for pair in json.loads(body))
     assert fields[":authority"] == f"localhost:{h2_origin.port}"  # the origin's, not ours
+
+
+def test_every_io_mode(start_proxy: Callable[..., RunningProxy], any_origin: Origin | H2Origin
+                       ) -> None:
+    """The loop's transports (asyncio, uvloop) and anyio's streams, both sides."""
+    body = pattern_bytes(MIB + 3, seed=4)
+    path = "/echo" if isinstance(any_origin, H2Origin) else "/upload"
+    with start_proxy() as proxy, h2_client(proxy) as client:
+        down = client.get(base(any_origin) + f"/bytes/{MIB}")
+        up = client.post(base(any_origin) + path, content=body)
+    assert down.http_version == "HTTP/2" and down.content == pattern_bytes(MIB)
+    if isinstance(any_origin, H2Origin):
+        assert sha(up.content) == sha(body)
+    else:
+        assert up.json()["sha256"] == sha(body)
+
+
+def test_too_many_header_fields_is_a_431_on_the_stream(proxy: RunningProxy,
+                                                       tls_origin: Origin) -> None:
+    with raw_client(proxy, tls_origin) as raw:
+        many = raw.get("/", headers=[(f"x-{n}".encode(), b"1") for n in range(120)])
+        fine = raw.get("/bytes/3")
+    assert many.status == 431 and b"proxy.max_header_count" in bytes(many.body)
+    assert fine.status == 200 and raw.terminated is None
+
+
+def test_connect_on_a_stream_is_refused(proxy: RunningProxy, tls_origin: Origin) -> None:
+    with raw_client(proxy, tls_origin) as raw:
+        stream_id = raw.conn.get_next_available_stream_id()
+        raw.results[stream_id] = StreamResult()
+        raw.conn.send_headers(stream_id, [(b":method", b"CONNECT"),
+                                          (b":authority", b"elsewhere.test:443")])
+        raw.flush()
+        assert raw.until(lambda: raw.results[stream_id].done)
+    assert raw.results[stream_id].status == 501
+
+
+def test_expect_100_continue(proxy: RunningProxy, h2_origin: H2Origin) -> None:
+    with raw_client(proxy, h2_origin) as raw:
+        stream_id = raw.request("/echo", method="POST", end=False,
+                                headers=[(b"expect", b"100-continue"),
+                                         (b"content-length", b"4")])
+        assert raw.until(lambda: any(isinstance(e, h2.events.InformationalResponseReceived)
+                                     for e in raw.events))
+        raw.send_body(stream_id, b"body")
+        assert raw.until(lambda: raw.results[stream_id].done)
+    assert raw.results[stream_id].status == 200 and bytes(raw.results[stream_id].body) == b"body"
+    assert h2_origin.requests[0].header("expect") is None
+
+
+def test_inside_a_socks5_tunnel(make_proxy: Callable[..., RunningProxy],
+                                h2_origin: H2Origin) -> None:
+    with make_proxy(config={"proxy": {"listen": ["socks5@0"]}}) as proxy:
+        result = subprocess.run(
+            ["curl", "-sS", "--noproxy", "", "--http2", "--socks5-hostname",
+             f"127.0.0.1:{proxy.port}", "--cacert", str(proxy.ca_path),
+             "-w", "\n%{http_version}", base(h2_origin) + "/bytes/70000"],
+            capture_output=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    body, _, version = result.stdout.rpartition(b"\n")
+    assert version == b"2" and body == pattern_bytes(70000)
+
+
+def test_an_origin_that_ends_its_connection_gets_a_new_one(proxy: RunningProxy,
+                                                           h2_origin: H2Origin) -> None:
+    with h2_client(proxy) as client:
+        first = client.get(base(h2_origin) + "/goaway")
+        second = client.get(base(h2_origin) + "/bytes/10")
+    assert first.content == b"bye" and second.content == pattern_bytes(10)
+    assert h2_origin.connections == 2

@@ -11,7 +11,13 @@ from typing import Any
 import h2.errors
 import pytest
 from h2wire import H2Client
-from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, SettingsFrame
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    HeadersFrame,
+    PingFrame,
+    SettingsFrame,
+)
 
 from nectoproxy.config import config_from_dict
 from nectoproxy.errors import ConfigError
@@ -114,16 +120,19 @@ def test_a_continuation_flood_ends_the_connection(guarded: RunningProxy, tls_ori
     still_serves(guarded, tls_origin)
 
 
-@pytest.mark.parametrize("kind", ["PING", "SETTINGS"])
+@pytest.mark.parametrize("kind", ["PING", "SETTINGS", "empty DATA"])
 def test_a_control_frame_flood_ends_the_connection(guarded: RunningProxy, tls_origin: Origin,
                                                    caplog: pytest.LogCaptureFixture,
                                                    kind: str) -> None:
     with connect(guarded, tls_origin) as client:
+        stream_id = client.request("/upload", method="POST", end=False)
         frames = []
         for n in range(100):
             if kind == "PING":
-                frame: PingFrame | SettingsFrame = PingFrame(0)
+                frame: PingFrame | SettingsFrame | DataFrame = PingFrame(0)
                 frame.opaque_data = n.to_bytes(8, "big")
+            elif kind == "empty DATA":  # on an open stream, never ending it
+                frame = DataFrame(stream_id)
             else:
                 frame = SettingsFrame(0)
                 frame.settings = {SettingsFrame.INITIAL_WINDOW_SIZE: 65535}

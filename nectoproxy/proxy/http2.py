@@ -3,8 +3,9 @@
 The sibling of :mod:`.session` for a client that chose ``h2`` in ALPN inside intercepted TLS.
 One :class:`H2Session` runs the sans-IO ``h2`` connection: a reader (this session's own
 task) turns the client's bytes into events and hands each stream's body to its
-:class:`H2Stream`, which is the :class:`~nectoproxy.proxy.exchange.ClientSide` of that
-stream's :class:`~nectoproxy.proxy.exchange.Exchange`. Each exchange runs in its own task with
+:class:`~nectoproxy.proxy.h2stream.H2Stream`, which is the
+:class:`~nectoproxy.proxy.exchange.ClientSide` of that stream's
+:class:`~nectoproxy.proxy.exchange.Exchange`. Each exchange runs in its own task with
 its own :class:`~nectoproxy.proxy.pool.OriginSlot`, so a slow, killed or failing stream never
 holds up the others: a failure ends that stream alone (RST_STREAM), or answers it with an HTTP
 error while no part of its response was sent.
@@ -14,7 +15,7 @@ the exchange reads it, so a client cannot send faster than its origin takes the 
 response waits for the client's window the same way. Defences (RFC 9113 section 10.5, with
 limits in ``[proxy]``): concurrent streams (over the limit: REFUSED_STREAM), header list size
 (the library's HPACK decoder; a bigger block ends the connection), rapid reset (CVE-2023-44487)
-and SETTINGS/PING floods (counted per window: GOAWAY ENHANCE_YOUR_CALM), the preface within
+and SETTINGS/PING/empty DATA floods (counted per window: GOAWAY ENHANCE_YOUR_CALM), the preface within
 ``header_timeout``, and ``idle_timeout`` with no stream open.
 """
 
@@ -32,31 +33,25 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-import h11
 
 from nectoproxy.errors import ClientDisconnected
-from nectoproxy.flow import Connection, Flow, Headers, Request, Response
+from nectoproxy.flow import Connection, Flow, Headers, Request
 from nectoproxy.proxy.context import Services
 from nectoproxy.proxy.exchange import Chunk, Exchange
-from nectoproxy.proxy.http1 import error_response
-from nectoproxy.proxy.pool import EarlyUpstream, OriginSlot
-from nectoproxy.proxy.streams import STREAM_ERRORS, EngineStream, close_quietly
+from nectoproxy.proxy.h2stream import HTTP_VERSION, H2Stream
+from nectoproxy.proxy.pool import EarlyUpstream, Origins, OriginSlot
+from nectoproxy.proxy.streams import STREAM_ERRORS, close_quietly
 from nectoproxy.proxy.tunnel import Inner
+from nectoproxy.proxy.upstream import Target, Upstream
 
 log = logging.getLogger("nectoproxy.http2")
 
-HTTP_VERSION = "HTTP/2.0"
 #: Flow-control credit each stream starts with, and the whole connection's: what a client may
 #: send ahead of the exchanges reading it (RFC 9113 default: 65,535 both).
 STREAM_WINDOW = 256 * 1024
 CONNECTION_WINDOW = 16 * 1024 * 1024
 #: The window the reset and control-frame counts are kept over, in seconds.
 RATE_WINDOW = 10.0
-#: Fields RFC 9113 section 8.2.2 forbids on HTTP/2 (connection-specific): never sent.
-_CONNECTION_SPECIFIC = frozenset({
-    b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade",
-    b"host",
-})
 
 
 class _Connection(h2.connection.H2Connection):
@@ -66,6 +61,24 @@ class _Connection(h2.connection.H2Connection):
     @property
     def open_inbound_streams(self) -> int:
         return 0
+
+
+class _AfterEarly(OriginSlot):
+    """The origin slot of a stream that did not get the eager connection: the first streams
+    all start at once, so when one needs the origin it lets the eager connection say first
+    whether the origin speaks HTTP/2 (then they share it) rather than open its own."""
+
+    __slots__ = ("early_done",)
+
+    def __init__(self, origins: Origins, early_done: anyio.Event | None) -> None:
+        super().__init__(origins)
+        self.early_done = early_done
+
+    async def get(self, target: Target) -> Upstream:
+        if self.early_done is not None:
+            await self.early_done.wait()
+            self.early_done = None
+        return await super().get(target)
 
 
 class _Rate:
@@ -85,127 +98,6 @@ class _Rate:
         while times and times[0] < now - self.window:
             times.popleft()
         return len(times) > self.limit
-
-
-class H2Stream:
-    """The client side of one exchange on an HTTP/2 stream (a ``ClientSide``)."""
-
-    __slots__ = ("_chunks", "_ready", "ended", "exchange", "gone", "headers_sent",
-                 "response_ended", "session", "stream_id", "trailers", "waiting_continue")
-
-    def __init__(self, session: H2Session, stream_id: int) -> None:
-        self.session = session
-        self.stream_id = stream_id
-        self.trailers: Headers | None = None
-        #: Received, not yet read: (data, the flow-control length to give back once read).
-        self._chunks: deque[tuple[bytes, int]] = deque()
-        self._ready = anyio.Event()
-        #: Whether the client ended its side (END_STREAM); whether it reset or left.
-        self.ended = False
-        self.gone: str | None = None
-        self.headers_sent = False
-        self.response_ended = False
-        self.waiting_continue = False
-        self.exchange: Exchange | None = None
-
-    # -- what the reader hands over ----------------------------------------------------------
-
-    def _wake(self) -> None:
-        self._ready.set()
-
-    def received(self, data: bytes, flow_length: int) -> None:
-        self._chunks.append((data, flow_length))
-        self._wake()
-
-    def end(self) -> None:
-        self.ended = True
-        self._wake()
-
-    def lost(self, reason: str) -> None:
-        if self.gone is None:
-            self.gone = reason
-            self._wake()
-            if self.exchange is not None:
-                self.exchange.client_gone(reason)
-            self.session.wake_senders()
-
-    def unread_length(self) -> int:
-        length = sum(n for _, n in self._chunks)
-        self._chunks.clear()
-        return length
-
-    # -- ClientSide ----------------------------------------------------------------------------
-
-    async def read_body(self) -> Chunk | None:
-        while not self._chunks:
-            if self.ended:
-                return None
-            if self.gone is not None:
-                raise ClientDisconnected(self.gone)
-            self._ready = anyio.Event()
-            await self._ready.wait()
-        data, flow_length = self._chunks.popleft()
-        await self.session.consumed(self.stream_id, flow_length)
-        return data
-
-    async def send_continue(self) -> None:
-        if self.waiting_continue:
-            self.waiting_continue = False
-            await self.session.send_headers(self, [(b":status", b"100")], end=False)
-
-    def can_answer(self) -> bool:
-        return not self.headers_sent and self.gone is None
-
-    async def send_response(self, response: Response, chunks: list[Chunk], end: bool,
-                            trailers: Headers | None) -> None:
-        head = [(b":status", str(response.status_code).encode())]
-        head += _fields(response.headers)
-        self.headers_sent = True
-        body = [chunk for chunk in chunks if chunk]
-        await self.session.send_headers(self, head, end=end and not body and not trailers)
-        for chunk in body:
-            await self.session.send_data(self, chunk)
-        if end and (body or trailers):
-            await self.end_response(trailers)
-        elif end:
-            self.response_ended = True
-
-    async def send_body(self, chunk: Chunk) -> None:
-        if chunk:
-            await self.session.send_data(self, chunk)
-
-    async def end_response(self, trailers: Headers | None) -> None:
-        if trailers:
-            await self.session.send_headers(self, _fields(trailers), end=True)
-        else:
-            await self.session.send_data(self, b"", end=True)
-        self.response_ended = True
-
-    async def answer(self, status: int, message: str) -> None:
-        """Answer the stream with the proxy's own error response (before any exchange)."""
-        response = error_response(status, message)
-        try:
-            await self.send_response(response, [response.raw_content or b""], True, None)
-        except ClientDisconnected:
-            pass
-
-    async def switch_protocols(self, response: Response) -> EngineStream:
-        # (The exchange answers 502 for this: an h2 request cannot ask for an upgrade.)
-        raise h11.LocalProtocolError("HTTP/2 streams cannot switch protocols")
-
-
-def _fields(headers: Headers) -> list[tuple[bytes, bytes]]:
-    """Header fields as HTTP/2 sends them: lower-case names, no connection-specific fields
-    (``te`` only as ``trailers``, which gRPC needs)."""
-    out = []
-    for name, value in headers.fields:
-        key = name.lower().encode("latin-1")
-        if key in _CONNECTION_SPECIFIC or key.startswith(b":"):
-            continue
-        if key == b"te" and value.strip().lower() != "trailers":
-            continue
-        out.append((key, value.encode("latin-1")))
-    return out
 
 
 class H2Session:
@@ -331,6 +223,8 @@ class H2Session:
         for event in events:
             if isinstance(event, h2.events.DataReceived):
                 stream = self.streams.get(event.stream_id or 0)
+                if not event.data and event.stream_ended is None and self._control.exceeded():
+                    return self._calm(self._flood("empty DATA"))  # (CVE-2019-9518)
                 if stream is None or stream.gone is not None or not event.data:
                     self._acknowledge(event.stream_id, event.flow_controlled_length)
                 else:
@@ -365,8 +259,9 @@ class H2Session:
         return True
 
     def _flood(self, kind: str) -> str:
-        return (f"more than {self.config.http2_max_control_frames} SETTINGS and PING frames in "
-                f"{RATE_WINDOW:g}s ({kind} flood; proxy.http2_max_control_frames)")
+        return (f"more than {self.config.http2_max_control_frames} SETTINGS, PING and empty "
+                f"DATA frames in {RATE_WINDOW:g}s ({kind} flood; "
+                "proxy.http2_max_control_frames)")
 
     def _calm(self, why: str) -> bool:
         """End the connection with GOAWAY ENHANCE_YOUR_CALM (a defence fired)."""
@@ -419,11 +314,8 @@ class H2Session:
     async def _serve(self, stream: H2Stream, fields: list[tuple[bytes, bytes]],
                      with_body: bool) -> None:
         early, self.early = self.early, None
-        if early is None and self._early_done is not None:
-            # The first streams all start at once: let the eager connection say whether the
-            # origin speaks HTTP/2 (then they share it) before each opens its own.
-            await self._early_done.wait()
-        slot = OriginSlot(self.services.origins, early)
+        slot = OriginSlot(self.services.origins, early) if early is not None \
+            else _AfterEarly(self.services.origins, self._early_done)
         try:
             request, authority = self._make_request(fields)
             flow = Flow(self.connection, request)

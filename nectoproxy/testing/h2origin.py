@@ -12,6 +12,7 @@ included, as bytes), body length and sha256, trailers. Endpoints:
 - ``/stream``: each DATA frame echoed as it arrives (bidirectional streaming), ended when
   the request ends, with a trailer ``x-chunks`` (how many frames came).
 - ``/status/<code>``: that status, empty body. Anything else is 404.
+- ``/goaway``: ``bye``, then GOAWAY and the connection closed (once its other streams end).
 
 ``o.reset_codes`` lists the error codes of the streams the client reset, ``o.connections``
 counts connections.
@@ -155,6 +156,7 @@ class H2Origin:
         conn.increment_flow_control_window(2**24)
         sock.sendall(conn.data_to_send())
         streams: dict[int, _Stream] = {}
+        goaway = False
         while True:
             data = sock.recv(65536)
             if not data:
@@ -168,7 +170,12 @@ class H2Origin:
                 if not self._event(conn, streams, event):
                     sock.sendall(conn.data_to_send())
                     return
+            goaway = goaway or any(st.path == "/goaway" for st in streams.values())
             self._send_pending(conn, streams)
+            if goaway and not streams:  # answered: now end the connection
+                conn.close_connection()
+                sock.sendall(conn.data_to_send())
+                return
             sock.sendall(conn.data_to_send())
 
     def _event(self, conn: h2.connection.H2Connection, streams: dict[int, _Stream],
@@ -222,6 +229,8 @@ class H2Origin:
             seed = int(dict(p.split("=", 1) for p in query.split("&") if "=" in p)
                        .get("seed", "0"))
             body = pattern_bytes(int(path[len("/bytes/"):]), seed)
+        elif path == "/goaway":
+            body, content_type = b"bye", b"text/plain"
         elif path == "/trailers":
             body, content_type = b"ok", b"text/plain"
             trailers = [(b"grpc-status", b"0"), (b"grpc-message", b"fine")]
