@@ -94,6 +94,11 @@ def round_trip_flows() -> list[tuple[FlowRecord, bytes | None, bytes | None]]:
         (flow("https://form.test/login", method="POST", request_headers=[
             ("Content-Type", "application/x-www-form-urlencoded")], request_size=17),
          b"user=a+b&pass=%21", b"ok"),
+        (flow("https://h2.test/grpc.Echo/Say", method="POST", http_version="HTTP/2.0",
+              request_headers=[("content-type", "application/grpc"), ("te", "trailers")],
+              response_headers=[("content-type", "application/grpc"), ("grpc-status", "0")],
+              content_type="application/grpc", request_size=10, response_size=15),
+         b"\x00\x00\x00\x00\x05hello", b"\x00\x00\x00\x00\x0aecho:hello"),
         (flow("https://broken.test/z", response_headers=[("Content-Encoding", "gzip"),
                                                          ("Content-Type", "text/plain")],
               response_body_encoding="gzip"), b"", b"\x1f\x8bnot really gzip"),
@@ -145,7 +150,7 @@ def test_export_validates_and_round_trips_byte_exact(store, tmp_path):
 
 def test_what_the_entries_say(store):
     entries = [har_entry(*row) for row in round_trip_flows()]
-    post, image, empty, latin, failed, form, broken, deflated, tunnel = entries
+    post, image, empty, latin, failed, form, h2, broken, deflated, tunnel = entries
     validate(json.loads("".join(iter_har_json(entries, version="test"))))
     # Headers as sent, in order and case; the received ones beside them.
     assert [h["name"] for h in post["request"]["headers"]] == [
@@ -180,6 +185,12 @@ def test_what_the_entries_say(store):
     assert failed["timings"]["connect"] == 3.0  # failed before a connection was open
     assert form["request"]["postData"]["params"] == [{"name": "user", "value": "a b"},
                                                      {"name": "pass", "value": "!"}]
+    # HTTP/2 as Chrome writes it; no HTTP/1 head to count the size of.
+    assert (post["request"]["httpVersion"], post["response"]["httpVersion"]) == (
+        "HTTP/1.1", "HTTP/1.1")
+    assert (h2["request"]["httpVersion"], h2["response"]["httpVersion"]) == ("h2", "h2")
+    assert h2["request"]["headersSize"] == h2["response"]["headersSize"] == -1
+    assert post["request"]["headersSize"] > 0
     assert broken["response"]["content"]["encoding"] == "base64"  # could not be decoded
     assert "could not be undone" in broken["response"]["content"]["comment"]
     assert deflated["request"]["postData"]["_encoding"] == "base64"

@@ -47,6 +47,17 @@ _VERSIONS = {"h2": "HTTP/2.0", "http/2": "HTTP/2.0", "http/2.0": "HTTP/2.0", "h3
              "http/1.0": "HTTP/1.0", "http/0.9": "HTTP/0.9"}
 
 
+#: The store's version -> the httpVersion written, as Chrome DevTools writes it for the
+#: protocol it negotiated by ALPN (HTTP/1.x keeps its own name).
+_HAR_VERSIONS = {"HTTP/2.0": "h2", "HTTP/2": "h2", "HTTP/3": "h3", "HTTP/3.0": "h3"}
+
+
+def har_version(version: str) -> str:
+    """A stored ``http_version`` as a HAR ``httpVersion``: ``h2`` for HTTP/2, ``h3`` for
+    HTTP/3, anything else as it is."""
+    return _HAR_VERSIONS.get(version.upper(), version)
+
+
 _TLS_KEYS = ("sni", "version", "cipher", "alpn", "subject", "issuer", "not_after")
 
 

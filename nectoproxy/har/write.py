@@ -19,6 +19,7 @@ from nectoproxy.har.common import (
     _marks,
     _sent,
     charset_of,
+    har_version,
     iso_time,
     text_bytes,
 )
@@ -131,7 +132,7 @@ def _har_url(record: FlowRecord) -> str:
 
 def _request(record: FlowRecord, body: bytes | None) -> dict[str, Any]:
     fields = _sent(record.request_headers, record.request_headers_sent)
-    version = record.http_version
+    version = har_version(record.http_version)
     url = _har_url(record)
     request: dict[str, Any] = {
         "method": record.method or ("CONNECT" if record.kind == "tunnel" else "GET"),
@@ -193,7 +194,7 @@ def _response(record: FlowRecord, body: bytes | None) -> dict[str, Any]:
         return response
     fields = _sent(record.response_headers, record.response_headers_sent)
     reason = record.reason or ""
-    version = record.http_version
+    version = har_version(record.http_version)
     response = {
         "status": record.status,
         "statusText": reason,

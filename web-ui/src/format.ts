@@ -55,3 +55,15 @@ export function statusClass(status: number | null, error: string | null): string
 export function mediaType(contentType: string | null | undefined): string {
   return (contentType ?? "").split(";")[0].trim().toLowerCase();
 }
+
+/** An HTTP version as the store keeps it, named as people say it: "HTTP/2.0" -> "HTTP/2",
+ * "HTTP/3.0" -> "HTTP/3" (those have no minor versions); HTTP/1.x as it is. */
+export function versionName(httpVersion: string): string {
+  const match = /^HTTP\/([23])(\.0)?$/i.exec(httpVersion.trim());
+  return match ? `HTTP/${match[1]}` : httpVersion;
+}
+
+/** The short name of the list's protocol column, as ALPN spells it: "h2", "h3", "h1.1". */
+export function protocolName(httpVersion: string): string {
+  return versionName(httpVersion).replace(/^HTTP\//i, "h");
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatDuration, formatSize, mediaType, statusClass } from "../src/format";
+import { formatDuration, formatSize, mediaType, protocolName, statusClass, versionName } from "../src/format";
 
 describe("formatSize", () => {
   it("uses binary units and trims zeros", () => {
@@ -50,5 +50,19 @@ describe("round numbers", () => {
     expect(formatSize(100 * 1024)).toBe("100 KiB");
     expect(formatDuration(10000)).toBe("10 s");
     expect(formatDuration(1000)).toBe("1 s");
+  });
+});
+
+describe("protocol names", () => {
+  it("names HTTP/2 and HTTP/3 without a minor version, as ALPN does in the list", () => {
+    expect(protocolName("HTTP/2.0")).toBe("h2");
+    expect(protocolName("HTTP/2")).toBe("h2");
+    expect(protocolName("HTTP/3")).toBe("h3");
+    expect(protocolName("HTTP/1.1")).toBe("h1.1");
+    expect(protocolName("HTTP/1.0")).toBe("h1.0");
+    expect(versionName("HTTP/2.0")).toBe("HTTP/2");
+    expect(versionName("HTTP/3.0")).toBe("HTTP/3");
+    expect(versionName("HTTP/1.1")).toBe("HTTP/1.1");
+    expect(versionName("")).toBe("");
   });
 });

@@ -4,7 +4,7 @@
 // tags, comment.
 import { useEffect, useState } from "react";
 import { api, type FlowRecord, type FlowSummary } from "../api";
-import { formatDateTime, formatDuration, formatSize, statusClass } from "../format";
+import { formatDateTime, formatDuration, formatSize, statusClass, versionName } from "../format";
 import { formFields, header, queryParams, requestCookies, responseCookies } from "../headers";
 import { BodyViewer } from "./BodyViewer";
 import { HeadTable, Pairs } from "./HeadTable";
@@ -123,7 +123,7 @@ export function DetailPane({ summary, onClose, onReplay, onEdit, onCompose, onEx
           {websocket && tab === "messages" ? <WebSocketMessages flowId={flow.id} onNotify={onNotify} /> : <>
           <div className="sides">
             <div className="side">
-              <h3>Request <span className="muted">{flow.httpVersion} · {formatSize(flow.requestSize)}</span></h3>
+              <h3>Request <span className="muted" data-testid="request-version">{versionName(flow.httpVersion)} · {formatSize(flow.requestSize)}</span></h3>
               <details open><summary>Headers</summary>
                 <HeadTable received={flow.requestHeaders} sent={flow.requestHeadersSent} label="request" /></details>
               <details open={queryParams(flow.url).length > 0}><summary>Query ({queryParams(flow.url).length})</summary>

@@ -5,7 +5,7 @@ import { Fragment, memo, useCallback, useEffect, useLayoutEffect, useMemo, useRe
 import { useVirtualizer } from "@tanstack/react-virtual";
 import type { FlowSummary } from "../api";
 import { gridTemplate, nextSort, stretchColumn, visibleColumns, widthOf, type Column, type ColumnState } from "../columns";
-import { formatClock, formatDuration, formatSize, mediaType, statusClass } from "../format";
+import { formatClock, formatDuration, formatSize, mediaType, protocolName, statusClass } from "../format";
 import type { RowCache } from "../rowCache";
 import { ColumnHeader } from "./ColumnHeader";
 
@@ -30,7 +30,7 @@ export interface ListProps {
 
 function protocol(flow: FlowSummary): string {
   if (flow.kind === "tunnel") return "tunnel";
-  const version = flow.httpVersion.replace("HTTP/", "h");
+  const version = protocolName(flow.httpVersion);
   return `${flow.scheme === "https" ? "TLS " : ""}${version}${flow.websocket ? " ws" : ""}`;
 }
 
