@@ -318,7 +318,7 @@ class Exchange:
                 await self._to_origin(upstream, pending)
             while (chunk := await self._client_chunk()) is not None:
                 await self._to_origin(upstream, chunk)
-            trailers = self.client.trailers
+            trailers = request.trailers = self.client.trailers  # (on the flow as well)
         with upstream_errors(upstream.target):
             await upstream.send(h11.EndOfMessage(headers=trailers.to_raw() if trailers else []))
 
@@ -356,8 +356,9 @@ class Exchange:
             await self._to_origin(upstream, pending)
         while (chunk := await self._client_chunk()) is not None:
             await self._to_origin(upstream, chunk)
+        trailers = self.flow.request.trailers = self.client.trailers  # (on the flow as well)
         with upstream_errors(upstream.target):
-            await upstream.end_body(self.client.trailers)
+            await upstream.end_body(trailers)
 
     async def _upload(self, upstream: H2Upstream, pending: Chunk) -> None:
         """The request body, streamed while the response comes (see ``uploads``)."""
@@ -426,7 +427,8 @@ class Exchange:
                     await self._sent_to_client(chunks)
                     return False
                 chunks.append(chunk)  # type: ignore[arg-type]
-            trailers = upstream.trailers
+            # (Kept on the flow too, relayed or buffered: gRPC's status lives there.)
+            trailers = response.trailers = upstream.trailers
         await self.client.send_response(response, chunks, True, trailers)
         await self._sent_to_client(chunks)
         return True
@@ -452,7 +454,7 @@ class Exchange:
             while (chunk := await self._upstream_chunk()) is not None:
                 await self._to_client(chunk)
             upstream = self.origin.upstream
-            trailers = upstream.trailers if upstream else None
+            trailers = response.trailers = upstream.trailers if upstream else None
         await self.client.end_response(trailers)
 
     async def _to_client(self, data: Chunk) -> None:
