@@ -1,8 +1,9 @@
 """HTTP/2 throughput (issue 16): 50 concurrent streams on one connection through the proxy,
 against the same load over HTTP/1.1 keep-alive (50 connections), and against mitmproxy in the
-same run.
+same run. (Named ``http2``, not ``h2``: a script run from this folder would import it for the
+``h2`` library.)
 
-    python -m benchmarks.h2 [--requests 20000] [--pin] [--repeat 3] [--mitmdump PATH]
+    python -m benchmarks.http2 [--requests 20000] [--pin] [--repeat 3] [--mitmdump PATH]
 
 The load generator is h2load (Debian's nghttp2-client): ``h2load -c1 -m50`` for HTTP/2 and
 ``h2load --h1 -c50`` for HTTP/1.1, ``GET /1k``, every run bounded by ``--requests`` and by
@@ -141,7 +142,7 @@ class Run:
     def start_origin(self) -> None:
         nginx = origin.nginx_binary()
         if nginx is None:
-            raise SystemExit("benchmarks/h2.py needs nginx (apt-get install nginx)")
+            raise SystemExit("benchmarks/http2.py needs nginx (apt-get install nginx)")
         config = nginx_config(self.files, self.h2_port, self.h1_port)
         process = self.children.start(
             procs.pinned(origin.nginx_command(nginx, self.files, config),
@@ -230,7 +231,7 @@ def main() -> int:
     parser.add_argument("--mitmdump", metavar="PATH", help="mitmproxy's mitmdump to compare")
     args = parser.parse_args()
     if shutil.which("h2load") is None:
-        raise SystemExit("benchmarks/h2.py needs h2load (apt-get install nghttp2-client)")
+        raise SystemExit("benchmarks/http2.py needs h2load (apt-get install nghttp2-client)")
     procs.install_sigterm_handler()
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
