@@ -89,7 +89,10 @@ def flow_end(flow: Flow, head: Head,
             flow.error, list(flow.modified_by), bool(flow.metadata.get("upgraded")), target,
             sent, coding(fields),
             flow.request_body_size or (len(request.raw_content) if request.raw_content else 0),
-            answer, bodies)
+            answer, bodies,
+            (None if not request.trailers else list(request.trailers.fields),
+             None if response is None or not response.trailers
+             else list(response.trailers.fields)))
 
 
 def record_from_flow(flow: Flow, *, mode: str = "regular") -> FlowRecord:

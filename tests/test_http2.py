@@ -366,6 +366,32 @@ def test_an_h2_flow_is_captured_with_its_protocol(make_proxy: Callable[..., Runn
         captured.close()
 
 
+def test_trailers_both_ways_are_in_the_store(make_proxy: Callable[..., RunningProxy],
+                                              h2_origin: H2Origin, tmp_path: Path) -> None:
+    """gRPC's status lives in trailers: the store keeps them, the request's and the
+    response's, relayed (not buffered), and the API shows them."""
+    captured = Captured(tmp_path / "flows.db")
+    try:
+        with make_proxy(plugins=[captured.plugin]) as proxy, \
+                raw_client(proxy, h2_origin) as raw:
+            echoed = raw.get("/echo", method="POST", body=b"payload",
+                             headers=[(b"te", b"trailers")],
+                             trailers=[(b"x-checksum", b"abc")])
+            status = raw.get("/trailers", headers=[(b"te", b"trailers")])
+        assert echoed.trailers == [(b"x-checksum", b"abc")]
+        assert status.trailers == [(b"grpc-status", b"0"), (b"grpc-message", b"fine")]
+        by_path = {flow.path: flow for flow in captured.flows()}
+        assert by_path["/echo"].request_trailers == [("x-checksum", "abc")]
+        assert by_path["/echo"].response_trailers == [("x-checksum", "abc")]
+        assert by_path["/trailers"].request_trailers is None
+        assert by_path["/trailers"].response_trailers == [("grpc-status", "0"),
+                                                          ("grpc-message", "fine")]
+        assert by_path["/trailers"].to_json()["responseTrailers"] == [
+            ["grpc-status", "0"], ["grpc-message", "fine"]]
+    finally:
+        captured.close()
+
+
 def test_headers_json_shows_the_mapping(proxy: RunningProxy, h2_origin: H2Origin) -> None:
     with raw_client(proxy, h2_origin) as raw:
         result = raw.get("/headers", headers=[(b"x-custom", b"1"), (b"cookie", b"a=1"),

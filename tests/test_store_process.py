@@ -179,7 +179,7 @@ def _end(status: int, sent: list[tuple[str, str]] | None) -> capturewire.End:
     return (start, (None, None, start + 0.001, start + 0.0025, start + 0.004), "127.0.0.1:443",
             None, None, ["rules"], False, None, sent, "", 3,
             (status, "OK", [("Content-Type", "text/plain")], [("Content-Type", "text/plain")],
-             5), (False, False, -1, -1))
+             5), (False, False, -1, -1), (None, [("grpc-status", "0")]))
 
 
 def test_heads_and_ends_are_mapped_in_the_child_as_in_a_thread_writer(
@@ -218,6 +218,7 @@ def test_heads_and_ends_are_mapped_in_the_child_as_in_a_thread_writer(
                                  "cipher": "TLS_AES_128_GCM_SHA256"}
     assert (record.status, record.duration, record.modified_by) == (200, 4.0, ["rules"])
     assert (record.request_stored, record.response_stored) == (3, 5)
+    assert (record.request_trailers, record.response_trailers) == (None, [("grpc-status", "0")])
     assert store.get_body(plain, "response") == (b"hello", False)
     created = store.get_flow(enum)
     assert created is not None and created.status == 201

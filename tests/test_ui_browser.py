@@ -1371,3 +1371,27 @@ def test_a_websocket_flow_lists_filters_shows_and_sends_messages(tmp_path: Path,
         sync_api.expect(messages.get_by_test_id("ws-count")).to_contain_text("closed",
                                                                             timeout=10_000)
         sync_api.expect(messages.get_by_role("button", name="Send")).to_be_disabled()
+
+
+@pytest.mark.timeout(300)
+def test_the_detail_shows_a_flows_trailers(tmp_path: Path, pages: Pages) -> None:
+    """gRPC's status is in the response's trailers: the detail lists them beside the heads."""
+    with SQLiteStore(tmp_path / "flows.db") as store:
+        session = store.start_run()
+        store.save_flow(FlowRecord(
+            id=new_flow_id(), session_id=session.id, method="POST", scheme="https",
+            url="https://grpc.test/echo.Echo/Say", host="grpc.test", path="/echo.Echo/Say",
+            http_version="HTTP/2.0", started_at=time.time(), status=200, duration=3.0,
+            request_headers=[("content-type", "application/grpc"), ("te", "trailers")],
+            response_headers=[("content-type", "application/grpc")],
+            request_trailers=None,
+            response_trailers=[("grpc-status", "5"), ("grpc-message", "no such thing")]))
+    with running(tmp_path, "--session", str(session.id)) as inspector:
+        page = pages.open(inspector)
+        row_with(page, "/echo.Echo/Say").click()
+        trailers = page.get_by_test_id("response-trailers")
+        sync_api.expect(trailers).to_contain_text("Trailers (2)")
+        sync_api.expect(trailers).to_contain_text("grpc-message")
+        sync_api.expect(trailers).to_contain_text("no such thing")
+        sync_api.expect(page.get_by_test_id("request-trailers")).to_have_count(0)
+        page.screenshot(path=str(tmp_path / "trailers.png"))

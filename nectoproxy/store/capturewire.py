@@ -40,6 +40,7 @@ END_FIELDS = (
     "response",         # (status, reason, fields as received, fields as sent, size) | None
     "bodies",           # (request truncated, response truncated, request decoded size,
                         #  response decoded size): the decoded sizes -1 when not counted
+    "trailers",         # (the request's trailer fields, the response's): each None if none
 )
 End = tuple[Any, ...]
 
@@ -98,7 +99,7 @@ def record_from_head(head: Head) -> FlowRecord:
 def fields_from_end(end: End) -> dict[str, Any]:
     """The FlowRecord fields a flow's end sets (what ``flow_finished`` takes)."""
     (start, times, server_addr, tls_server, error, modified_by, websocket, target, sent,
-     request_coding, request_size, response, bodies) = end
+     request_coding, request_size, response, bodies, trailers) = end
     timings = Timings()
     for key, when in zip(_TIMING_KEYS, times, strict=True):
         if when is not None:
@@ -131,6 +132,10 @@ def fields_from_end(end: End) -> dict[str, Any]:
             fields[f"{direction}_truncated"] = True
         elif decoded != -1:
             fields[f"{direction}_size_decoded"] = decoded
+    if trailers[0] is not None:
+        fields["request_trailers"] = trailers[0]
+    if trailers[1] is not None:
+        fields["response_trailers"] = trailers[1]
     return fields
 
 

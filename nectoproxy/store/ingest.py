@@ -24,17 +24,18 @@ from nectoproxy.store.records import (
 
 RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(FlowRecord))
 JSON_COLUMNS = frozenset({"request_headers", "request_headers_sent", "response_headers",
-                          "response_headers_sent", "timings", "tls_client", "tls_server",
-                          "modified_by", "tags"})
+                          "response_headers_sent", "request_trailers", "response_trailers",
+                          "timings", "tls_client", "tls_server", "modified_by", "tags"})
 #: JSON columns that are NOT NULL, with what None is stored as.
 _JSON_EMPTY = {"request_headers": "[]", "timings": "{}", "modified_by": "[]", "tags": "[]"}
 BOOL_COLUMNS = frozenset({"request_truncated", "response_truncated", "websocket"})
 _FOLDED = frozenset({"host", "scheme"})
 _HEADER_COLUMNS = frozenset({"request_headers", "request_headers_sent", "response_headers",
-                             "response_headers_sent"})
+                             "response_headers_sent", "request_trailers", "response_trailers"})
 #: Columns of ``flow_details`` (the rest of a record is in ``flows``).
 DETAIL_COLUMNS = ("request_headers", "request_headers_sent", "response_headers",
-                  "response_headers_sent", "timings", "tls_client", "tls_server")
+                  "response_headers_sent", "timings", "tls_client", "tls_server",
+                  "request_trailers", "response_trailers")
 _INSERTED = tuple(n for n in RECORD_FIELDS
                   if n not in ("seq", "version", "session_id", *DETAIL_COLUMNS))
 _INSERT_SQL = (f"INSERT INTO flows ({', '.join(_INSERTED)}, session_id, version, text_pending)"

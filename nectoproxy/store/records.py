@@ -91,6 +91,10 @@ class FlowRecord:
     #: As received from the origin; ``_sent`` is what went to the client (None: unchanged).
     response_headers: HeaderList | None = None
     response_headers_sent: HeaderList | None = None
+    #: Trailer fields (after a chunked or HTTP/2 body; gRPC's status is there) as received
+    #: from the client and from the origin; None when the message had none.
+    request_trailers: HeaderList | None = None
+    response_trailers: HeaderList | None = None
     content_type: str | None = None
     #: Body sizes on the wire (content-encoded) and decoded; None when not known yet.
     request_size: int | None = None

@@ -232,9 +232,15 @@ _V4_SORT_INDEXES = [
     "CREATE INDEX flows_sort_method ON flows (session_id, method, seq)",
 ]
 
+# Trailer fields (gRPC's status): JSON header lists beside the heads.
+_V6_TRAILERS = [
+    "ALTER TABLE flow_details ADD COLUMN request_trailers TEXT",
+    "ALTER TABLE flow_details ADD COLUMN response_trailers TEXT",
+]
+
 MIGRATIONS: list[Migration] = [_V1_CORE, _V2_TOMBSTONES, _v3_search_index, _V4_SORT_INDEXES,
                                # WebSocket connections' openings, messages and closes.
-                               wsframes.MIGRATION]
+                               wsframes.MIGRATION, _V6_TRAILERS]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -141,7 +141,8 @@ COMPONENTS: dict[str, Schema] = {
     "FlowSummary": record_schema(FlowSummary, {"mark": MARK}),
     "FlowRecord": record_schema(FlowRecord, {
         "mark": MARK, "requestHeaders": HEADERS, "requestHeadersSent": nullable(HEADERS),
-        "responseHeaders": nullable(HEADERS), "responseHeadersSent": nullable(HEADERS)}),
+        "responseHeaders": nullable(HEADERS), "responseHeadersSent": nullable(HEADERS),
+        "requestTrailers": nullable(HEADERS), "responseTrailers": nullable(HEADERS)}),
     "Session": record_schema(Session),
     "Stats": record_schema(Stats, {
         "hosts": array(obj({"host": {"type": "string"}, "count": _COUNT})),

@@ -57,6 +57,9 @@ export interface FlowRecord extends FlowSummary {
   requestHeadersSent: Headers | null;
   responseHeaders: Headers | null;
   responseHeadersSent: Headers | null;
+  /** Trailer fields (after a chunked or HTTP/2 body: gRPC's status), as received. */
+  requestTrailers: Headers | null;
+  responseTrailers: Headers | null;
   requestSizeDecoded: number | null;
   responseSizeDecoded: number | null;
   requestBodyEncoding: string;

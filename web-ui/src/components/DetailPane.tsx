@@ -135,6 +135,10 @@ export function DetailPane({ summary, onClose, onReplay, onEdit, onCompose, onEx
                 <BodyViewer flowId={flow.id} direction="request" contentType={header(flow.requestHeaders, "content-type")}
                   encoding={flow.requestBodyEncoding} stored={flow.requestStored} truncated={flow.requestTruncated} version={flow.version} />
               </details>
+              {flow.requestTrailers && flow.requestTrailers.length > 0 && (
+                <details open data-testid="request-trailers"><summary>Trailers ({flow.requestTrailers.length})</summary>
+                  <Pairs pairs={flow.requestTrailers} /></details>
+              )}
             </div>
             <div className="side">
               <h3>Response <span className="muted">{flow.status ?? ""} {flow.reason ?? ""} · {formatSize(flow.responseSize)}</span></h3>
@@ -149,6 +153,10 @@ export function DetailPane({ summary, onClose, onReplay, onEdit, onCompose, onEx
                 <BodyViewer flowId={flow.id} direction="response" contentType={flow.contentType ?? header(flow.responseHeaders, "content-type")}
                   encoding={flow.responseBodyEncoding} stored={flow.responseStored} truncated={flow.responseTruncated} version={flow.version} />
               </details>
+              {flow.responseTrailers && flow.responseTrailers.length > 0 && (
+                <details open data-testid="response-trailers"><summary>Trailers ({flow.responseTrailers.length})</summary>
+                  <Pairs pairs={flow.responseTrailers} /></details>
+              )}
             </div>
           </div>
           <div className="sides">
