@@ -9,6 +9,10 @@ writer is the real :class:`~nectoproxy.store.ProcessWriter` with its child proce
 figure is this process's CPU time (its event loop and the sender thread) per flow, the part
 that competes with proxying for the core. The child's CPU per flow is printed beside it.
 Bounded: ``--flows`` flows per batch, five batches.
+
+To see where the writer's time goes, set ``NECTOPROXY_WRITER_PROFILE=FILE``: the writer child
+then runs under cProfile and dumps its stats to FILE when it closes
+(``python -m pstats FILE``).
 """
 
 from __future__ import annotations
