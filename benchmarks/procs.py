@@ -144,10 +144,32 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def children_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds used so far by each of the process's children."""
+def descendants(pid: int) -> list[int]:
+    """The process's children, their children and so on (bounded: at most 256), from /proc."""
+    found: list[int] = []
+    todo = [pid]
+    while todo and len(found) < 256:
+        kids = children_of(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
+def tree_rss_kib(pid: int) -> int:
+    """Resident memory of the process and all its descendants (shared pages counted in each)."""
+    total = rss_kib(pid)
+    for child in descendants(pid):
+        try:
+            total += rss_kib(child)
+        except (OSError, KeyError):
+            pass
+    return total
+
+
+def children_cpu(pid: int, tree: bool = False) -> dict[int, float]:
+    """CPU seconds used so far by each of the process's children (``tree``: descendants)."""
     used = {}
-    for child in children_of(pid):
+    for child in descendants(pid) if tree else children_of(pid):
         try:
             used[child] = cpu_seconds(child)
         except OSError:
@@ -171,10 +193,16 @@ class Sampler:
 
     With ``core`` (the core the process is pinned to), also how much of that core other
     processes took meanwhile: the figure that says whether a run was disturbed.
+
+    With ``tree`` (a proxy that serves from several processes: proxy.py's acceptors,
+    NectoProxy's ``workers``), RSS is the sum over the process and its descendants, and
+    :attr:`children_cpu` covers all descendants; :attr:`tree_cpu` is the whole tree's CPU.
     """
 
-    def __init__(self, pid: int, core: int | None = None, interval: float = 0.02) -> None:
+    def __init__(self, pid: int, core: int | None = None, interval: float = 0.02,
+                 tree: bool = False) -> None:
         self.pid = pid
+        self.tree = tree
         self.core = core
         self.others_share: float | None = None
         self._core_start = 0.0
@@ -192,11 +220,11 @@ class Sampler:
         self._hwm_reset = False
 
     def begin(self) -> None:
-        self.rss_before = rss_kib(self.pid)
+        self.rss_before = self._rss()
         self.peak_kib = self.rss_before
-        self._hwm_reset = reset_hwm(self.pid)
+        self._hwm_reset = reset_hwm(self.pid) and not self.tree
         self._cpu_start = cpu_seconds(self.pid)
-        self._children_start = children_cpu(self.pid)
+        self._children_start = children_cpu(self.pid, self.tree)
         self._wall_start = time.monotonic()
         if self.core is not None:
             self._core_start = core_busy_seconds(self.core)
@@ -207,9 +235,17 @@ class Sampler:
     def _poll(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.peak_kib = max(self.peak_kib, rss_kib(self.pid))
+                self.peak_kib = max(self.peak_kib, self._rss())
             except (OSError, KeyError):
                 return
+
+    def _rss(self) -> int:
+        return tree_rss_kib(self.pid) if self.tree else rss_kib(self.pid)
+
+    @property
+    def tree_cpu(self) -> float:
+        """CPU of the process and (with ``tree``) of all its descendants over the interval."""
+        return self.cpu + self.children_cpu if self.tree else self.cpu
 
     def end(self) -> None:
         self._stop.set()
@@ -218,12 +254,12 @@ class Sampler:
         try:
             self.cpu = cpu_seconds(self.pid) - self._cpu_start
             self.children_cpu = sum(used - self._children_start.get(child, 0.0)
-                                    for child, used in children_cpu(self.pid).items())
+                                    for child, used in children_cpu(self.pid, self.tree).items())
             wall = time.monotonic() - self._wall_start
             if self.core is not None and wall > 0:
-                others = core_busy_seconds(self.core) - self._core_start - self.cpu
+                others = core_busy_seconds(self.core) - self._core_start - self.tree_cpu
                 self.others_share = max(0.0, others / wall)
-            self.peak_kib = max(self.peak_kib, rss_kib(self.pid))
+            self.peak_kib = max(self.peak_kib, self._rss())
             if self._hwm_reset:
                 self.peak_kib = max(self.peak_kib, hwm_kib(self.pid))
         except (OSError, KeyError):

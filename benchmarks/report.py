@@ -105,3 +105,56 @@ def ratio_text(direct: float | None, proxied: float | None, higher_is_better: bo
         return "-"
     ratio = proxied / direct
     return f"{ratio:.2f}x" if higher_is_better else f"{ratio:.2f}x the time"
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def _spread(values: list[float], digits: int = 1) -> str:
+    """``median [min-max]`` (just the figure when there is one)."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return _fmt(values[0], digits)
+    return f"{_fmt(_median(values), digits)} [{_fmt(min(values), digits)}-" \
+           f"{_fmt(max(values), digits)}]"
+
+
+def side_table(rows: list[dict[str, Any]]) -> str:
+    """The side-by-side rows (``--peers``, ``two-core``) of every repeat, one line per scenario
+    and run: the median and range of each figure; "vs proxy.py" compares median req/s."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["scenario"], row["run"]), []).append(row)
+
+    def values(group: list[dict[str, Any]], key: str, scale: float = 1.0) -> list[float]:
+        return [float(r[key]) * scale for r in group if r.get(key) is not None]
+
+    medians = {key: _median(values(group, "rps")) for key, group in groups.items()
+               if values(group, "rps")}
+    header = ["scenario", "run", "load", "runs", "req/s", "p50 ms", "p99 ms", "errors",
+              "proxy CPU ms/1k req", "proxy peak RSS MiB", "others on proxy core",
+              "load avg (1 min)", "vs direct", "vs proxy.py"]
+    body = []
+    for (scenario, run), group in groups.items():
+        direct = medians.get((scenario, "direct"))
+        reference = next((m for (s, r), m in medians.items()
+                          if s == scenario and r.startswith("proxy.py")), None)
+        mine = medians.get((scenario, run))
+        others = values(group, "others_on_proxy_core_pct")
+        body.append([
+            scenario, run, group[0].get("generator", "-"), str(len(group)),
+            _spread(values(group, "rps")), _spread(values(group, "p50_ms"), 2),
+            _spread(values(group, "p99_ms"), 2), _fmt(int(sum(values(group, "errors")))),
+            _spread(values(group, "cpu_s_per_1k", 1000.0), 0),
+            _spread(values(group, "peak_rss_mib")),
+            _spread(others, 0) + "%" if others else "-",
+            ", ".join(_fmt(v, 1) for v in values(group, "loadavg")),
+            "-" if run == "direct" or mine is None else ratio_text(direct, mine, True),
+            "-" if run == "direct" or run.startswith("proxy.py") or mine is None
+            else ratio_text(reference, mine, True),
+        ])
+    return _table(header, body)

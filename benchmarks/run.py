@@ -31,6 +31,7 @@ from typing import Any
 
 import hey
 import origin
+import peers
 import procs
 import report
 import wrk
@@ -38,6 +39,8 @@ import wrk
 HERE = Path(__file__).resolve().parent
 SCENARIOS = ("plain", "https", "https-newconn", "first-host", "download-http", "download-https",
              "idle", "capture-plain", "capture-https", "capture-download")
+#: Scenarios run only when named in ``--scenarios``.
+EXTRA_SCENARIOS = ("two-core",)
 SNI = "www.bench.test"
 
 
@@ -57,6 +60,15 @@ class Bench:
         self.config_text: str | None = None
         self.hey = hey.hey_binary() if args.loadgen == "auto" else None
         self.current = ""
+        #: Whether the proxy measured serves from several processes (sample the whole tree).
+        self.tree = False
+        self.proxy_log_path = tmp / "proxy.log"
+        self.peers: list[peers.Peer] = args.peer_list
+        #: Peer name -> the bin folder of its venv (peers that could not be installed: absent).
+        self.peer_bins: dict[str, Path] = {}
+        self.notes: list[str] = []
+        #: The rows of the side-by-side scenarios (``--peers``, ``two-core``), every repeat.
+        self.side: list[dict[str, Any]] = []
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -81,6 +93,7 @@ class Bench:
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for port in (self.http_port, self.https_port):
             procs.wait_for_port(port, 15, process)
+        self.origin = process
 
     def start_proxy(self, record: bool = True, capture: bool | None = None) -> None:
         """``capture``: run the inspector (capture into a store in the temporary directory);
@@ -90,17 +103,8 @@ class Bench:
         python = [sys.executable]
         if self.args.cprofile:
             python += ["-m", "cProfile", "-o", str(Path(self.args.cprofile).resolve())]
-        config = ["--no-config"]
-        if self.config_text:
-            (self.tmp / "nectoproxy.toml").write_text(self.config_text)
-            config = ["--config", str(self.tmp / "nectoproxy.toml")]
-        command = [*python, "-m", "nectoproxy", *config, "--listen-host", "127.0.0.1",
-                   "--listen-port", str(self.proxy_port), "--certs-dir", str(self.certs),
-                   "--upstream-ca", str(self.files.ca), "-q"]
-        if not self.args.entry_points:
-            command.append("--no-entry-points")  # measure NectoProxy, not what pip put beside it
         capture = self.args.capture == "on" if capture is None else capture
-        command += ["--web-port", "0"] if capture else ["--no-web"]
+        command = self.necto_command(python, self.proxy_port, self.config_text, capture)
         env = {**os.environ, "NECTOPROXY_HOME": str(self.tmp / "home")}
         # Lives as long as the proxy does, so no ``with``.
         self.proxy_log = open(self.tmp / "proxy.log", "a")  # noqa: SIM115
@@ -120,6 +124,19 @@ class Bench:
         self.rows.append({"scenario": "startup", "run": "proxy", "figure": round(startup, 1),
                           "unit": "MiB"})
         self.offer("startup", None, round(startup, 1))
+
+    def necto_command(self, python: list[str], port: int, config_text: str | None,
+                      capture: bool, name: str = "nectoproxy.toml") -> list[str]:
+        config = ["--no-config"]
+        if config_text:
+            (self.tmp / name).write_text(config_text)
+            config = ["--config", str(self.tmp / name)]
+        command = [*python, "-m", "nectoproxy", *config, "--listen-host", "127.0.0.1",
+                   "--listen-port", str(port), "--certs-dir", str(self.certs),
+                   "--upstream-ca", str(self.files.ca), "-q"]
+        if not self.args.entry_points:
+            command.append("--no-entry-points")  # measure NectoProxy, not what pip put beside it
+        return command + (["--web-port", "0"] if capture else ["--no-web"])
 
     def restart_proxy(self, capture: bool | None = None) -> None:
         """A fresh proxy, so that memory freed by earlier scenarios does not hide new use."""
@@ -146,7 +163,7 @@ class Bench:
     def check_proxy(self) -> None:
         if self.proxy.poll() is not None:
             self.proxy_log.flush()
-            tail = (self.tmp / "proxy.log").read_text()[-3000:]
+            tail = self.proxy_log_path.read_text()[-3000:]
             raise RuntimeError(f"the proxy exited with {self.proxy.returncode}:\n{tail}")
 
     # -- load generators ---------------------------------------------------------------------
@@ -211,7 +228,8 @@ class Bench:
             url, script = f"{scheme}://127.0.0.1:{port}/1k", None
         command = procs.pinned(wrk.command(self.wrk, url, self.args.connections, seconds,
                                            script), self.load_core)
-        sampler = procs.Sampler(self.proxy.pid, self.proxy_core) if via_proxy else None
+        sampler = procs.Sampler(self.proxy.pid, self.proxy_core, tree=self.tree) if via_proxy \
+            else None
         if sampler:
             sampler.begin()
         done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
@@ -225,26 +243,31 @@ class Bench:
         self.check_proxy()
         return result
 
-    def run_hey(self, seconds: float) -> dict[str, Any]:
-        """HTTPS keep-alive through the proxy (CONNECT, intercepted) with hey."""
+    def run_hey(self, seconds: float, via_proxy: bool = True) -> dict[str, Any]:
+        """HTTPS keep-alive through the proxy (CONNECT, intercepted) with hey, or (not
+        ``via_proxy``) straight to the origin."""
         assert self.hey is not None
         url = f"https://127.0.0.1:{self.https_port}/1k"
+        proxy = f"http://127.0.0.1:{self.proxy_port}" if via_proxy else None
         command = procs.pinned(hey.command(self.hey, url, self.args.connections, seconds,
-                                           f"http://127.0.0.1:{self.proxy_port}"),
-                               self.load_core)
-        sampler = procs.Sampler(self.proxy.pid, self.proxy_core)
-        sampler.begin()
+                                           proxy), self.load_core)
+        sampler = procs.Sampler(self.proxy.pid, self.proxy_core, tree=self.tree) if via_proxy \
+            else None
+        if sampler:
+            sampler.begin()
         done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
                               check=False)
-        sampler.end()
+        if sampler:
+            sampler.end()
         with open(self.tmp / "hey.out", "a") as report:
             report.write(done.stdout)
         result = hey.parse(done.stdout)
         if done.returncode != 0 or "rps" not in result:
             raise RuntimeError(f"hey failed ({done.returncode}): {done.stderr[-2000:]}")
         result["generator"] = "hey"
-        self._add_proxy_figures(result, sampler)
-        self.check_proxy()
+        if sampler:
+            self._add_proxy_figures(result, sampler)
+            self.check_proxy()
         return result
 
     @staticmethod
@@ -252,16 +275,17 @@ class Bench:
         result["peak_rss_mib"] = round(sampler.peak_kib / 1024, 1)
         result["rss_before_mib"] = round(sampler.rss_before / 1024, 1)
         result["growth_mib"] = round((sampler.peak_kib - sampler.rss_before) / 1024, 1)
-        result["cpu_s"] = round(sampler.cpu, 3)
-        result["writer_cpu_s"] = round(sampler.children_cpu, 3)
+        cpu = sampler.tree_cpu  # with ``tree``: every process of the proxy
+        result["cpu_s"] = round(cpu, 3)
+        result["writer_cpu_s"] = 0.0 if sampler.tree else round(sampler.children_cpu, 3)
         if result.get("requests"):
-            result["cpu_s_per_1k"] = round(sampler.cpu / result["requests"] * 1000, 4)
-            if sampler.children_cpu:
+            result["cpu_s_per_1k"] = round(cpu / result["requests"] * 1000, 4)
+            if sampler.children_cpu and not sampler.tree:
                 result["writer_cpu_s_per_1k"] = round(
                     sampler.children_cpu / result["requests"] * 1000, 4)
-            if sampler.cpu > 0:
+            if cpu > 0:
                 # What one whole core would serve: steadier than req/s when others share it.
-                result["rps_per_cpu_s"] = round(result["requests"] / sampler.cpu)
+                result["rps_per_cpu_s"] = round(result["requests"] / cpu)
         if sampler.others_share is not None:
             result["others_on_proxy_core_pct"] = round(sampler.others_share * 100, 1)
         result["loadavg"] = round(os.getloadavg()[0], 2)
@@ -332,7 +356,11 @@ class Bench:
         self.current = name
         timeout = ["--timeout", "120"]
         print(f"\n== {name} ==", flush=True)
-        if name in ("plain", "https"):
+        if name in ("plain", "https") and self.peers:
+            self.side_by_side(name)
+        elif name == "two-core":
+            self.two_core()
+        elif name in ("plain", "https"):
             r = self.keepalive(tls=name == "https")
             self.record(name, r["direct"], r["proxied"], "rps", "req/s", extra=r["extra"])
         elif name == "https-newconn":
@@ -358,6 +386,144 @@ class Bench:
                 self.idle(tls)
         elif name.startswith("capture-"):
             self.capture_compare(name)
+
+    # -- peers side by side (issue 17) -------------------------------------------------------
+
+    def prepare_peers(self) -> None:
+        for peer in self.peers:
+            bin_dir, note = peers.ensure(peer)
+            print(f"peers: {note}", flush=True)
+            self.notes.append(note)
+            if bin_dir is not None:
+                self.peer_bins[peer.name] = bin_dir
+        if "proxy.py" in self.peer_bins:
+            self.proxy_py_ca = peers.make_proxy_py_ca(self.tmp / "proxy.py-ca")
+
+    @contextlib.contextmanager
+    def serving(self, label: str, command: list[str], port: int, core: int | None,
+                load_core: int | None, tree: bool,
+                env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[Any]]:
+        """Another proxy (a peer, or NectoProxy with workers) in the place of the bench's
+        NectoProxy while the block runs: the load generators and samplers use it."""
+        saved = (self.proxy, self.proxy_port, self.proxy_core, self.load_core, self.tree,
+                 self.proxy_log, self.proxy_log_path)
+        log_path = self.tmp / f"{label.replace(' ', '_').replace('/', '_')}.log"
+        log = open(log_path, "a")  # noqa: SIM115 (closed below)
+        process = self.children.start(procs.pinned(command, core), cwd=self.tmp, stdout=log,
+                                      stderr=subprocess.STDOUT, env=env)
+        try:
+            procs.wait_for_port(port, 60, process)
+            time.sleep(1.0)
+            self.proxy, self.proxy_port, self.proxy_core, self.load_core, self.tree = \
+                process, port, core, load_core, tree
+            self.proxy_log, self.proxy_log_path = log, log_path
+            yield process
+        except RuntimeError:
+            log.flush()
+            print(f"  {label} failed: {log_path.read_text(errors='replace')[-1500:]}",
+                  flush=True)
+            raise
+        finally:
+            (self.proxy, self.proxy_port, self.proxy_core, self.load_core, self.tree,
+             self.proxy_log, self.proxy_log_path) = saved
+            self.children.stop(process)
+            log.close()
+
+    def side_load(self, tls: bool, via_proxy: bool) -> dict[str, Any]:
+        """The side-by-side load: wrk for plain HTTP, hey for intercepted HTTPS (both keep-alive,
+        ``--connections``, GET /1k), after an unmeasured warm-up."""
+        a = self.args
+        if tls:
+            if self.hey is None:
+                raise RuntimeError("--peers needs hey for HTTPS (apt-get install hey)")
+            self.run_hey(a.warmup, via_proxy)
+            return self.run_hey(a.duration, via_proxy)
+        if self.wrk is None:
+            raise RuntimeError("--peers needs wrk for plain HTTP (apt-get install wrk)")
+        self.run_wrk(via_proxy, False, a.warmup)
+        return self.run_wrk(via_proxy, False, a.duration)
+
+    def peer_command(self, peer: peers.Peer, port: int, single: bool) -> list[str]:
+        bin_dir = self.peer_bins[peer.name]
+        if peer.name == "proxy.py":
+            return peers.proxy_py_command(bin_dir, port, self.files.ca, self.proxy_py_ca,
+                                          self.tmp / "proxy.py-certs", single)
+        return peers.mitmdump_command(bin_dir, port, self.files.ca, self.tmp / "mitmproxy")
+
+    def side_rows(self, scenario: str, rows: list[dict[str, Any]]) -> None:
+        direct = rows[0]
+        reference = next((r for r in rows if r["run"].startswith("proxy.py")), None)
+        for row in rows:
+            row.update(scenario=scenario, figure=row.get("rps"), unit="req/s",
+                       loadavg=row.get("loadavg", round(os.getloadavg()[0], 2)))
+            if row is not direct:
+                row["ratio_text"] = report.ratio_text(direct.get("rps"), row.get("rps"), True)
+            if reference is not None and row is not reference and row is not direct:
+                row["vs_proxy_py"] = report.ratio_text(reference.get("rps"), row.get("rps"),
+                                                       True)
+        self.rows += rows
+        self.side += rows
+        print(report.rows_table(rows), flush=True)
+
+    def side_by_side(self, name: str) -> None:
+        """``plain`` / ``https`` with ``--peers``: direct, NectoProxy and each peer, one after
+        the other, with the same load, pinned like NectoProxy (``--pin``)."""
+        tls = name == "https"
+        rows = [self.side_load(tls, False)]
+        rows[0]["run"] = "direct"
+        necto = self.side_load(tls, True)
+        necto["run"] = "NectoProxy"
+        rows.append(necto)
+        self.offer(name, rows[0].get("rps"), necto.get("rps"),
+                   necto.get("others_on_proxy_core_pct", 0.0))
+        for peer in self.peers:
+            if peer.name not in self.peer_bins:
+                continue
+            port = procs.free_port()
+            label = peer.label + (" (1 acceptor)" if peer.name == "proxy.py" else "")
+            with self.serving(label, self.peer_command(peer, port, single=True), port,
+                              self.proxy_core, self.load_core, tree=True):
+                row = self.side_load(tls, True)
+            row["run"] = label
+            rows.append(row)
+        self.side_rows(name, rows)
+
+    def two_core(self) -> None:
+        """Nothing pinned: NectoProxy with ``workers = "auto"`` and proxy.py in its default
+        multi-process mode (one acceptor per core), plain and intercepted HTTPS keep-alive."""
+        cores = os.cpu_count() or 1
+        with unpinned(self.origin.pid):
+            for tls in (False, True):
+                self._two_core(tls, cores)
+
+    def _two_core(self, tls: bool, cores: int) -> None:
+        scenario = "two-core https" if tls else "two-core plain"
+        saved = self.proxy_core, self.load_core
+        self.proxy_core = self.load_core = None
+        try:
+            rows = [self.side_load(tls, False)]
+        finally:
+            self.proxy_core, self.load_core = saved
+        rows[0]["run"] = "direct"
+        port = procs.free_port()
+        command = self.necto_command([sys.executable], port, '[proxy]\nworkers = "auto"\n',
+                                     False, name="nectoproxy-workers.toml")
+        env = {**os.environ, "NECTOPROXY_HOME": str(self.tmp / "home-workers")}
+        label = f"NectoProxy workers=auto ({cores})"
+        with self.serving(label, command, port, None, None, tree=True, env=env):
+            row = self.side_load(tls, True)
+        row["run"] = label
+        rows.append(row)
+        if "proxy.py" in self.peer_bins:
+            peer = peers.PEERS["proxy.py"]
+            label = f"{peer.label} default ({cores} acceptors)"
+            with self.serving(label, self.peer_command(peer, port := procs.free_port(),
+                                                       single=False),
+                              port, None, None, tree=True):
+                row = self.side_load(tls, True)
+            row["run"] = label
+            rows.append(row)
+        self.side_rows(scenario, rows)
 
     def capture_compare(self, name: str) -> None:
         """The same load through a proxy without and with capture (issue 13's goals: HTTPS
@@ -459,6 +625,23 @@ class Bench:
         return serving[:50], stopping[:50]
 
 
+@contextlib.contextmanager
+def unpinned(pid: int) -> Iterator[None]:
+    """The process and its descendants (the origin) on every core while the block runs."""
+    everything = set(range(os.cpu_count() or 1))
+    saved: dict[int, set[int]] = {}
+    for each in (pid, *procs.descendants(pid)):
+        with contextlib.suppress(OSError):
+            saved[each] = os.sched_getaffinity(each)
+            os.sched_setaffinity(each, everything)
+    try:
+        yield
+    finally:
+        for each, cores in saved.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(each, cores)
+
+
 def engine_build() -> str:
     """The commit the proxy runs, ``+dirty`` when nectoproxy/ has uncommitted changes."""
     def git(*args: str) -> str:
@@ -527,8 +710,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1, choices=range(1, 11), metavar="1..10",
                         help="run the scenarios N times against the same proxy (watch RSS)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--peers", default="", metavar="LIST",
+                        help="also measure other proxies in plain and https, each in a venv "
+                             f"of its own (installed on first use): {', '.join(peers.PEERS)} "
+                             "or all (default: none)")
     args = parser.parse_args()
-    unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
+    try:
+        args.peer_list = peers.parse_peers(args.peers)
+    except ValueError as exc:
+        parser.error(str(exc))
+    unknown = set(args.scenarios.split(",")) - set(SCENARIOS) - set(EXTRA_SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if args.profile and shutil.which("py-spy") is None:
@@ -547,8 +738,9 @@ def main() -> int:
             bench.meta.update(describe_machine(args))
             bench.start_origin()
             bench.start_proxy()
+            bench.prepare_peers()
             for _ in range(args.repeat):
-                for name in SCENARIOS:
+                for name in (*SCENARIOS, *EXTRA_SCENARIOS):
                     if name in args.scenarios.split(","):
                         bench.run(name)
             problems, stopping = bench.proxy_log_summary()
@@ -567,6 +759,13 @@ def main() -> int:
             print(f"(each figure below: the repeat of {args.repeat} whose proxied run had the "
                   "least CPU taken from the proxy's core by other processes)")
         print(report.goals_table(bench.figures()))
+        if bench.side:
+            print(f"\n== side by side ({args.repeat} run(s) each: median [min-max]; "
+                  f"{args.connections} keep-alive connections, GET /1k, {args.duration:g} s; "
+                  "plain and https pinned as above, two-core unpinned) ==")
+            print(report.side_table(bench.side))
+            for note in bench.notes:
+                print(f"  {note}")
         if problems:
             print(f"\nthe proxy logged {len(problems)} warning/error lines, first ones:")
             print("\n".join(f"  {line}" for line in problems[:10]))
@@ -576,6 +775,7 @@ def main() -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(
                 {"meta": meta, "rows": bench.rows, "figures": bench.figures(),
+                 "peers": bench.notes,
                  "proxy_log_problems": problems, "proxy_shutdown_problems": stopping},
                 indent=2))
         return 0
