@@ -328,7 +328,9 @@ class Bench:
     @contextlib.contextmanager
     def profiled(self, seconds: float) -> Iterator[None]:
         """py-spy samples the proxy meanwhile, when ``--profile DIR`` names this scenario."""
-        if not self.args.profile or self.current not in self.args.profile_scenarios.split(","):
+        wanted = self.args.profile_scenarios.split(",")
+        if not self.args.profile or not (self.current in wanted or
+                                         self.current.rsplit("-", 1)[0] in wanted):
             yield
             return
         out = Path(self.args.profile).resolve()
@@ -535,7 +537,10 @@ class Bench:
             self.restart_proxy(capture=capture)
             if name == "capture-https" and self.hey:  # a load that needs less of the CPU
                 self.run_hey(a.warmup)
-                result = self.run_hey(a.duration)
+                self.current = f"{name}-{'on' if capture else 'off'}"
+                with self.profiled(a.duration):
+                    result = self.run_hey(a.duration)
+                self.current = name
                 key, unit = "rps", "req/s"
             elif name == "capture-https":
                 args = ["--connections", str(a.connections), "--duration", str(a.duration),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import gc
 import itertools
 import json
 import logging
@@ -67,6 +68,8 @@ DEFAULT_PENDING_BYTES = 8 * 1024**2
 _OPEN_DROPS = 10_000
 #: The messages that count MESSAGE_BYTES each (flow starts, ends, tunnels).
 _RECORDS = frozenset({"s", "h", "f", "e", "t"})
+#: The writer child's first-generation collection threshold (the interpreter's default: 700).
+GC_THRESHOLD = 10_000
 _CHILD = ("import sys, json; from nectoproxy.store.process import _child_main; "
           "_child_main(*json.loads(sys.argv[1]))")
 
@@ -164,6 +167,12 @@ def _child_main(read_fd: int, write_fd: int, path: str, options: dict[str, Any],
     incoming = Connection(read_fd, writable=False)
     outgoing = Connection(write_fd, readable=False)
     writer = CaptureWriter(path, start=False, **options)
+    # Each batch allocates thousands of short-lived tuples, lists and records, few of them in
+    # cycles: at the default threshold (700) the collector ran every few messages and walked
+    # the writer's caches each time, a tenth of the child's CPU (benchmarks/capture_cost.py).
+    # What exists now (modules, the writer) is never garbage: it is left out of every pass.
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 50, 1000)
     # The writing loop runs in this, the child's only thread: messages come straight from
     # the pipe, with no queue and no second thread to take turns with for the GIL.
     profile = os.environ.get("NECTOPROXY_WRITER_PROFILE")  # benchmarks/capture_cost.py
@@ -360,9 +369,7 @@ class ProcessWriter:
             if self._queued_bytes < SEND_BYTES:
                 time.sleep(self.batch_seconds)  # let a batch gather
             with self._lock:
-                batch, sent_bytes = self._take()
-                sent_bytes += MESSAGE_BYTES * sum(1 for m in batch if m[0] in _RECORDS)
-                sent_bytes += sum(MESSAGE_BYTES + len(m[1].data) for m in batch if m[0] == "w")
+                batch, sent_bytes, closing = self._take()
             try:
                 self._conn.send_bytes(_dumps(batch))
             except (OSError, ValueError) as exc:
@@ -371,22 +378,33 @@ class ProcessWriter:
             finally:
                 with self._lock:
                     self._queued_bytes -= sent_bytes
-            if any(m[0] == "close" for m in batch):
+            if closing:
                 return
 
-    def _take(self) -> tuple[list[tuple[Any, ...]], int]:
-        """(Under the lock.) The next batch: every message up to :data:`SEND_BYTES` of body
-        bytes, so that pickling never copies much at a time."""
-        size = 0
-        for index, message in enumerate(self._pending):
-            if message[0] == "c":
-                size += len(message[3])
-                if size >= SEND_BYTES:
-                    batch = self._pending[:index + 1]
-                    del self._pending[:index + 1]
-                    return batch, size
-        batch, self._pending = self._pending, []
-        return batch, size
+    def _take(self) -> tuple[list[tuple[Any, ...]], int, bool]:
+        """(Under the lock.) The next batch, every message up to :data:`SEND_BYTES` of body
+        bytes (so that pickling never copies much at a time), what it counted against
+        ``max_queued_bytes``, and whether it closes the child. One pass: this thread holds
+        the GIL the event loop needs meanwhile."""
+        body = counted = 0
+        closing = False
+        records, pending = _RECORDS, self._pending
+        for index, message in enumerate(pending):
+            kind = message[0]
+            if kind == "c":
+                body += len(message[3])
+                if body >= SEND_BYTES:
+                    batch = pending[:index + 1]
+                    del pending[:index + 1]
+                    return batch, body + counted, closing
+            elif kind in records:
+                counted += MESSAGE_BYTES
+            elif kind == "w":
+                counted += MESSAGE_BYTES + len(message[1].data)
+            elif kind == "close":
+                closing = True
+        self._pending = []
+        return pending, body + counted, closing
 
     def _child_died(self, exc: BaseException) -> None:
         with self._lock:
