@@ -255,3 +255,44 @@ def test_parameters_carry_user_input_never_the_sql():
     sql, params = parse_filter("host:\"x' OR 1=1 --\" url:a\\b body:'\"q\"'").sql()
     assert "1=1" not in sql and "x' or 1=1 --" in params  # host values are folded
     assert sql.count("?") == len(params)
+
+
+@pytest.mark.parametrize("fts", [True, False], ids=["fts", "no-fts"])
+def test_trailers_are_header_fields_to_filters_and_search(tmp_path, monkeypatch, fts):
+    """gRPC puts its status in trailers: ``resheader:`` and ``search`` find them, in SQL and
+    in Python alike; a request's trailers are request header fields."""
+    if not fts:
+        monkeypatch.setattr(schema, "fts5_available", lambda conn: False)
+    store = SQLiteStore(tmp_path / "store.db")
+    monkeypatch.undo()
+    store.start_run()
+    failed = _flow("failed-call", "https://grpc.test/echo.Echo/Unary", method="POST",
+                   content_type="application/grpc",
+                   response_headers=[("content-type", "application/grpc")],
+                   request_trailers=[("x-checksum", "c0ffee")],
+                   response_trailers=[("grpc-status", "14"),
+                                      ("grpc-message", "backend unavailable")])
+    ok = _flow("ok-call", "https://grpc.test/echo.Echo/Unary", method="POST",
+               content_type="application/grpc",
+               response_trailers=[("grpc-status", "0")])
+    try:
+        for record, request_body, response_body in (failed, ok):
+            store.save_flow(record, request_body, response_body)
+        for expression, expected in [
+                ("resheader:grpc-status=14", {"failed-call"}),
+                ("header:grpc-status", {"failed-call", "ok-call"}),
+                ("reqheader:grpc-status", set()),
+                ("reqheader:x-checksum=C0FFEE", {"failed-call"}),
+                ("~hs '^grpc-message: backend'", {"failed-call"}),
+                ("not resheader:grpc-status=0", {"failed-call"})]:
+            flows, _ = store.list_flows(filter=expression)
+            assert {f.id for f in flows} == expected, f"SQL: {expression}"
+            parsed = parse_filter(expression)
+            assert {r.id for r, q, s in (failed, ok) if parsed.matches(_subject(r, q, s))} \
+                == expected, f"Python: {expression}"
+            assert {r.id for r in map(store.get_flow, ["failed-call", "ok-call"])
+                    if r and parsed.matches(r)} == expected, f"stored record: {expression}"
+        found, _ = store.list_flows(search="Backend Unavailable")
+        assert [f.id for f in found] == ["failed-call"]
+    finally:
+        store.close()

@@ -220,6 +220,11 @@ def test_heads_and_ends_are_mapped_in_the_child_as_in_a_thread_writer(
     assert (record.request_stored, record.response_stored) == (3, 5)
     assert (record.request_trailers, record.response_trailers) == (None, [("grpc-status", "0")])
     assert store.get_body(plain, "response") == (b"hello", False)
+    # The search text the writer made while storing has the trailers' lines, as one made
+    # from the stored flow does.
+    for searched, expected_ids in ((store, {plain, enum}), (other, {plain})):
+        found, _ = searched.list_flows(search="grpc-status: 0")
+        assert {f.id for f in found} == expected_ids
     created = store.get_flow(enum)
     assert created is not None and created.status == 201
     # (Which format each batch went in.)

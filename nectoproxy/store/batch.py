@@ -167,7 +167,8 @@ class Batches:
         flow_id = record.id
         text = textindex.flow_text(
             record.url, (record.request_headers, record.request_headers_sent,
-                         record.response_headers, record.response_headers_sent),
+                         record.response_headers, record.response_headers_sent,
+                         record.request_trailers, record.response_trailers),
             (self._stored(flow_id, 0), self._stored(flow_id, 1)),
             (record.request_body_encoding, record.response_body_encoding), record.tags,
             record.comment, self.index_body_bytes)

@@ -55,9 +55,11 @@ def _headers(record: Any, name: str) -> Sequence[Sequence[str]]:
     return value or ()
 
 
+#: The header lists a ``header:`` term reads per direction: trailers are header fields too
+#: (gRPC's ``grpc-status`` is one), so ``resheader:grpc-status=2`` finds failed calls.
 HEADER_COLUMNS = {
-    "request": ("request_headers", "request_headers_sent"),
-    "response": ("response_headers", "response_headers_sent"),
+    "request": ("request_headers", "request_headers_sent", "request_trailers"),
+    "response": ("response_headers", "response_headers_sent", "response_trailers"),
 }
 
 

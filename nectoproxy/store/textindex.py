@@ -97,7 +97,8 @@ _INSERT_SQL = ("INSERT INTO flow_text (rowid, url, headers, request_body, respon
 def flow_text(url: str, header_lists: Sequence[Sequence[Sequence[str]] | None],
               bodies: tuple[Iterable[bytes], Iterable[bytes]], encodings: tuple[str, str],
               tags: Sequence[str], comment: str, limit: int = INDEX_BODY_BYTES) -> Text:
-    """The search text of a flow from its parts (bodies as stored: chunks, content-coded)."""
+    """The search text of a flow from its parts (``header_lists``: its heads received and
+    sent, then its trailers; bodies as stored: chunks, content-coded)."""
     return (url, headers_text(*header_lists),
             searchable(decoded_prefix(bodies[0], encodings[0], limit)),
             searchable(decoded_prefix(bodies[1], encodings[1], limit)),
@@ -109,13 +110,15 @@ def _stored_text(conn: sqlite3.Connection, seq: int, limit: int) -> Text | None:
     and only up to ``limit`` decoded bytes); None for a flow that is gone."""
     row = conn.execute(
         "SELECT f.url, d.request_headers, d.request_headers_sent, d.response_headers, "
-        "d.response_headers_sent, f.request_body_encoding, f.response_body_encoding, f.tags, "
+        "d.response_headers_sent, d.request_trailers, d.response_trailers, "
+        "f.request_body_encoding, f.response_body_encoding, f.tags, "
         "f.comment FROM flows AS f LEFT JOIN flow_details AS d ON d.seq = f.seq "
         "WHERE f.seq = ?", (seq,)).fetchone()
     if row is None:
         return None
-    url, rq, rq_sent, rs, rs_sent, rq_enc, rs_enc, tags, comment = row
-    return flow_text(url, [json.loads(h) if h else None for h in (rq, rq_sent, rs, rs_sent)],
+    url, rq, rq_sent, rs, rs_sent, rq_trailers, rs_trailers, rq_enc, rs_enc, tags, comment = row
+    return flow_text(url, [json.loads(h) if h else None
+                           for h in (rq, rq_sent, rs, rs_sent, rq_trailers, rs_trailers)],
                      (_stored_chunks(conn, seq, 0), _stored_chunks(conn, seq, 1)),
                      (rq_enc, rs_enc), json.loads(tags), comment, limit)
 
