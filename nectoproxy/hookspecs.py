@@ -133,7 +133,8 @@ def on_response(flow: Flow) -> None:
         ``content``/``text``. Large bodies stream untouched, as for ``on_request``
         (``flow.response.streamed`` is True and only the headers can be changed).
 
-    ``flow.kill()`` drops the connection instead of answering. The return value is ignored.
+    ``flow.kill()`` drops the connection instead of answering (on HTTP/2, resets only that
+    stream: the connection's other requests go on). The return value is ignored.
     """
 
 
