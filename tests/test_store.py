@@ -297,7 +297,7 @@ def test_stats_count_methods_statuses_hosts_types(store):
 
 
 def test_stats_counters_kept_by_triggers_agree_with_counting(store):
-    """Unfiltered stats come from counters the triggers keep; "is:all" counts rows."""
+    """Unfiltered stats come from the kept counters; "is:all" counts rows."""
     fill(store, 6, body=b"abc")
     with CaptureWriter(store.path, batch_messages=1) as writer:  # start and finish apart
         for n in range(20, 24):
@@ -314,6 +314,46 @@ def test_stats_counters_kept_by_triggers_agree_with_counting(store):
     assert counted == scanned
     assert counted.total == 8 and counted.errors == 1 and counted.request_bytes == 7
     assert counted.status_classes == {"2xx": 5, "4xx": 1, "none": 2}
+
+
+def test_a_writer_batch_counts_its_flows_at_once(store):
+    """The capture writer counts the rows a batch inserted in one pass at its end, other
+    inserts count their row: the counters agree with counting rows, in each session, with
+    flows that start and end in one batch, over two, tunnels, and a flow saved alone."""
+    other = store.create_session("Other")
+    with CaptureWriter(store.path) as writer:  # (one batch: everything within 0.1 s)
+        for n in range(40):
+            writer.flow_started(record(
+                n, host=f"h{n % 4}.test", method="POST" if n % 5 == 0 else "GET",
+                status=None, content_type=None,
+                session_id=other.id if n % 3 == 0 else None))
+            writer.body_chunk(f"flow{n:04d}", "response", b"x" * n)
+            writer.flow_finished(f"flow{n:04d}", {
+                "status": (200, 404, 503, 301)[n % 4], "response_size": n,
+                "content_type": ("text/html; charset=utf-8", "application/json", None)[n % 3],
+                **({"error": "reset"} if n == 7 else {})})
+        writer.flow_started(record(40, status=None, content_type=None))  # ends a batch later
+        writer.tunnel(record(41, kind="tunnel", method="CONNECT", status=None,
+                             content_type=None))
+        assert writer.flush()
+        writer.flow_finished("flow0040", {"status": 204, "request_size": 9})
+        assert writer.flush()
+    store.save_flow(record(50, status=500, content_type="text/plain"), response_body=b"abc")
+    conn = store._read()
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND "
+                        "name = 'flows_counted'").fetchone() == (0,)
+    for session in (store.active_session(), other):
+        assert session is not None
+        counted = store.stats(session_id=session.id, top=10)
+        scanned = store.stats(session_id=session.id, filter="is:all", top=10)
+        assert counted == scanned and counted.total > 10
+        row = conn.execute("SELECT flow_count, stored_bytes FROM sessions WHERE id = ?",
+                           (session.id,)).fetchone()
+        assert row == conn.execute(
+            "SELECT count(*), sum(request_stored + response_stored) FROM flows "
+            "WHERE session_id = ?", (session.id,)).fetchone()
+    assert store.stats(session_id=other.id).errors == 0
+    assert store.stats().errors == 1 and store.stats().request_bytes == 9
 
 
 def test_changes_feed_sees_every_writer_of_the_file(store):

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from nectoproxy.store import ingest, textindex, wsframes
+from nectoproxy.store import ingest, schema, textindex, wsframes
 from nectoproxy.store.records import FlowRecord
 
 log = logging.getLogger("nectoproxy.store")
@@ -110,6 +110,8 @@ class Batches:
         self._texts: dict[int, textindex.Text] = {}
         self._text_chars = 0
         self.index_body_bytes = index_body_bytes
+        #: The first and last seq this batch inserted.
+        self._inserted: list[int | None] = [None, None]
 
     def _completed_here(self, messages: list[Message]) -> dict[str, dict[str, Any]]:
         """Final fields of the flows that start and finish in this batch (most flows last
@@ -140,10 +142,15 @@ class Batches:
         self._pending = {}
         self._complete = self._completed_here(messages)
         self._refused = set()
+        # The rows inserted here are counted at the end, all at once. None of them changes
+        # before that: a flow that starts and ends in this batch is inserted complete, and
+        # only flows inserted by earlier batches are updated (``_finish``).
+        self._inserted = [None, None]
         for message in messages:
             self._apply(conn, clock, message)
         for key in list(self._pending):
             self._flush_body(conn, key)
+        schema.count_inserted(conn, *self._inserted)
         clock.save()
 
     def committed(self) -> None:
@@ -202,12 +209,15 @@ class Batches:
                     for name, value in complete.items():  # the record is this writer's now
                         setattr(record, name, value)
                 seq = ingest.insert_flow(conn, record, clock.next(),
-                                         text_pending=complete is not None)
+                                         text_pending=complete is not None, counted=False)
+                self._was_inserted(seq)
                 self.open[record.id] = _Open(seq, (_Body(), _Body()))
                 if complete is not None:
                     self._keep_text(seq, record)
             elif isinstance(message, Tunnel):
-                seq = ingest.insert_flow(conn, message.record, clock.next(), text_pending=True)
+                seq = ingest.insert_flow(conn, message.record, clock.next(), text_pending=True,
+                                         counted=False)
+                self._was_inserted(seq)
                 self._keep_text(seq, message.record)
                 self.flows_written += 1
             elif isinstance(message, Chunk):
@@ -226,6 +236,14 @@ class Batches:
             if self.rejected == 1:
                 log.error("flow store: a flow could not be stored (%s: %s); further such "
                           "failures are only counted", type(exc).__name__, exc)
+
+    def _was_inserted(self, seq: int) -> None:
+        """Widen the seq range this batch inserted (under the write lock nobody else inserts
+        meanwhile, so every seq in it is this batch's)."""
+        inserted = self._inserted
+        if inserted[0] is None:
+            inserted[0] = seq
+        inserted[1] = seq
 
     def _state(self, conn: sqlite3.Connection, flow_id: str) -> _Open | None:
         if flow_id in self._refused:

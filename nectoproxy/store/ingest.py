@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from nectoproxy.store import schema
 from nectoproxy.store.records import (
     SUMMARY_FIELDS,
     UPDATABLE_FIELDS,
@@ -161,9 +162,11 @@ def ensure_active_session(conn: sqlite3.Connection) -> int:
 
 
 def insert_flow(conn: sqlite3.Connection, record: FlowRecord, version: int,
-                text_pending: bool = False) -> int:
+                text_pending: bool = False, counted: bool = True) -> int:
     """Insert ``record`` (into the active session when its ``session_id`` is None); its seq.
-    ``text_pending``: the flow is complete and its search text should be indexed."""
+    ``text_pending``: the flow is complete and its search text should be indexed.
+    ``counted``: add it to its session's counters now; False for a caller that counts what it
+    inserted before it commits (``schema.count_inserted``). Every flow is inserted here."""
     values = list(_INSERTED_VALUES(record))
     for index, encoder in _INSERTED_ENCODED:
         values[index] = encoder(values[index])
@@ -173,6 +176,8 @@ def insert_flow(conn: sqlite3.Connection, record: FlowRecord, version: int,
     conn.execute(_INSERT_DETAILS_SQL,
                  (seq, *map(lambda encoder, value: encoder(value), _DETAIL_ENCODERS,
                             _DETAIL_VALUES(record))))
+    if counted:
+        schema.count_inserted(conn, seq, seq)
     return seq
 
 
