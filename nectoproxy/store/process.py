@@ -156,6 +156,16 @@ class _Gone:
         pass
 
 
+def tune_collector() -> None:
+    """The writer child's garbage collector settings. Each batch allocates thousands of
+    short-lived tuples, lists and records, few of them in cycles: at the default threshold
+    (700) the collector ran every few messages and walked the writer's caches each time
+    (``marshal.loads`` of a batch took three times as long). What exists when this is called
+    (modules, the writer) is never garbage: it is left out of every pass."""
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 50, 1000)
+
+
 def _child_main(read_fd: int, write_fd: int, path: str, options: dict[str, Any],
                 level: int) -> None:  # pragma: no cover - runs in the child
     handler = logging.StreamHandler()
@@ -167,12 +177,7 @@ def _child_main(read_fd: int, write_fd: int, path: str, options: dict[str, Any],
     incoming = Connection(read_fd, writable=False)
     outgoing = Connection(write_fd, readable=False)
     writer = CaptureWriter(path, start=False, **options)
-    # Each batch allocates thousands of short-lived tuples, lists and records, few of them in
-    # cycles: at the default threshold (700) the collector ran every few messages and walked
-    # the writer's caches each time, a tenth of the child's CPU (benchmarks/capture_cost.py).
-    # What exists now (modules, the writer) is never garbage: it is left out of every pass.
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, 50, 1000)
+    tune_collector()
     # The writing loop runs in this, the child's only thread: messages come straight from
     # the pipe, with no queue and no second thread to take turns with for the GIL.
     profile = os.environ.get("NECTOPROXY_WRITER_PROFILE")  # benchmarks/capture_cost.py
