@@ -1118,6 +1118,31 @@ def _fill_hosts(path: Path, hosts: list[str]) -> int:
         return session.id
 
 
+def test_filter_suggestions_come_when_the_words_arrive_after_the_first_keystrokes(
+        tmp_path: Path, pages: Pages) -> None:
+    """The filter language's words are fetched when the field takes the focus: typed before
+    they arrive, the suggestions appear as they do, not at the next keystroke."""
+    session_id = _fill_hosts(tmp_path / "flows.db", ["api.shop.test"])
+    with running(tmp_path, "--session", str(session_id)) as inspector:
+        page = pages.open(inspector)
+        sync_api.expect(rows(page)).to_have_count(1)
+        held: list[Any] = []
+        page.route("**/api/filter", lambda route: held.append(route))  # answered when told
+        field = page.get_by_label("Filter")
+        field.click()
+        field.press_sequentially("ho")
+        for _ in range(100):  # the fetch the focus started reaches the route
+            if held:
+                break
+            page.wait_for_timeout(50)
+        assert held, "the field did not ask for the filter language on focus"
+        listbox = page.get_by_role("listbox", name="Suggestions")
+        sync_api.expect(listbox).to_have_count(0)  # no words yet
+        held[0].continue_()
+        sync_api.expect(listbox.get_by_role("option").first).to_contain_text("host:")
+        sync_api.expect(field).to_have_value("ho")
+
+
 def header(page: Page, column: str) -> Any:
     return page.locator(f".row.header [data-column={column}]")
 

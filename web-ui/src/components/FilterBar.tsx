@@ -48,6 +48,14 @@ export const FilterBar = forwardRef<HTMLInputElement, FilterBarProps>(function F
     setOpen(suggest(text, at, vocabulary, force));
     setActive(0);
   };
+  // Typed into since focused and not dismissed: if the words arrive after the first keystrokes
+  // (they are fetched on focus), offer them then instead of at the next keystroke.
+  const typed = useRef(false);
+  useEffect(() => {
+    const field = input.current;
+    if (!typed.current || !field || document.activeElement !== field) return;
+    offer(field.value, field.selectionStart ?? field.value.length);
+  }, [vocabulary]);  // eslint-disable-line react-hooks/exhaustive-deps
   const take = (index: number) => {
     if (!open) return;
     const next = accept(draft, open, open.items[index]);
@@ -61,7 +69,8 @@ export const FilterBar = forwardRef<HTMLInputElement, FilterBarProps>(function F
       const keys: Record<string, () => void> = {
         ArrowDown: () => setActive((active + 1) % open.items.length),
         ArrowUp: () => setActive((active - 1 + open.items.length) % open.items.length),
-        Tab: () => take(active), Enter: () => take(active), Escape: () => setOpen(null),
+        Tab: () => take(active), Enter: () => take(active),
+        Escape: () => { typed.current = false; setOpen(null); },
       };
       const action = keys[event.key];
       if (action) {
@@ -111,10 +120,11 @@ export const FilterBar = forwardRef<HTMLInputElement, FilterBarProps>(function F
           value={draft}
           onChange={(event) => {
             setDraft(event.target.value);
+            typed.current = true;
             offer(event.target.value, event.target.selectionStart ?? event.target.value.length);
           }}
           onFocus={refreshVocabulary}
-          onBlur={() => setOpen(null)}
+          onBlur={() => { typed.current = false; setOpen(null); }}
           onKeyDown={onKey}
         />
         {open && (
